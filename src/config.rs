@@ -1,0 +1,241 @@
+//! Typed configuration, read from command-line flags and the environment (clap).
+//!
+//! Every flag has an `ML_API_*` environment variable (or the conventional name for
+//! third-party settings such as `SENTRY_DSN` and `OTEL_EXPORTER_OTLP_ENDPOINT`), so the
+//! Helm chart configures ml-api with env vars only. Doc comments are the `--help` text.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ml-api",
+    version,
+    about = "Fast, operable ONNX model serving for Kubernetes"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a stateless predictor replica (HTTP API).
+    Serve(Box<ServeConfig>),
+}
+
+/// Logs, traces and error reporting; shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    /// Log format: `json` (one object per line, for containers), `pretty` (for humans), or
+    /// `auto` (pretty on a terminal, JSON otherwise).
+    #[arg(long, env = "ML_API_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info,ml_api=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info,ort=warn", global = true)]
+    pub log_filter: String,
+    /// Sentry DSN; when set, panics and 5xx errors are reported to Sentry with request context.
+    #[arg(long, env = "SENTRY_DSN", global = true, hide_env_values = true)]
+    pub sentry_dsn: Option<String>,
+    /// Sentry environment tag (e.g. `production`).
+    #[arg(long, env = "SENTRY_ENVIRONMENT", global = true)]
+    pub sentry_environment: Option<String>,
+    /// Fraction of requests sent to Sentry as performance transactions (0 disables).
+    #[arg(
+        long,
+        env = "SENTRY_TRACES_SAMPLE_RATE",
+        default_value_t = 0.0,
+        global = true
+    )]
+    pub sentry_traces_sample_rate: f32,
+    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); when set, request
+    /// spans are exported to `<endpoint>/v1/traces` and W3C `traceparent` is honoured.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` reported with exported spans.
+    #[arg(
+        long,
+        env = "OTEL_SERVICE_NAME",
+        default_value = "ml-api",
+        global = true
+    )]
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// Where models come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegistryKind {
+    /// In-process registry filled from `--model-dir` (one node, nothing to install).
+    Embedded,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on; port 0 lets the OS pick one.
+    #[arg(long, env = "ML_API_ADDR", default_value = "0.0.0.0:5001")]
+    pub addr: SocketAddr,
+    /// Directory of models: one sub-directory per model holding `model.onnx` and an
+    /// optional `card.json`.
+    #[arg(long, env = "ML_API_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+    /// Model served by `POST /predict`.
+    #[arg(long, env = "ML_API_DEFAULT_MODEL", default_value = "santander")]
+    pub default_model: String,
+    /// Model registry backend.
+    #[arg(long, env = "ML_API_REGISTRY", value_enum, default_value_t = RegistryKind::Embedded)]
+    pub registry: RegistryKind,
+    #[command(flatten)]
+    pub inference: InferenceConfig,
+    #[command(flatten)]
+    pub http: HttpConfig,
+    #[command(flatten)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// ONNX Runtime settings.
+#[derive(Debug, Clone, Args)]
+pub struct InferenceConfig {
+    /// Path of the ONNX Runtime shared library (`libonnxruntime.so.*`); `make run` fetches it
+    /// into `.ort/lib` with `scripts/fetch-onnxruntime.sh`.
+    #[arg(
+        long,
+        env = "ORT_DYLIB_PATH",
+        default_value = ".ort/lib/libonnxruntime.so.1.31.1"
+    )]
+    pub ort_dylib: PathBuf,
+    /// Inference threads per model, each owning one ONNX Runtime session. Inference never
+    /// runs on the async (tokio) threads. 0 means one per CPU core.
+    #[arg(long, env = "ML_API_INFERENCE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+    /// ONNX Runtime intra-op threads per session (1 is best for many small requests).
+    #[arg(long, env = "ML_API_INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+    /// Requests that may wait for an inference thread before new ones get 503.
+    #[arg(long, env = "ML_API_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+}
+
+/// HTTP server behaviour.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes (larger bodies get 413).
+    #[arg(long, env = "ML_API_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most records accepted in one `POST /predict` batch.
+    #[arg(long, env = "ML_API_MAX_BATCH_RECORDS", default_value_t = 1024)]
+    pub max_batch_records: usize,
+    /// A request that takes longer than this gets 503 (e.g. `10s`, `500ms`).
+    #[arg(long, env = "ML_API_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// On SIGTERM, keep serving (with `/readyz` answering 503) this long so load balancers
+    /// stop routing here, before the listener closes.
+    #[arg(long, env = "ML_API_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// After the listener closes, in-flight requests get this long to finish.
+    #[arg(long, env = "ML_API_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Per-client rate limiting (tower_governor, in memory per replica).
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitConfig {
+    /// Enable per-client rate limiting of the API routes (health, metrics and docs are exempt).
+    #[arg(long = "rate-limit", env = "ML_API_RATE_LIMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Sustained requests per second allowed per client.
+    #[arg(
+        long = "rate-limit-rps",
+        env = "ML_API_RATE_LIMIT_RPS",
+        default_value_t = 100.0
+    )]
+    pub per_second: f64,
+    /// Requests a client may send at once above the sustained rate.
+    #[arg(
+        long = "rate-limit-burst",
+        env = "ML_API_RATE_LIMIT_BURST",
+        default_value_t = 200
+    )]
+    pub burst: u32,
+    /// Header carrying a client's API key; clients that send it are limited per key,
+    /// the others per IP address.
+    #[arg(long, env = "ML_API_API_KEY_HEADER", default_value = "x-api-key")]
+    pub api_key_header: String,
+    /// Comma-separated CIDRs of proxies (the ingress) whose `X-Forwarded-For` is trusted.
+    #[arg(
+        long,
+        env = "ML_API_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1/32,::1/128"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+impl ServeConfig {
+    /// Settings for tests and benches: port 0 on loopback, everything else at its default.
+    pub fn for_tests(model_dir: impl Into<PathBuf>, default_model: &str) -> Self {
+        let cli = Cli::parse_from(["ml-api", "serve", "--addr", "127.0.0.1:0"]);
+        let Command::Serve(mut config) = cli.command;
+        config.model_dir = model_dir.into();
+        config.default_model = default_model.to_owned();
+        *config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_match_the_seed() {
+        let cli = Cli::parse_from(["ml-api", "serve"]);
+        let Command::Serve(config) = cli.command;
+        assert_eq!(config.addr.port(), 5001);
+        assert_eq!(config.default_model, "santander");
+    }
+}

@@ -1,0 +1,169 @@
+//! The service's one error type. Every failure a client can see becomes an [`ApiError`],
+//! and this file is the only place that picks its HTTP status and JSON body:
+//! `{"error": {"code": "...", "message": "...", "details": [...]}}`.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One problem with one field of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Where the problem is: a field name, or `[i].field` inside a batch.
+    pub field: String,
+    /// Machine-readable reason: `missing`, `type`, `range`, `category`, `null`, `shape`, ...
+    pub reason: &'static str,
+    /// What is wrong, for humans.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The request is well-formed but its content breaks the model's schema.
+    #[error("{message}")]
+    Validation {
+        message: String,
+        details: Vec<FieldError>,
+    },
+    #[error("request body is larger than the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    #[error("expected `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("rate limit exceeded: retry in {retry_after_secs}s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("server is at capacity, retry shortly")]
+    Overloaded,
+    #[error("request did not complete within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an inference failure: details are logged (and sent to Sentry), never returned.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(details: Vec<FieldError>) -> Self {
+        let message = match details.as_slice() {
+            [one] => format!("invalid field `{}`: {}", one.field, one.message),
+            many => format!("{} invalid fields", many.len()),
+        };
+        Self::Validation { message, details }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded | Self::Timeout(_) | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::Validation { .. } => "validation",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::Timeout(_) => "timeout",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            Self::Overloaded | Self::Timeout(_) | Self::Unavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable error class, e.g. `validation`, `malformed_json`, `rate_limited`.
+    pub code: &'static str,
+    pub message: String,
+    /// Field-level problems (validation errors); empty otherwise.
+    pub details: Vec<FieldError>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            Self::Internal(error) => {
+                // Logged at error level: the Sentry tracing layer turns this into an event
+                // carrying the request's context.
+                tracing::error!(error = format!("{error:#}"), "request failed");
+                "internal error".to_owned()
+            }
+            other => {
+                if status.is_server_error() {
+                    tracing::warn!(error = %other, "request not served");
+                }
+                other.to_string()
+            }
+        };
+        let retry_after = self.retry_after_secs();
+        let code = self.code();
+        let details = match self {
+            Self::Validation { details, .. } => details,
+            _ => Vec::new(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                details,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,94 @@
+//! Cross-cutting request handling: metrics, time limits, and the tracing span of a request
+//! (joined to the caller's trace through W3C `traceparent`).
+
+use std::time::Instant;
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::HeaderMap,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use opentelemetry::propagation::Extractor;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::state::AppState;
+use crate::error::ApiError;
+
+/// The route label: the matched route template, never the raw path (bounded cardinality).
+fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned())
+}
+
+/// Counts and times every request, and tracks how many are in flight.
+pub async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_of(&req);
+    let method = req.method().as_str().to_owned();
+    let metrics = &state.metrics;
+    metrics.http_in_flight.inc();
+    let response = next.run(req).await;
+    metrics.http_in_flight.dec();
+    let status = response.status().as_u16().to_string();
+    let labels = [method.as_str(), route.as_str(), status.as_str()];
+    metrics.http_requests.with_label_values(&labels).inc();
+    metrics
+        .http_duration
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Answers 503 `timeout` when a request takes longer than `--request-timeout`.
+pub async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(state.request_timeout).into_response(),
+    }
+}
+
+/// The span every request runs in. Its parent is the caller's trace when the request carries
+/// a `traceparent` header, so ml-api's spans join distributed traces.
+pub fn request_span(req: &Request) -> tracing::Span {
+    let route = route_of(req);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{} {}", req.method(), route),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(req.headers()))
+    });
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Records the status on the span and writes one access-log line (target `ml_api::access`).
+pub fn record_response(response: &Response, latency: std::time::Duration, span: &tracing::Span) {
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    tracing::info!(target: "ml_api::access", status, latency_ms = latency.as_secs_f64() * 1000.0, "request served");
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}

@@ -1,0 +1,88 @@
+//! The HTTP API: one function assembles every route and layer.
+
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod openapi;
+pub mod predict;
+pub mod rate_limit;
+pub mod state;
+
+use axum::{
+    body::Body,
+    extract::DefaultBodyLimit,
+    http::{Request, Response, StatusCode},
+    middleware::from_fn_with_state,
+    response::IntoResponse,
+    routing::{get, post},
+    Extension, Router,
+};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{config::ServeConfig, error::ApiError};
+pub use state::{AppState, Lifecycle};
+
+/// Builds the application: API routes (rate limited), probes and metrics (exempt), the
+/// OpenAPI document with Swagger UI at `/docs`, and the layers every request passes through.
+pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
+    let mut api = Router::new().route("/predict", post(predict::predict));
+    if config.rate_limit.enabled {
+        api = api.route_layer(rate_limit::layer(&config.rate_limit, &state.metrics)?);
+    }
+    let operations = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics));
+    let default_model = state.models.get(&state.default_model);
+    let docs = SwaggerUi::new("/docs").url(
+        "/openapi.json",
+        openapi::document(default_model.as_deref(), state.max_batch_records),
+    );
+
+    Ok(Router::new()
+        .merge(api)
+        .merge(operations)
+        .merge(docs)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Layers run outside-in from the last one added.
+        .layer(from_fn_with_state(state.clone(), middleware::time_limit))
+        .layer(from_fn_with_state(state.clone(), middleware::track_metrics))
+        .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
+        .layer(Extension(extract::BodyLimit(config.http.max_body_bytes)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(middleware::request_span)
+                .on_request(())
+                .on_response(middleware::record_response)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(sentry::integrations::tower::SentryHttpLayer::new().enable_transaction())
+        .layer(sentry::integrations::tower::NewSentryLayer::<Request<Body>>::new_from_top())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A panic in a handler is a bug: answer 500 in the usual shape (Sentry's panic handler
+/// has already reported it) and keep serving.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let mut response =
+        ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response();
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}

@@ -1,0 +1,133 @@
+//! The OpenAPI 3.1 document: routes and types from the code (utoipa), plus the request
+//! schema of the default model, generated from its graph and card at start-up, with the
+//! card's example (the seed's record for `santander`).
+
+use serde_json::{json, Map, Value};
+use utoipa::{
+    openapi::{OpenApi as OpenApiDoc, RefOr, Schema},
+    OpenApi,
+};
+
+use super::{health, predict};
+use crate::{
+    error::{ErrorBody, ErrorDetail, FieldError},
+    model::schema::Field,
+    models::LoadedModel,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ml-api",
+        description = "ONNX model serving: the seed's `POST /predict`, validated, documented, measured and protected."
+    ),
+    paths(predict::predict, health::healthz, health::readyz, health::metrics),
+    components(schemas(
+        predict::PredictRequest,
+        predict::PredictResponse,
+        predict::RankedLabel,
+        ErrorBody,
+        ErrorDetail,
+        FieldError,
+        health::Health
+    )),
+    tags(
+        (name = "predict", description = "Predictions with the default model"),
+        (name = "operations", description = "Probes and metrics")
+    )
+)]
+pub struct ApiDoc;
+
+/// The full document for this replica.
+pub fn document(default_model: Option<&LoadedModel>, max_batch_records: usize) -> OpenApiDoc {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let Some(model) = default_model else {
+        return doc;
+    };
+    let record = record_schema(model);
+    let example = model.card.example.clone().unwrap_or(Value::Null);
+    let request = json!({
+        "description": format!(
+            "One `{}` record, or an array of 1 to {max_batch_records} records (a batch).",
+            model.name
+        ),
+        "oneOf": [
+            { "$ref": "#/components/schemas/PredictRecord" },
+            { "type": "array", "items": { "$ref": "#/components/schemas/PredictRecord" },
+              "minItems": 1, "maxItems": max_batch_records }
+        ],
+        "examples": [example]
+    });
+    if let Some(components) = doc.components.as_mut() {
+        for (name, schema) in [("PredictRecord", record), ("PredictRequest", request)] {
+            if let Ok(schema) = serde_json::from_value::<Schema>(schema) {
+                components.schemas.insert(name.to_owned(), RefOr::T(schema));
+            }
+        }
+    }
+    doc
+}
+
+fn record_schema(model: &LoadedModel) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for field in &model.schema.fields {
+        if !field.nullable {
+            required.push(Value::from(field.name.clone()));
+        }
+        properties.insert(field.name.clone(), field_schema(field));
+    }
+    for (name, why) in &model.card.ignored_fields {
+        properties.insert(
+            name.clone(),
+            json!({ "description": format!("Accepted and ignored: {why}") }),
+        );
+    }
+    let mut schema = json!({
+        "type": "object",
+        "description": model.card.description.clone().unwrap_or_else(|| format!("A record for model `{}`.", model.name)),
+        "required": required,
+        "properties": properties,
+        "additionalProperties": true,
+    });
+    if let Some(example) = &model.card.example {
+        schema["examples"] = json!([example]);
+    }
+    schema
+}
+
+fn field_schema(field: &Field) -> Value {
+    let mut schema = Map::new();
+    let json_type = field.element.json_type();
+    schema.insert(
+        "type".into(),
+        if field.nullable {
+            json!([json_type, "null"])
+        } else {
+            json!(json_type)
+        },
+    );
+    let mut description = field.description.clone().unwrap_or_default();
+    description.push_str(&format!(
+        " (graph input `{}`: {})",
+        field.name,
+        field.element.onnx_name()
+    ));
+    schema.insert(
+        "description".into(),
+        Value::from(description.trim().to_owned()),
+    );
+    if let Some(min) = field.min {
+        schema.insert("minimum".into(), json!(min));
+    }
+    if let Some(max) = field.max {
+        schema.insert("maximum".into(), json!(max));
+    }
+    if field.allowed.is_some() {
+        schema.insert("enum".into(), json!(field.categories));
+    } else if !field.categories.is_empty() {
+        schema.insert("examples".into(), json!(field.categories));
+    }
+    Value::Object(schema)
+}

@@ -1,0 +1,188 @@
+//! `POST /predict`: the seed API's endpoint, on the default model.
+//!
+//! Request: one record (a JSON object) or a batch (an array of records).
+//! Response: `{"predictions": [[...scores...], ...]}`, one row per record, exactly as the
+//! Flask seed answered; `?top_k=N` adds the N best labels per record.
+
+use axum::{
+    extract::State,
+    http::{HeaderName, HeaderValue},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    extract::{ApiQuery, JsonBody},
+    state::AppState,
+};
+use crate::{
+    error::{ApiError, ErrorBody, FieldError},
+    inference::InferenceError,
+    model::{decode, Scores},
+    models::LoadedModel,
+};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PredictQuery {
+    /// Also return, per record, the `top_k` labels with the highest scores (1..=labels).
+    pub top_k: Option<usize>,
+}
+
+/// A record, or an array of records; the fields are the model's inputs (see `PredictRecord`).
+#[derive(Debug, ToSchema)]
+#[schema(value_type = Object)]
+pub struct PredictRequest(pub serde_json::Value);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictResponse {
+    /// One row of scores per record, in the order of the model's labels. For the bundled
+    /// `santander` model: 22 product probabilities that sum to 1.
+    pub predictions: Vec<Vec<f64>>,
+    /// With `?top_k=N`: the N highest-scoring labels per record, best first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<Vec<Vec<RankedLabel>>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RankedLabel {
+    pub label: String,
+    pub probability: f64,
+}
+
+/// Score one customer record (or a batch) with the default model.
+#[utoipa::path(
+    post,
+    path = "/predict",
+    tag = "predict",
+    params(PredictQuery),
+    request_body(content = PredictRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Scores per record", body = PredictResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 422, description = "Fields break the model's schema", body = ErrorBody),
+        (status = 429, description = "Rate limit exceeded", body = ErrorBody),
+        (status = 503, description = "Overloaded, draining or no model", body = ErrorBody),
+    )
+)]
+pub async fn predict(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PredictQuery>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let model = state.models.get(&state.default_model).ok_or_else(|| {
+        ApiError::Unavailable(format!(
+            "default model `{}` is not loaded",
+            state.default_model
+        ))
+    })?;
+    let top_k = validated_top_k(query.top_k, &model)?;
+    let scores = score(&state, &model, &body).await?;
+    let predictions = scores
+        .iter_rows()
+        .map(|row| row.iter().map(|&p| f64::from(p)).collect())
+        .collect();
+    let top_k = top_k.map(|k| ranked(&scores, &model.schema.labels, k));
+    let mut response = Json(PredictResponse { predictions, top_k }).into_response();
+    model_headers(&mut response, &model);
+    Ok(response)
+}
+
+/// Validates `body` against the model's schema and runs it.
+pub async fn score(
+    state: &AppState,
+    model: &LoadedModel,
+    body: &serde_json::Value,
+) -> Result<Scores, ApiError> {
+    let batch = decode::records(body, state.max_batch_records)
+        .and_then(|records| decode::decode(&model.schema, &records))
+        .map_err(|errors| {
+            count_validation_failures(state, &model.name, &errors);
+            ApiError::validation(errors)
+        })?;
+    let rows = batch.rows;
+    let scores = model.infer(batch).await.map_err(|error| match error {
+        InferenceError::QueueFull => ApiError::Overloaded,
+        InferenceError::Stopped => ApiError::Unavailable("the model is unloading".to_owned()),
+        InferenceError::Failed(message) => {
+            ApiError::Internal(anyhow::anyhow!("model `{}`: {message}", model.name))
+        }
+    })?;
+    state
+        .metrics
+        .predictions
+        .with_label_values(&[&model.name])
+        .inc_by(rows as u64);
+    Ok(scores)
+}
+
+fn count_validation_failures(state: &AppState, model: &str, errors: &[FieldError]) {
+    for error in errors {
+        let feature = error.field.rsplit('.').next().unwrap_or(&error.field);
+        let feature = if feature.starts_with('[') {
+            "record"
+        } else {
+            feature
+        };
+        state
+            .metrics
+            .validation_failures
+            .with_label_values(&[model, feature, error.reason])
+            .inc();
+    }
+}
+
+fn validated_top_k(top_k: Option<usize>, model: &LoadedModel) -> Result<Option<usize>, ApiError> {
+    let Some(k) = top_k else { return Ok(None) };
+    let max = model.schema.labels.len();
+    if max == 0 {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "top_k",
+            "unsupported",
+            format!("model `{}` has no labels in its card", model.name),
+        )]));
+    }
+    if k == 0 || k > max {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "top_k",
+            "range",
+            format!("{k} is out of range: must be between 1 and {max}"),
+        )]));
+    }
+    Ok(Some(k))
+}
+
+fn ranked(scores: &Scores, labels: &[String], k: usize) -> Vec<Vec<RankedLabel>> {
+    scores
+        .iter_rows()
+        .map(|row| {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            order
+                .into_iter()
+                .take(k)
+                .map(|i| RankedLabel {
+                    label: labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+                    probability: f64::from(row[i]),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `X-Model-Name` / `X-Model-Version`: which model answered, without changing the seed's body.
+pub fn model_headers(response: &mut Response, model: &LoadedModel) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-model-name", &model.name),
+        ("x-model-version", &model.version),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! State shared by every handler, behind `Arc`s.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+use std::time::Duration;
+
+use crate::{metrics::Metrics, models::ModelStore};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub models: Arc<ModelStore>,
+    pub default_model: Arc<str>,
+    pub metrics: Metrics,
+    pub lifecycle: Arc<Lifecycle>,
+    pub max_batch_records: usize,
+    pub request_timeout: Duration,
+}
+
+/// Readiness as Kubernetes sees it: ready once models are loaded, not ready while draining.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,13 @@
+//! ml-api: fast, operable ONNX model serving for Kubernetes.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod inference;
+pub mod metrics;
+pub mod model;
+pub mod models;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;

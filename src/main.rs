@@ -1,0 +1,45 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use ml_api::{
+    config::{Cli, Command},
+    shutdown,
+    startup::Application,
+    telemetry,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Telemetry first, before the runtime, so Sentry and the exporters see every thread.
+    let telemetry = match telemetry::init(&cli.telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("ml-api: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "ml-api failed");
+            eprintln!("ml-api: {error:#}");
+            ExitCode::FAILURE
+        }
+    };
+    drop(telemetry);
+    code
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(config) => {
+            let app = Application::build(*config).await?;
+            app.run_until_stopped(shutdown::signal()).await
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Prometheus metrics: one registry per server, typed handles, text exposition.
+//!
+//! Names follow Prometheus conventions (`ml_api_<thing>_<unit>`, `_total` for counters).
+//! Route labels come from axum's `MatchedPath`, never from raw URIs or request bodies.
+
+use prometheus::{
+    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets from 100 µs to ~13 s: fine resolution where ml-api's answers land.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0001, 2.0, 18).unwrap_or_default()
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub http_in_flight: IntGauge,
+    pub inference_duration: HistogramVec,
+    pub batch_rows: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub predictions: IntCounterVec,
+    pub validation_failures: IntCounterVec,
+    pub model_load_seconds: GaugeVec,
+    pub model_info: IntGaugeVec,
+    pub rate_limited: IntCounter,
+    pub draining: IntGauge,
+}
+
+/// Handles pre-bound to one model's label, for the inference threads.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    pub inference_seconds: Histogram,
+    pub batch_rows: Histogram,
+    pub queue_depth: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "ml_api_http_requests_total",
+                "HTTP requests answered, by route, method and status.",
+            ),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ml_api_http_request_duration_seconds",
+                "Time from request to response, by route, method and status.",
+            )
+            .buckets(latency_buckets()),
+            &["method", "route", "status"],
+        )?;
+        let http_in_flight = IntGauge::new(
+            "ml_api_http_requests_in_flight",
+            "HTTP requests being served now.",
+        )?;
+        let inference_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ml_api_inference_duration_seconds",
+                "Time of one ONNX Runtime call, by model.",
+            )
+            .buckets(latency_buckets()),
+            &["model"],
+        )?;
+        let batch_rows = HistogramVec::new(
+            HistogramOpts::new(
+                "ml_api_inference_batch_size",
+                "Records per ONNX Runtime call, by model.",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
+            &["model"],
+        )?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "ml_api_inference_queue_depth",
+                "Batches waiting for an inference thread, by model.",
+            ),
+            &["model"],
+        )?;
+        let predictions = IntCounterVec::new(
+            Opts::new("ml_api_predictions_total", "Records scored, by model."),
+            &["model"],
+        )?;
+        let validation_failures = IntCounterVec::new(
+            Opts::new(
+                "ml_api_validation_failures_total",
+                "Rejected request fields, by model, feature and reason.",
+            ),
+            &["model", "feature", "reason"],
+        )?;
+        let model_load_seconds = GaugeVec::new(
+            Opts::new(
+                "ml_api_model_load_duration_seconds",
+                "Time taken to load and warm up a model.",
+            ),
+            &["model", "version"],
+        )?;
+        let model_info = IntGaugeVec::new(
+            Opts::new(
+                "ml_api_model_info",
+                "Models loaded on this replica (value 1).",
+            ),
+            &["model", "version", "sha256"],
+        )?;
+        let rate_limited = IntCounter::new(
+            "ml_api_rate_limited_requests_total",
+            "Requests refused with 429 by the rate limiter.",
+        )?;
+        let draining = IntGauge::new(
+            "ml_api_draining",
+            "1 while the replica drains for shutdown.",
+        )?;
+        let build_info = Gauge::with_opts(
+            Opts::new("ml_api_build_info", "Build of this replica (value 1).")
+                .const_label("version", env!("CARGO_PKG_VERSION"))
+                .const_label(
+                    "revision",
+                    option_env!("ML_API_GIT_REVISION").unwrap_or("unknown"),
+                ),
+        )?;
+        build_info.set(1.0);
+
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(http_in_flight.clone()))?;
+        registry.register(Box::new(inference_duration.clone()))?;
+        registry.register(Box::new(batch_rows.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(predictions.clone()))?;
+        registry.register(Box::new(validation_failures.clone()))?;
+        registry.register(Box::new(model_load_seconds.clone()))?;
+        registry.register(Box::new(model_info.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(draining.clone()))?;
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            http_in_flight,
+            inference_duration,
+            batch_rows,
+            queue_depth,
+            predictions,
+            validation_failures,
+            model_load_seconds,
+            model_info,
+            rate_limited,
+            draining,
+        })
+    }
+
+    pub fn for_model(&self, model: &str) -> ModelMetrics {
+        ModelMetrics {
+            inference_seconds: self.inference_duration.with_label_values(&[model]),
+            batch_rows: self.batch_rows.with_label_values(&[model]),
+            queue_depth: self.queue_depth.with_label_values(&[model]),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> anyhow::Result<String> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        Ok(String::from_utf8(buffer)?)
+    }
+}

@@ -1,0 +1,11 @@
+//! What a model is to ml-api: its card, the schema derived from its graph, and the
+//! conversion of request JSON into validated model input.
+
+pub mod batch;
+pub mod card;
+pub mod decode;
+pub mod schema;
+
+pub use batch::{Column, FeatureBatch, Scores};
+pub use card::ModelCard;
+pub use schema::{ElementType, InputSpec, ModelSchema, OutputSpec};

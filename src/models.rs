@@ -1,0 +1,183 @@
+//! Loaded models: reads each `<model-dir>/<name>/model.onnx` (+ optional `card.json`),
+//! opens one ONNX Runtime session per inference thread, derives the request schema, warms
+//! the model up, and hands out `Arc<LoadedModel>` by name.
+
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
+
+use anyhow::{ensure, Context};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    config::InferenceConfig,
+    inference::{
+        ort::{self as ort_backend, OrtBackend, SessionOptions},
+        pool::InferencePool,
+        Backend, InferenceError,
+    },
+    metrics::Metrics,
+    model::{decode, FeatureBatch, ModelCard, ModelSchema, Scores},
+};
+
+pub struct LoadedModel {
+    pub name: String,
+    pub version: String,
+    pub card: ModelCard,
+    pub schema: ModelSchema,
+    pub sha256: String,
+    pool: InferencePool,
+}
+
+impl LoadedModel {
+    pub async fn infer(&self, batch: FeatureBatch) -> Result<Scores, InferenceError> {
+        self.pool.infer(batch).await
+    }
+}
+
+/// Every model this replica serves, by name.
+pub struct ModelStore {
+    models: BTreeMap<String, Arc<LoadedModel>>,
+}
+
+impl ModelStore {
+    /// Loads every sub-directory of `dir` that holds a `model.onnx`.
+    pub async fn load_dir(
+        dir: &Path,
+        config: &InferenceConfig,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        let mut models = BTreeMap::new();
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the model directory `{}`", dir.display()))?;
+        let mut paths: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.join("model.onnx").is_file())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let model = load_model(&path, config, metrics)
+                .await
+                .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
+            models.insert(model.name.clone(), Arc::new(model));
+        }
+        Ok(Self { models })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        self.models.get(name).cloned()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+}
+
+async fn load_model(
+    dir: &Path,
+    config: &InferenceConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<LoadedModel> {
+    let started = Instant::now();
+    let card_path = dir.join("card.json");
+    let card: ModelCard = if card_path.is_file() {
+        let text = std::fs::read_to_string(&card_path)?;
+        serde_json::from_str(&text).with_context(|| format!("invalid `{}`", card_path.display()))?
+    } else {
+        ModelCard::default()
+    };
+    let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
+    let name = card.name.clone().unwrap_or_else(|| dir_name.to_owned());
+    let version = card.version.clone().unwrap_or_else(|| "1".to_owned());
+    let bytes = ort_backend::read_model(&dir.join("model.onnx"))?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+
+    let dylib = config.ort_dylib.clone();
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let options = SessionOptions {
+        intra_op_threads: config.intra_op_threads,
+    };
+    // Session creation is CPU work: keep it off the async threads.
+    let card_for_schema = card.clone();
+    let (sessions, schema) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let env = ort_backend::environment(&dylib)?;
+        let mut sessions = Vec::with_capacity(workers);
+        let mut signature = None;
+        for _ in 0..workers {
+            let (session, sig) = OrtBackend::open(env, &bytes, options)?;
+            signature = Some(sig);
+            sessions.push(session);
+        }
+        let signature = signature.context("no inference worker configured")?;
+        let schema = ModelSchema::build(&signature.inputs, &signature.outputs, &card_for_schema)?;
+        Ok((sessions, (schema, signature)))
+    })
+    .await??;
+    let (schema, signature) = schema;
+    let inputs: Arc<[_]> = signature.inputs.into();
+    let backends: Vec<Box<dyn Backend>> = sessions
+        .into_iter()
+        .map(|session| {
+            Box::new(OrtBackend::new(
+                session,
+                inputs.clone(),
+                schema.output.clone(),
+            )) as Box<dyn Backend>
+        })
+        .collect();
+    let workers = backends.len();
+    let pool = InferencePool::start(
+        &name,
+        backends,
+        config.queue_capacity,
+        metrics.for_model(&name),
+    )?;
+    let model = LoadedModel {
+        name,
+        version,
+        card,
+        schema,
+        sha256,
+        pool,
+    };
+    warm_up(&model, workers).await?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    metrics
+        .model_load_seconds
+        .with_label_values(&[&model.name, &model.version])
+        .set(seconds);
+    metrics
+        .model_info
+        .with_label_values(&[&model.name, &model.version, &model.sha256])
+        .set(1);
+    tracing::info!(model = %model.name, version = %model.version, inputs = model.schema.fields.len(), seconds, "model loaded");
+    Ok(model)
+}
+
+/// Runs the card's example (when it has one) through every thread, so the first real request
+/// pays no first-run cost and a model that cannot run its own example never reports ready.
+async fn warm_up(model: &LoadedModel, workers: usize) -> anyhow::Result<()> {
+    let Some(example) = &model.card.example else {
+        return Ok(());
+    };
+    let records =
+        decode::records(example, 1).map_err(|e| anyhow::anyhow!("card example: {e:?}"))?;
+    let batch = decode::decode(&model.schema, &records)
+        .map_err(|errors| anyhow::anyhow!("the card's example does not validate: {errors:?}"))?;
+    for _ in 0..workers {
+        let scores = model.infer(batch.clone()).await?;
+        ensure!(scores.rows == 1, "warm-up returned {} rows", scores.rows);
+        if !model.schema.labels.is_empty() {
+            ensure!(
+                scores.width == model.schema.labels.len(),
+                "the model returns {} scores per record but its card has {} labels",
+                scores.width,
+                model.schema.labels.len()
+            );
+        }
+    }
+    Ok(())
+}
