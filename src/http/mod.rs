@@ -39,7 +39,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics));
     let default_model = state.models.get(&state.default_model);
-    let docs = SwaggerUi::new("/docs").url(
+    let docs = SwaggerUi::new("/docs").external_url_unchecked(
         "/openapi.json",
         openapi::document(default_model.as_deref(), state.max_batch_records),
     );

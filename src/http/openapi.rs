@@ -3,10 +3,7 @@
 //! card's example (the seed's record for `santander`).
 
 use serde_json::{json, Map, Value};
-use utoipa::{
-    openapi::{OpenApi as OpenApiDoc, RefOr, Schema},
-    OpenApi,
-};
+use utoipa::OpenApi;
 
 use super::{health, predict};
 use crate::{
@@ -38,10 +35,12 @@ use crate::{
 )]
 pub struct ApiDoc;
 
-/// The full document for this replica.
-pub fn document(default_model: Option<&LoadedModel>, max_batch_records: usize) -> OpenApiDoc {
+/// The full document for this replica, as JSON (utoipa's typed schema cannot hold every
+/// JSON-Schema 2020-12 construct we generate, such as `"type": ["number", "null"]`).
+pub fn document(default_model: Option<&LoadedModel>, max_batch_records: usize) -> Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut doc = serde_json::to_value(doc).unwrap_or_else(|_| json!({}));
     let Some(model) = default_model else {
         return doc;
     };
@@ -59,12 +58,12 @@ pub fn document(default_model: Option<&LoadedModel>, max_batch_records: usize) -
         ],
         "examples": [example]
     });
-    if let Some(components) = doc.components.as_mut() {
-        for (name, schema) in [("PredictRecord", record), ("PredictRequest", request)] {
-            if let Ok(schema) = serde_json::from_value::<Schema>(schema) {
-                components.schemas.insert(name.to_owned(), RefOr::T(schema));
-            }
-        }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        schemas.insert("PredictRecord".to_owned(), record);
+        schemas.insert("PredictRequest".to_owned(), request);
     }
     doc
 }

@@ -141,6 +141,10 @@ fn string_value(field: &Field, value: Option<&Value>) -> Result<String, Problem>
     let Some(Value::String(text)) = value else {
         return Err(type_error(ElementType::String, value));
     };
+    if text.contains('\0') {
+        // ONNX Runtime strings are C strings.
+        return Err(("type", "must not contain NUL characters".to_owned()));
+    }
     if let Some(allowed) = &field.allowed {
         if !allowed.contains(text) {
             return Err((

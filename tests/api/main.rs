@@ -1,0 +1,7 @@
+//! One integration-test binary: every test starts the real server on a random port.
+
+mod helpers;
+mod operations;
+mod predict;
+mod rate_limit;
+mod validation;

@@ -1,0 +1,121 @@
+//! Probes, metrics, documentation and routing errors.
+
+use serde_json::Value;
+
+use crate::helpers::{assert_error, seed_record, spawn_app};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200_when_the_model_is_loaded() {
+    let app = spawn_app().await;
+    let health: Value = app.get("/healthz").await.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert!(ready["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "santander"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_inference_and_model_loading() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.post_json("/predict", &seed_record()).await.status(),
+            200
+        );
+    }
+    let _ = app.get("/no-such-route").await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for name in [
+        "ml_api_http_requests_total{method=\"POST\",route=\"/predict\",status=\"200\"} 3",
+        "ml_api_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+        "ml_api_http_request_duration_seconds_bucket{method=\"POST\",route=\"/predict\",status=\"200\",le=",
+        "ml_api_http_requests_in_flight 1",
+        "ml_api_inference_duration_seconds_count{model=\"santander\"}",
+        "ml_api_inference_batch_size_count{model=\"santander\"}",
+        "ml_api_predictions_total{model=\"santander\"} 3",
+        "ml_api_model_load_duration_seconds{model=\"santander\",version=\"1.0.0\"}",
+        "ml_api_model_info{model=\"santander\"",
+        "ml_api_rate_limited_requests_total 0",
+        "ml_api_build_info{",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(name), "missing `{name}` in:\n{text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_document_describes_predict_with_the_seed_example() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(doc["paths"]["/predict"]["post"].is_object());
+    let record = &doc["components"]["schemas"]["PredictRecord"];
+    assert_eq!(record["properties"]["age"]["type"], "integer");
+    assert_eq!(
+        record["properties"]["sexo"]["enum"],
+        serde_json::json!(["H", "V"])
+    );
+    assert!(record["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "age"));
+    assert_eq!(record["examples"][0], seed_record());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_from_local_assets() {
+    let app = spawn_app().await;
+    let page = app.get("/docs/").await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("cdn") && !html.contains("unpkg"),
+        "no CDN references"
+    );
+    let bundle = app.get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(bundle.status(), 200);
+    assert!(bundle.text().await.unwrap().len() > 100_000);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let app = spawn_app().await;
+    assert_error(app.get("/nope").await, 404, "not_found").await;
+    let response = app.get("/predict").await;
+    assert_eq!(response.status(), 405);
+    let allow = response
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(allow.as_deref(), Some("POST"));
+    assert_error(response, 405, "method_not_allowed").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn responses_carry_a_request_id() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let response = app.get("/healthz").await;
+    assert!(!response.headers()["x-request-id"].is_empty());
+    app.stop().await;
+}
