@@ -1,1 +1,289 @@
-fn main() {}
+//! In-process benchmark of the `POST /predict` hot path on the bundled `models/santander`.
+//!
+//! Each stage is measured on its own, then the whole path:
+//! - `json_decode`: request bytes -> `serde_json::Value` (what `JsonBody` does);
+//! - `validate`: `decode::records` + `decode::decode` -> `FeatureBatch`;
+//! - `infer`: `LoadedModel::infer` (through the inference pool: queue + thread hop) and,
+//!   for comparison, one ONNX Runtime session called directly (`infer_raw`);
+//! - `encode`: `Scores` -> `PredictResponse` -> JSON bytes (what `Json(..)` does);
+//! - `end_to_end`: the four stages chained, and the whole axum router (every middleware
+//!   layer, no TCP) via `tower::ServiceExt::oneshot`.
+//!
+//! Each group runs with 1 record (the seed request) and a batch of 32 copies of it.
+//! `cargo bench --bench predict_path` (ORT library from `ORT_DYLIB_PATH`, else
+//! `.ort/lib/libonnxruntime.so.1.31.1`; `make ort` fetches it). Takes about a minute.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use axum::{
+    body::{to_bytes, Body},
+    http::{header, Method, Request, StatusCode},
+    Router,
+};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ml_api::{
+    config::{InferenceConfig, ServeConfig},
+    http::{predict::PredictResponse, AppState, Lifecycle},
+    inference::{
+        ort::{self as ort_backend, OrtBackend, SessionOptions},
+        Backend,
+    },
+    metrics::Metrics,
+    model::{decode, FeatureBatch, Scores},
+    models::{LoadedModel, ModelStore},
+};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+use tower::ServiceExt;
+
+const MODEL: &str = "santander";
+const MAX_RECORDS: usize = 1024;
+const BATCH: usize = 32;
+
+/// Everything the benchmarks share: built once, because loading the model takes a while.
+struct Fixture {
+    runtime: Runtime,
+    model: Arc<LoadedModel>,
+    router: Router,
+    dylib: PathBuf,
+    /// (label, rows, request body)
+    bodies: Vec<(&'static str, usize, Vec<u8>)>,
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dylib_path() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join(".ort/lib/libonnxruntime.so.1.31.1"))
+}
+
+fn fixture() -> Fixture {
+    let dylib = dylib_path();
+    assert!(
+        dylib.is_file(),
+        "ONNX Runtime not found at `{}`: run `make ort` or set ORT_DYLIB_PATH",
+        dylib.display()
+    );
+    let model_dir = manifest_dir().join("models");
+    let mut config = ServeConfig::for_tests(&model_dir, MODEL);
+    config.rate_limit.enabled = false;
+    config.inference = InferenceConfig {
+        ort_dylib: dylib.clone(),
+        // One session: the benchmarks send one request at a time.
+        workers: 1,
+        intra_op_threads: 1,
+        queue_capacity: 1024,
+    };
+    config.http.max_batch_records = MAX_RECORDS;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let metrics = Metrics::new().expect("metrics");
+    let store = runtime
+        .block_on(ModelStore::load_dir(&model_dir, &config.inference, &metrics))
+        .expect("load models/");
+    let model = store.get(MODEL).expect("santander is bundled");
+    let state = AppState {
+        models: Arc::new(store),
+        default_model: MODEL.into(),
+        metrics,
+        lifecycle: Arc::new(Lifecycle::default()),
+        max_batch_records: MAX_RECORDS,
+        request_timeout: config.http.request_timeout,
+    };
+    state.lifecycle.mark_ready();
+    let router = ml_api::http::router(state, &config).expect("router");
+
+    let seed =
+        std::fs::read(manifest_dir().join("tests/fixtures/seed_request.json")).expect("seed");
+    let record: Value = serde_json::from_slice(&seed).expect("seed is JSON");
+    let batch = serde_json::to_vec(&Value::Array(vec![record; BATCH])).expect("batch body");
+    Fixture {
+        runtime,
+        model,
+        router,
+        dylib,
+        bodies: vec![("1", 1, seed), ("32", BATCH, batch)],
+    }
+}
+
+fn to_value(body: &[u8]) -> Value {
+    serde_json::from_slice(body).expect("valid JSON")
+}
+
+fn to_batch(model: &LoadedModel, body: &Value) -> FeatureBatch {
+    let records = decode::records(body, MAX_RECORDS).expect("records");
+    decode::decode(&model.schema, &records).expect("the seed validates")
+}
+
+/// What `http::predict::predict` does with the scores (without `top_k`).
+fn encode(scores: &Scores) -> Vec<u8> {
+    let predictions = scores
+        .iter_rows()
+        .map(|row| row.iter().map(|&p| f64::from(p)).collect())
+        .collect();
+    serde_json::to_vec(&PredictResponse {
+        predictions,
+        top_k: None,
+    })
+    .expect("encode")
+}
+
+fn fx() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(fixture)
+}
+
+/// (a) Request bytes -> `serde_json::Value`.
+fn bench_json_decode(c: &mut Criterion) {
+    let fx = fx();
+    let mut group = c.benchmark_group("json_decode");
+    for (label, rows, body) in &fx.bodies {
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), body, |b, body| {
+            b.iter(|| to_value(std::hint::black_box(body)))
+        });
+    }
+    group.finish();
+}
+
+/// (b) `Value` -> validated `FeatureBatch`.
+fn bench_validate(c: &mut Criterion) {
+    let fx = fx();
+    let model = &fx.model;
+    let mut group = c.benchmark_group("validate");
+    for (label, rows, body) in &fx.bodies {
+        let value = to_value(body);
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), &value, |b, value| {
+            b.iter(|| to_batch(model, std::hint::black_box(value)))
+        });
+    }
+    group.finish();
+}
+
+/// (c) Inference through the pool, as the handler calls it.
+fn bench_infer(c: &mut Criterion) {
+    let fx = fx();
+    let model = &fx.model;
+    let mut group = c.benchmark_group("infer");
+    for (label, rows, body) in &fx.bodies {
+        let batch = to_batch(model, &to_value(body));
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), &batch, |b, batch| {
+            b.to_async(&fx.runtime)
+                .iter(|| async { model.infer(batch.clone()).await.expect("infer") })
+        });
+    }
+    group.finish();
+}
+
+/// (c') The same model in one ONNX Runtime session called on this thread: the difference to
+/// `infer` is the pool's queue, thread hop and oneshot reply.
+fn bench_infer_raw(c: &mut Criterion) {
+    let fx = fx();
+    let model = &fx.model;
+    let env = ort_backend::environment(&fx.dylib).expect("ORT environment");
+    let bytes = ort_backend::read_model(&manifest_dir().join("models/santander/model.onnx"))
+        .expect("model.onnx");
+    let (session, signature) = OrtBackend::open(
+        env,
+        &bytes,
+        SessionOptions {
+            intra_op_threads: 1,
+        },
+    )
+    .expect("session");
+    let mut backend = OrtBackend::new(
+        session,
+        signature.inputs.into(),
+        model.schema.output.clone(),
+    );
+    let mut group = c.benchmark_group("infer_raw");
+    for (label, rows, body) in &fx.bodies {
+        let batch = to_batch(model, &to_value(body));
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), &batch, |b, batch| {
+            b.iter(|| backend.run(batch).expect("run"))
+        });
+    }
+    group.finish();
+}
+
+/// (d) `Scores` -> response JSON bytes.
+fn bench_encode(c: &mut Criterion) {
+    let fx = fx();
+    let model = &fx.model;
+    let mut group = c.benchmark_group("encode");
+    for (label, rows, body) in &fx.bodies {
+        let batch = to_batch(model, &to_value(body));
+        let scores = fx
+            .runtime
+            .block_on(model.infer(batch))
+            .expect("scores for encoding");
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), &scores, |b, scores| {
+            b.iter(|| encode(std::hint::black_box(scores)))
+        });
+    }
+    group.finish();
+}
+
+/// (e) The whole path: the stages chained, and the full axum router in process.
+fn bench_end_to_end(c: &mut Criterion) {
+    let fx = fx();
+    let model = &fx.model;
+    let mut group = c.benchmark_group("end_to_end");
+    for (label, rows, body) in &fx.bodies {
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::new("stages", label), body, |b, body| {
+            b.to_async(&fx.runtime).iter(|| async {
+                let value = to_value(body);
+                let batch = to_batch(model, &value);
+                let scores = model.infer(batch).await.expect("infer");
+                encode(&scores)
+            })
+        });
+        let body = bytes::Bytes::from(body.clone());
+        group.bench_with_input(BenchmarkId::new("router", label), &body, |b, body| {
+            b.to_async(&fx.runtime).iter(|| async {
+                let request = Request::builder()
+                    .method(Method::POST)
+                    .uri("/predict")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body.clone()))
+                    .expect("request");
+                let response = fx.router.clone().oneshot(request).await.expect("infallible");
+                assert_eq!(response.status(), StatusCode::OK);
+                to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .expect("body")
+            })
+        });
+    }
+    group.finish();
+}
+
+fn criterion() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = criterion();
+    targets = bench_json_decode, bench_validate, bench_infer, bench_infer_raw, bench_encode, bench_end_to_end
+}
+criterion_main!(benches);

@@ -3,5 +3,6 @@
 mod helpers;
 mod operations;
 mod predict;
+mod process;
 mod rate_limit;
 mod validation;

@@ -159,3 +159,25 @@ async fn predict_accepts_the_seeds_quirks_and_ignores_extra_fields() {
     assert_eq!(body["predictions"][0].as_array().unwrap().len(), 22);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn any_model_directory_serves_its_own_schema_and_outputs() {
+    // The server is model-agnostic: the tiny fixture has other inputs, types and labels.
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.model_dir = repo_path("tests/fixtures/models");
+        config.default_model = "tiny".to_owned();
+    })
+    .await;
+    let text = std::fs::read_to_string(repo_path("tests/fixtures/models/tiny/golden.json")).unwrap();
+    let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let batch: Vec<Value> = cases.iter().map(|case| case["record"].clone()).collect();
+    let body: Value = app.post_json("/predict?top_k=1", &Value::Array(batch)).await.json().await.unwrap();
+    for (i, case) in cases.iter().enumerate() {
+        let want: Vec<f64> = case["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+        assert_close(&body["predictions"][i], &want, &format!("tiny golden {i}"));
+        assert!(["a", "b", "c"].contains(&body["top_k"][i][0]["label"].as_str().unwrap()));
+    }
+    let refused = app.post_json("/predict", &json!({"color": "purple", "count": 3, "weight": 1.0})).await;
+    assert_eq!(refused.status(), 422);
+    app.stop().await;
+}

@@ -1,0 +1,53 @@
+# ml-api — the two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ORT_VERSION ?= 1.31.1
+ORT_DYLIB_PATH ?= $(CURDIR)/.ort/lib/libonnxruntime.so.$(ORT_VERSION)
+export ORT_DYLIB_PATH
+ADDR ?= 0.0.0.0:5001
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: ort
+ort: ## Fetch the ONNX Runtime shared library from PyPI into .ort/lib (idempotent)
+	@ORT_VERSION=$(ORT_VERSION) scripts/fetch-onnxruntime.sh .ort/lib
+
+.PHONY: build
+build: ort ## Build the release binary
+	$(CARGO) build --release --locked
+
+.PHONY: run
+run: build ## Serve the bundled santander model on :5001 (embedded registry)
+	./target/release/ml-api serve --addr $(ADDR) --model-dir models --default-model santander
+
+.PHONY: test-tools
+test-tools: ## Install what the tests need (idempotent)
+	@scripts/install-test-tools.sh
+
+.PHONY: lint
+lint: ## rustfmt and clippy, warnings denied
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+.PHONY: test
+test: ort test-tools lint ## Install test tools, lint, and run every test
+	$(CARGO) test --locked --all-targets
+	scripts/check-swagger-ui.sh
+
+.PHONY: bench
+bench: ort ## Load-test a release build (wrk) and run the criterion bench; see docs/performance.md
+	scripts/bench.sh
+
+.PHONY: model
+model: ## Regenerate the bundled model, its card and golden outputs (Python tooling)
+	scripts/python-venv.sh >/dev/null
+	.tools/venv-model/bin/python models/santander/train.py
+	.tools/venv-model/bin/python tests/fixtures/make_fixtures.py
+
+.PHONY: clean
+clean: ## Remove build outputs (keeps .ort and .tools)
+	$(CARGO) clean

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs beyond the Rust toolchain. Idempotent and quick when done.
+#   - ONNX Runtime shared library (from the PyPI wheel): scripts/fetch-onnxruntime.sh
+#   - headless Chromium (Debian) for the offline Swagger UI check
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/fetch-onnxruntime.sh .ort/lib
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  echo "install-test-tools: apt-get install ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

@@ -1,0 +1,227 @@
+//! Tests that run the real `ml-api` binary as a child process: Sentry capture, OTLP export,
+//! and graceful shutdown on SIGTERM. Process-wide state (Sentry client, tracer provider,
+//! signal handlers) is why these do not run in-process.
+
+use std::{
+    process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{body::Bytes, extract::State, http::Uri, routing::post, Router};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command},
+    sync::oneshot,
+};
+
+use crate::helpers::{repo_path, seed_record};
+
+/// A running `ml-api serve`; killed if the test ends early.
+struct ServerProcess {
+    child: Child,
+    base: String,
+}
+
+impl ServerProcess {
+    async fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ml-api"));
+        command
+            .arg("--log-format")
+            .arg("json")
+            .arg("serve")
+            .args(["--addr", "127.0.0.1:0", "--rate-limit", "false"])
+            .args(args)
+            .env("ORT_DYLIB_PATH", repo_path(".ort/lib/libonnxruntime.so.1.31.1"))
+            .env("RUST_LOG", "info,ort=warn")
+            .current_dir(repo_path(""))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("ml-api starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (addr_tx, addr_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(log) = serde_json::from_str::<Value>(&line) {
+                    if log["message"] == "serving" {
+                        if let (Some(tx), Some(addr)) = (addr_tx.take(), log["addr"].as_str()) {
+                            let _ = tx.send(addr.to_owned());
+                        }
+                    }
+                }
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
+            .await
+            .expect("ml-api logs its address within 30 s")
+            .expect("ml-api logs its address");
+        Self {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success());
+    }
+
+    async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("ml-api exits in time")
+            .expect("exit status")
+    }
+}
+
+/// A local HTTP endpoint that records every request (path and body) it receives.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<(String, Bytes)>>>);
+
+impl Capture {
+    async fn start() -> (Self, String) {
+        let capture = Self::default();
+        let app = Router::new()
+            .fallback(post(record))
+            .with_state(capture.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (capture, format!("127.0.0.1:{}", addr.port()))
+    }
+
+    /// Waits until a received request satisfies `test`.
+    async fn wait_for(&self, limit: Duration, test: impl Fn(&str, &[u8]) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if self.0.lock().unwrap().iter().any(|(path, body)| test(path, body)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+async fn record(State(capture): State<Capture>, uri: Uri, body: Bytes) -> &'static str {
+    capture.0.lock().unwrap().push((uri.path().to_owned(), body));
+    "{}"
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+#[tokio::test]
+async fn server_errors_reach_sentry_with_request_context() {
+    let (sentry, addr) = Capture::start().await;
+    let mut server = ServerProcess::start(
+        &["--model-dir", "tests/fixtures/models", "--default-model", "broken"],
+        &[("SENTRY_DSN", format!("http://public@{addr}/42"))],
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(server.url("/predict"))
+        .json(&json!({"x": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    assert_eq!(body["error"]["message"], "internal error", "internals are not leaked");
+
+    let arrived = sentry
+        .wait_for(Duration::from_secs(15), |path, body| {
+            path == "/api/42/envelope/"
+                && contains(body, b"\"type\":\"event\"")
+                && contains(body, b"request failed")
+                && contains(body, b"/predict")
+        })
+        .await;
+    assert!(arrived, "an error event with the request's URL reached the Sentry endpoint");
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)).await.success());
+}
+
+#[tokio::test]
+async fn request_spans_are_exported_over_otlp_under_the_callers_trace() {
+    let (collector, addr) = Capture::start().await;
+    let mut server = ServerProcess::start(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))]).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let response = reqwest::Client::new()
+        .post(server.url("/predict"))
+        .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
+        .json(&seed_record())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Spans are batched; shutting down flushes them.
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)).await.success());
+    let trace_bytes = hex::decode(trace_id).unwrap();
+    let parent_bytes = hex::decode(parent_id).unwrap();
+    let exported = collector
+        .wait_for(Duration::from_secs(10), |path, body| {
+            path == "/v1/traces"
+                && contains(body, &trace_bytes)
+                && contains(body, &parent_bytes)
+                && contains(body, b"POST /predict")
+        })
+        .await;
+    assert!(exported, "the request's span was exported with the caller's trace and parent ids");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let mut server = ServerProcess::start(&["--shutdown-delay", "1s", "--shutdown-grace", "10s"], &[]).await;
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+
+    // A request whose body is still arriving when SIGTERM lands.
+    let body = seed_record().to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = TcpStream::connect(&host).await.unwrap();
+    let request_head = format!(
+        "POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(request_head.as_bytes()).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "readiness fails while draining");
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "draining");
+
+    slow.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_string(&mut response))
+        .await
+        .expect("the in-flight request completes")
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"predictions\""));
+
+    let status = server.wait(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(TcpStream::connect(&host).await.is_err(), "the listener is closed");
+}
