@@ -89,7 +89,11 @@ fn fixture() -> Fixture {
         .expect("tokio runtime");
     let metrics = Metrics::new().expect("metrics");
     let store = runtime
-        .block_on(ModelStore::load_dir(&model_dir, &config.inference, &metrics))
+        .block_on(ModelStore::load_dir(
+            &model_dir,
+            &config.inference,
+            &metrics,
+        ))
         .expect("load models/");
     let model = store.get(MODEL).expect("santander is bundled");
     let state = AppState {
@@ -262,7 +266,12 @@ fn bench_end_to_end(c: &mut Criterion) {
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(Body::from(body.clone()))
                     .expect("request");
-                let response = fx.router.clone().oneshot(request).await.expect("infallible");
+                let response = fx
+                    .router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .expect("infallible");
                 assert_eq!(response.status(), StatusCode::OK);
                 to_bytes(response.into_body(), usize::MAX)
                     .await

@@ -58,6 +58,13 @@ pub fn document(default_model: Option<&LoadedModel>, max_batch_records: usize) -
         ],
         "examples": [example]
     });
+    // Swagger UI's "Try it out" starts from the media type's example.
+    if let Some(media) = doc
+        .pointer_mut("/paths/~1predict/post/requestBody/content/application~1json")
+        .and_then(Value::as_object_mut)
+    {
+        media.insert("example".to_owned(), example.clone());
+    }
     if let Some(schemas) = doc
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)

@@ -70,7 +70,11 @@ async fn openapi_document_describes_predict_with_the_seed_example() {
         .any(|f| f == "age"));
     assert_eq!(record["examples"][0], seed_record());
     let media = &doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"];
-    assert_eq!(media["example"], seed_record(), "Swagger UI's Try it out starts from the seed's body");
+    assert_eq!(
+        media["example"],
+        seed_record(),
+        "Swagger UI's Try it out starts from the seed's body"
+    );
     app.stop().await;
 }
 

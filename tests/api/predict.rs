@@ -168,16 +168,32 @@ async fn any_model_directory_serves_its_own_schema_and_outputs() {
         config.default_model = "tiny".to_owned();
     })
     .await;
-    let text = std::fs::read_to_string(repo_path("tests/fixtures/models/tiny/golden.json")).unwrap();
+    let text =
+        std::fs::read_to_string(repo_path("tests/fixtures/models/tiny/golden.json")).unwrap();
     let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
     let batch: Vec<Value> = cases.iter().map(|case| case["record"].clone()).collect();
-    let body: Value = app.post_json("/predict?top_k=1", &Value::Array(batch)).await.json().await.unwrap();
+    let body: Value = app
+        .post_json("/predict?top_k=1", &Value::Array(batch))
+        .await
+        .json()
+        .await
+        .unwrap();
     for (i, case) in cases.iter().enumerate() {
-        let want: Vec<f64> = case["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+        let want: Vec<f64> = case["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
         assert_close(&body["predictions"][i], &want, &format!("tiny golden {i}"));
         assert!(["a", "b", "c"].contains(&body["top_k"][i][0]["label"].as_str().unwrap()));
     }
-    let refused = app.post_json("/predict", &json!({"color": "purple", "count": 3, "weight": 1.0})).await;
+    let refused = app
+        .post_json(
+            "/predict",
+            &json!({"color": "purple", "count": 3, "weight": 1.0}),
+        )
+        .await;
     assert_eq!(refused.status(), 422);
     app.stop().await;
 }

@@ -34,7 +34,10 @@ impl ServerProcess {
             .arg("serve")
             .args(["--addr", "127.0.0.1:0", "--rate-limit", "false"])
             .args(args)
-            .env("ORT_DYLIB_PATH", repo_path(".ort/lib/libonnxruntime.so.1.31.1"))
+            .env(
+                "ORT_DYLIB_PATH",
+                repo_path(".ort/lib/libonnxruntime.so.1.31.1"),
+            )
             .env("RUST_LOG", "info,ort=warn")
             .current_dir(repo_path(""))
             .stdout(Stdio::piped())
@@ -75,7 +78,10 @@ impl ServerProcess {
 
     fn terminate(&self) {
         let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
         assert!(status.success());
     }
 
@@ -107,7 +113,13 @@ impl Capture {
     async fn wait_for(&self, limit: Duration, test: impl Fn(&str, &[u8]) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
-            if self.0.lock().unwrap().iter().any(|(path, body)| test(path, body)) {
+            if self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(path, body)| test(path, body))
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -117,19 +129,30 @@ impl Capture {
 }
 
 async fn record(State(capture): State<Capture>, uri: Uri, body: Bytes) -> &'static str {
-    capture.0.lock().unwrap().push((uri.path().to_owned(), body));
+    capture
+        .0
+        .lock()
+        .unwrap()
+        .push((uri.path().to_owned(), body));
     "{}"
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 #[tokio::test]
 async fn server_errors_reach_sentry_with_request_context() {
     let (sentry, addr) = Capture::start().await;
     let mut server = ServerProcess::start(
-        &["--model-dir", "tests/fixtures/models", "--default-model", "broken"],
+        &[
+            "--model-dir",
+            "tests/fixtures/models",
+            "--default-model",
+            "broken",
+        ],
         &[("SENTRY_DSN", format!("http://public@{addr}/42"))],
     )
     .await;
@@ -142,7 +165,10 @@ async fn server_errors_reach_sentry_with_request_context() {
     assert_eq!(response.status(), 500);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "internal");
-    assert_eq!(body["error"]["message"], "internal error", "internals are not leaked");
+    assert_eq!(
+        body["error"]["message"], "internal error",
+        "internals are not leaked"
+    );
 
     let arrived = sentry
         .wait_for(Duration::from_secs(15), |path, body| {
@@ -152,7 +178,10 @@ async fn server_errors_reach_sentry_with_request_context() {
                 && contains(body, b"/predict")
         })
         .await;
-    assert!(arrived, "an error event with the request's URL reached the Sentry endpoint");
+    assert!(
+        arrived,
+        "an error event with the request's URL reached the Sentry endpoint"
+    );
     server.terminate();
     assert!(server.wait(Duration::from_secs(20)).await.success());
 }
@@ -160,7 +189,11 @@ async fn server_errors_reach_sentry_with_request_context() {
 #[tokio::test]
 async fn request_spans_are_exported_over_otlp_under_the_callers_trace() {
     let (collector, addr) = Capture::start().await;
-    let mut server = ServerProcess::start(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))]).await;
+    let mut server = ServerProcess::start(
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))],
+    )
+    .await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     let response = reqwest::Client::new()
@@ -184,14 +217,26 @@ async fn request_spans_are_exported_over_otlp_under_the_callers_trace() {
                 && contains(body, b"POST /predict")
         })
         .await;
-    assert!(exported, "the request's span was exported with the caller's trace and parent ids");
+    assert!(
+        exported,
+        "the request's span was exported with the caller's trace and parent ids"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
-    let mut server = ServerProcess::start(&["--shutdown-delay", "1s", "--shutdown-grace", "10s"], &[]).await;
+    let mut server =
+        ServerProcess::start(&["--shutdown-delay", "1s", "--shutdown-grace", "10s"], &[]).await;
     let client = reqwest::Client::new();
-    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // A request whose body is still arriving when SIGTERM lands.
     let body = seed_record().to_string();
@@ -223,5 +268,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 
     let status = server.wait(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(TcpStream::connect(&host).await.is_err(), "the listener is closed");
+    assert!(
+        TcpStream::connect(&host).await.is_err(),
+        "the listener is closed"
+    );
 }

@@ -194,16 +194,22 @@ async fn predict_never_answers_500_to_hostile_values() {
 #[tokio::test]
 async fn a_request_over_the_time_limit_gets_503_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = spawn_app_with(|config| config.http.request_timeout = std::time::Duration::from_millis(300)).await;
+    let app = spawn_app_with(|config| {
+        config.http.request_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     // Promise a body, send half of it, and stall.
     let head = "POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"age\":";
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut response = vec![0u8; 4096];
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut response))
-        .await
-        .expect("the server answers before the client finishes")
-        .unwrap();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read(&mut response),
+    )
+    .await
+    .expect("the server answers before the client finishes")
+    .unwrap();
     let response = String::from_utf8_lossy(&response[..read]);
     assert!(response.starts_with("HTTP/1.1 503"), "{response}");
     assert!(response.contains("\"code\":\"timeout\""), "{response}");
