@@ -30,6 +30,7 @@ pub enum Command {
 
 /// Logs, traces and error reporting; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Telemetry")]
 pub struct TelemetryConfig {
     /// Log format: `json` (one object per line, for containers), `pretty` (for humans), or
     /// `auto` (pretty on a terminal, JSON otherwise).
@@ -105,6 +106,7 @@ pub struct ServeConfig {
 
 /// ONNX Runtime settings.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Inference")]
 pub struct InferenceConfig {
     /// Path of the ONNX Runtime shared library (`libonnxruntime.so.*`); `make run` fetches it
     /// into `.ort/lib` with `scripts/fetch-onnxruntime.sh`.
@@ -128,6 +130,7 @@ pub struct InferenceConfig {
 
 /// HTTP server behaviour.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HTTP")]
 pub struct HttpConfig {
     /// Largest accepted request body, in bytes (larger bodies get 413).
     #[arg(long, env = "ML_API_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
@@ -149,6 +152,7 @@ pub struct HttpConfig {
 
 /// Per-client rate limiting (tower_governor, in memory per replica).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Rate limiting")]
 pub struct RateLimitConfig {
     /// Enable per-client rate limiting of the API routes (health, metrics and docs are exempt).
     #[arg(long = "rate-limit", env = "ML_API_RATE_LIMIT", default_value_t = true, action = clap::ArgAction::Set)]
