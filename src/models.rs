@@ -167,8 +167,9 @@ async fn warm_up(model: &LoadedModel, workers: usize) -> anyhow::Result<()> {
         decode::records(example, 1).map_err(|e| anyhow::anyhow!("card example: {e:?}"))?;
     let batch = decode::decode(&model.schema, &records)
         .map_err(|errors| anyhow::anyhow!("the card's example does not validate: {errors:?}"))?;
-    for _ in 0..workers {
-        let scores = model.infer(batch.clone()).await?;
+    // Queue one run per thread at once, so every session gets its first run here.
+    let runs = (0..workers).map(|_| model.infer(batch.clone()));
+    for scores in futures::future::try_join_all(runs).await? {
         ensure!(scores.rows == 1, "warm-up returned {} rows", scores.rows);
         if !model.schema.labels.is_empty() {
             ensure!(

@@ -23,35 +23,6 @@ impl Column {
             ElementType::Bool => Self::Bool(Vec::with_capacity(rows)),
         }
     }
-
-    pub fn len(&self) -> usize {
-        match self {
-            Self::String(v) => v.len(),
-            Self::Float32(v) => v.len(),
-            Self::Float64(v) => v.len(),
-            Self::Int64(v) => v.len(),
-            Self::Int32(v) => v.len(),
-            Self::Bool(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Appends `other`'s values (same variant) after this column's.
-    pub fn extend_from(&mut self, other: &Column) -> bool {
-        match (self, other) {
-            (Self::String(a), Self::String(b)) => a.extend_from_slice(b),
-            (Self::Float32(a), Self::Float32(b)) => a.extend_from_slice(b),
-            (Self::Float64(a), Self::Float64(b)) => a.extend_from_slice(b),
-            (Self::Int64(a), Self::Int64(b)) => a.extend_from_slice(b),
-            (Self::Int32(a), Self::Int32(b)) => a.extend_from_slice(b),
-            (Self::Bool(a), Self::Bool(b)) => a.extend_from_slice(b),
-            _ => return false,
-        }
-        true
-    }
 }
 
 /// A batch of records ready for a backend: `columns[i]` feeds graph input `i`.
@@ -70,11 +41,6 @@ pub struct Scores {
 }
 
 impl Scores {
-    pub fn row(&self, index: usize) -> &[f32] {
-        let start = index * self.width;
-        self.values.get(start..start + self.width).unwrap_or(&[])
-    }
-
     pub fn iter_rows(&self) -> impl Iterator<Item = &[f32]> {
         self.values.chunks(self.width.max(1)).take(self.rows)
     }
