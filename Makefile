@@ -37,6 +37,7 @@ lint: ## rustfmt and clippy, warnings denied
 test: ort test-tools lint ## Install test tools, lint, and run every test
 	$(CARGO) test --locked --all-targets
 	scripts/check-swagger-ui.sh
+	scripts/check-openapi-conformance.sh
 
 .PHONY: bench
 bench: ort ## Load-test a release build (wrk) and run the criterion bench; see docs/performance.md

@@ -145,7 +145,7 @@ FIELD_SPECS = {
     # string fields: description, unknown policy (categories come from training)
     "ind_empleado": ("Employee index: A active, B ex-employed, F filial, N not employee, S passive", "reject"),
     "pais_residencia": ("Customer's country of residence (ISO 3166-1 alpha-2, e.g. ES)", "accept"),
-    "sexo": ("Customer's sex: H (hombre, male) or V (varón)", "reject"),
+    "sexo": ("Customer's sex as coded in the data set: H or V", "reject"),
     "tiprel_1mes": ("Customer relation type at the beginning of the month: A active, I inactive, P former customer, R potential, N", "reject"),
     "indresi": ("Residence index: S if the residence country is the bank's country (Spain), N otherwise", "reject"),
     "indext": ("Foreigner index: S if the customer's birth country differs from the bank's country, N otherwise", "reject"),

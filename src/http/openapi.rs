@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use super::{health, predict};
 use crate::{
     error::{ErrorBody, ErrorDetail, FieldError},
-    model::schema::Field,
+    model::{schema::Field, ElementType},
     models::LoadedModel,
 };
 
@@ -58,6 +58,14 @@ pub fn document(default_model: Option<&LoadedModel>, max_batch_records: usize) -
         ],
         "examples": [example]
     });
+    if let Some(parameters) = doc
+        .pointer_mut("/paths/~1predict/post/parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for parameter in parameters.iter_mut().filter(|p| p["name"] == "top_k") {
+            parameter["schema"]["maximum"] = json!(model.schema.labels.len().max(1));
+        }
+    }
     // Swagger UI's "Try it out" starts from the media type's example.
     if let Some(media) = doc
         .pointer_mut("/paths/~1predict/post/requestBody/content/application~1json")
@@ -129,6 +137,10 @@ fn field_schema(field: &Field) -> Value {
     }
     if let Some(max) = field.max {
         schema.insert("maximum".into(), json!(max));
+    }
+    if field.element == ElementType::String {
+        // ONNX Runtime strings are C strings: NUL is refused with 422.
+        schema.insert("pattern".into(), json!("^[^\\u0000]*$"));
     }
     if field.allowed.is_some() {
         schema.insert("enum".into(), json!(field.categories));

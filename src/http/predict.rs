@@ -28,6 +28,7 @@ use crate::{
 #[into_params(parameter_in = Query)]
 pub struct PredictQuery {
     /// Also return, per record, the `top_k` labels with the highest scores (1..=labels).
+    #[param(minimum = 1)]
     pub top_k: Option<usize>,
 }
 
