@@ -14,7 +14,7 @@ if [[ ! -x "$VENV/bin/schemathesis" || "$(cat "$STAMP" 2>/dev/null)" != "$WANT" 
   echo "$WANT" >"$STAMP"
 fi
 
-BIN="${ML_API_BIN:-target/debug/ml-api}"
+BIN="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
 [[ -x "$BIN" ]] || cargo build --locked
 RUN_DIR="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN="${ML_API_BIN:-target/debug/ml-api}"
+BIN="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
 [[ -x "$BIN" ]] || cargo build --locked
 RUN_DIR="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

@@ -2,6 +2,7 @@
 # Installs what `make test` needs beyond the Rust toolchain. Idempotent and quick when done.
 #   - ONNX Runtime shared library (from the PyPI wheel): scripts/fetch-onnxruntime.sh
 #   - headless Chromium (Debian) for the offline Swagger UI check
+#   - redis-server (Debian): tests start their own, on a free loopback port
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ scripts/fetch-onnxruntime.sh .ort/lib
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi

@@ -77,8 +77,36 @@ pub enum LogFormat {
 /// Where models come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RegistryKind {
-    /// In-process registry filled from `--model-dir` (one node, nothing to install).
+    /// In-process registry (one node, nothing to install); bundled models from `--model-dir`.
     Embedded,
+    /// Redis, shared by every replica and worker (Kubernetes).
+    Redis,
+}
+
+/// The model registry and this replica's cache of loaded models.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Registry")]
+pub struct RegistryConfig {
+    /// Model registry backend.
+    #[arg(long, env = "ML_API_REGISTRY", value_enum, default_value_t = RegistryKind::Embedded)]
+    pub registry: RegistryKind,
+    /// Redis URL for `--registry redis` (e.g. `redis://:password@redis:6379/0`).
+    #[arg(
+        long,
+        env = "ML_API_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several installations can share one Redis.
+    #[arg(long, env = "ML_API_REDIS_PREFIX", default_value = "mlapi")]
+    pub redis_prefix: String,
+    /// Loaded models kept per replica (least recently used ones are unloaded).
+    #[arg(long, env = "ML_API_MODEL_CACHE_SIZE", default_value_t = 8)]
+    pub model_cache_size: usize,
+    /// How often a replica re-reads aliases, healing any missed change notification.
+    #[arg(long, env = "ML_API_RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -90,12 +118,11 @@ pub struct ServeConfig {
     /// optional `card.json`.
     #[arg(long, env = "ML_API_MODEL_DIR", default_value = "models")]
     pub model_dir: PathBuf,
-    /// Model served by `POST /predict`.
+    /// Model served by `POST /predict`: `name` (its `latest` alias), `name:alias`, or an id.
     #[arg(long, env = "ML_API_DEFAULT_MODEL", default_value = "santander")]
     pub default_model: String,
-    /// Model registry backend.
-    #[arg(long, env = "ML_API_REGISTRY", value_enum, default_value_t = RegistryKind::Embedded)]
-    pub registry: RegistryKind,
+    #[command(flatten)]
+    pub registry: RegistryConfig,
     #[command(flatten)]
     pub inference: InferenceConfig,
     #[command(flatten)]

@@ -50,6 +50,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
     #[error("rate limit exceeded: retry in {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
     #[error("server is at capacity, retry shortly")]
@@ -80,6 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::Timeout(_) | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -96,6 +99,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
             Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::Timeout(_) => "timeout",
@@ -109,6 +113,32 @@ impl ApiError {
             Self::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
             Self::Overloaded | Self::Timeout(_) | Self::Unavailable(_) => Some(1),
             _ => None,
+        }
+    }
+}
+
+impl From<crate::catalog::CatalogError> for ApiError {
+    fn from(error: crate::catalog::CatalogError) -> Self {
+        use crate::catalog::CatalogError;
+        match error {
+            CatalogError::NotFound(what) => Self::NotFound(format!("model `{what}` not found")),
+            CatalogError::NotReady { id, status } => {
+                Self::Unavailable(format!("model `{id}` is {status:?}, not ready").to_lowercase())
+            }
+            CatalogError::Registry(error) => error.into(),
+            CatalogError::Load { .. } => Self::Internal(anyhow::Error::new(error)),
+        }
+    }
+}
+
+impl From<crate::registry::RegistryError> for ApiError {
+    fn from(error: crate::registry::RegistryError) -> Self {
+        use crate::registry::RegistryError;
+        match error {
+            RegistryError::Unavailable(_) => Self::Unavailable(error.to_string()),
+            RegistryError::NotFound(what) => Self::NotFound(format!("model `{what}` not found")),
+            RegistryError::Conflict(message) => Self::Conflict(message),
+            RegistryError::Corrupt(_) => Self::Internal(anyhow::Error::new(error)),
         }
     }
 }

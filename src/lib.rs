@@ -1,6 +1,7 @@
 //! ml-api: fast, operable ONNX model serving for Kubernetes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -8,6 +9,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod models;
+pub mod registry;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

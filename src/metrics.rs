@@ -28,6 +28,7 @@ pub struct Metrics {
     pub model_info: IntGaugeVec,
     pub rate_limited: IntCounter,
     pub draining: IntGauge,
+    pub model_cache: IntCounterVec,
 }
 
 /// Handles pre-bound to one model's label, for the inference threads.
@@ -114,6 +115,13 @@ impl Metrics {
             "ml_api_rate_limited_requests_total",
             "Requests refused with 429 by the rate limiter.",
         )?;
+        let model_cache = IntCounterVec::new(
+            Opts::new(
+                "ml_api_model_cache_events_total",
+                "Loaded-model cache lookups and evictions, by event (hit, miss, eviction).",
+            ),
+            &["event"],
+        )?;
         let draining = IntGauge::new(
             "ml_api_draining",
             "1 while the replica drains for shutdown.",
@@ -140,6 +148,7 @@ impl Metrics {
         registry.register(Box::new(model_info.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(draining.clone()))?;
+        registry.register(Box::new(model_cache.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -160,6 +169,7 @@ impl Metrics {
             model_info,
             rate_limited,
             draining,
+            model_cache,
         })
     }
 

@@ -1,8 +1,8 @@
-//! Loaded models: reads each `<model-dir>/<name>/model.onnx` (+ optional `card.json`),
-//! opens one ONNX Runtime session per inference thread, derives the request schema, warms
-//! the model up, and hands out `Arc<LoadedModel>` by name.
+//! Loaded models: a model directory (`<dir>/<name>/model.onnx` + optional `card.json`) or
+//! registry bytes become a [`LoadedModel`]: one ONNX Runtime session per inference thread,
+//! the request schema derived from graph and card, warmed up before use.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
+use std::{path::Path, sync::Arc, time::Instant};
 
 use anyhow::{ensure, Context};
 use sha2::{Digest, Sha256};
@@ -33,51 +33,34 @@ impl LoadedModel {
     }
 }
 
-/// Every model this replica serves, by name.
-pub struct ModelStore {
-    models: BTreeMap<String, Arc<LoadedModel>>,
+/// A model as found on disk or in the registry, before it is loaded.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    pub name: String,
+    pub card: ModelCard,
+    pub bytes: Vec<u8>,
 }
 
-impl ModelStore {
-    /// Loads every sub-directory of `dir` that holds a `model.onnx`.
-    pub async fn load_dir(
-        dir: &Path,
-        config: &InferenceConfig,
-        metrics: &Metrics,
-    ) -> anyhow::Result<Self> {
-        let mut models = BTreeMap::new();
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read the model directory `{}`", dir.display()))?;
-        let mut paths: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.join("model.onnx").is_file())
-            .collect();
-        paths.sort();
-        for path in paths {
-            let model = load_model(&path, config, metrics)
-                .await
-                .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
-            models.insert(model.name.clone(), Arc::new(model));
-        }
-        Ok(Self { models })
-    }
-
-    pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
-        self.models.get(name).cloned()
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.models.keys().map(String::as_str)
-    }
+/// Reads every sub-directory of `dir` that holds a `model.onnx` (and maybe a `card.json`).
+pub fn read_model_dir(dir: &Path) -> anyhow::Result<Vec<ModelSource>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the model directory `{}`", dir.display()))?;
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.join("model.onnx").is_file())
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            read_model(path)
+                .with_context(|| format!("cannot read the model in `{}`", path.display()))
+        })
+        .collect()
 }
 
-async fn load_model(
-    dir: &Path,
-    config: &InferenceConfig,
-    metrics: &Metrics,
-) -> anyhow::Result<LoadedModel> {
-    let started = Instant::now();
+fn read_model(dir: &Path) -> anyhow::Result<ModelSource> {
     let card_path = dir.join("card.json");
     let card: ModelCard = if card_path.is_file() {
         let text = std::fs::read_to_string(&card_path)?;
@@ -87,74 +70,92 @@ async fn load_model(
     };
     let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
     let name = card.name.clone().unwrap_or_else(|| dir_name.to_owned());
-    let version = card.version.clone().unwrap_or_else(|| "1".to_owned());
     let bytes = ort_backend::read_model(&dir.join("model.onnx"))?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok(ModelSource { name, card, bytes })
+}
 
-    let dylib = config.ort_dylib.clone();
-    let workers = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let options = SessionOptions {
-        intra_op_threads: config.intra_op_threads,
-    };
-    // Session creation is CPU work: keep it off the async threads.
-    let card_for_schema = card.clone();
-    let (sessions, schema) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let env = ort_backend::environment(&dylib)?;
-        let mut sessions = Vec::with_capacity(workers);
-        let mut signature = None;
-        for _ in 0..workers {
-            let (session, sig) = OrtBackend::open(env, &bytes, options)?;
-            signature = Some(sig);
-            sessions.push(session);
-        }
-        let signature = signature.context("no inference worker configured")?;
-        let schema = ModelSchema::build(&signature.inputs, &signature.outputs, &card_for_schema)?;
-        Ok((sessions, (schema, signature)))
-    })
-    .await??;
-    let (schema, signature) = schema;
-    let inputs: Arc<[_]> = signature.inputs.into();
-    let backends: Vec<Box<dyn Backend>> = sessions
-        .into_iter()
-        .map(|session| {
-            Box::new(OrtBackend::new(
-                session,
-                inputs.clone(),
-                schema.output.clone(),
-            )) as Box<dyn Backend>
-        })
-        .collect();
-    let workers = backends.len();
-    let pool = InferencePool::start(
-        &name,
-        backends,
-        config.queue_capacity,
-        metrics.for_model(&name),
-    )?;
-    let model = LoadedModel {
-        name,
-        version,
-        card,
-        schema,
-        sha256,
-        pool,
-    };
-    warm_up(&model, workers).await?;
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
 
-    let seconds = started.elapsed().as_secs_f64();
-    metrics
-        .model_load_seconds
-        .with_label_values(&[&model.name, &model.version])
-        .set(seconds);
-    metrics
-        .model_info
-        .with_label_values(&[&model.name, &model.version, &model.sha256])
-        .set(1);
-    tracing::info!(model = %model.name, version = %model.version, inputs = model.schema.fields.len(), seconds, "model loaded");
-    Ok(model)
+impl LoadedModel {
+    /// Opens one session per inference thread, derives the schema from graph and card, and
+    /// warms the model up. Fails on a model ml-api cannot serve.
+    pub async fn load(
+        source: ModelSource,
+        version: String,
+        config: &InferenceConfig,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let ModelSource { name, card, bytes } = source;
+        let sha256 = sha256_hex(&bytes);
+        let dylib = config.ort_dylib.clone();
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let options = SessionOptions {
+            intra_op_threads: config.intra_op_threads,
+        };
+        // Session creation is CPU work: keep it off the async threads.
+        let card_for_schema = card.clone();
+        let (sessions, schema, inputs) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let env = ort_backend::environment(&dylib)?;
+                let mut sessions = Vec::with_capacity(workers);
+                let mut signature = None;
+                for _ in 0..workers {
+                    let (session, sig) = OrtBackend::open(env, &bytes, options)?;
+                    signature = Some(sig);
+                    sessions.push(session);
+                }
+                let signature = signature.context("no inference worker configured")?;
+                let schema =
+                    ModelSchema::build(&signature.inputs, &signature.outputs, &card_for_schema)?;
+                Ok((sessions, schema, signature.inputs))
+            })
+            .await??;
+        let inputs: Arc<[_]> = inputs.into();
+        let backends: Vec<Box<dyn Backend>> = sessions
+            .into_iter()
+            .map(|session| {
+                Box::new(OrtBackend::new(
+                    session,
+                    inputs.clone(),
+                    schema.output.clone(),
+                )) as Box<dyn Backend>
+            })
+            .collect();
+        let workers = backends.len();
+        let pool = InferencePool::start(
+            &name,
+            backends,
+            config.queue_capacity,
+            metrics.for_model(&name),
+        )?;
+        let model = Self {
+            name,
+            version,
+            card,
+            schema,
+            sha256,
+            pool,
+        };
+        warm_up(&model, workers).await?;
+
+        let seconds = started.elapsed().as_secs_f64();
+        metrics
+            .model_load_seconds
+            .with_label_values(&[&model.name, &model.version])
+            .set(seconds);
+        metrics
+            .model_info
+            .with_label_values(&[&model.name, &model.version, &model.sha256])
+            .set(1);
+        tracing::info!(model = %model.name, version = %model.version, inputs = model.schema.fields.len(), seconds, "model loaded");
+        Ok(model)
+    }
 }
 
 /// Runs the card's example (when it has one) through every thread, so the first real request

@@ -7,10 +7,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{RegistryKind, ServeConfig},
+    catalog::{Catalog, ModelRef},
+    config::{RegistryConfig, RegistryKind, ServeConfig},
     http::{self, AppState, Lifecycle},
     metrics::Metrics,
-    models::ModelStore,
+    models::read_model_dir,
+    registry::{embedded::EmbeddedRegistry, redis::RedisRegistry, ModelRegistry},
 };
 
 pub struct Application {
@@ -19,27 +21,40 @@ pub struct Application {
     state: AppState,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
+    /// Cancelled when the server stops: ends background tasks.
+    stopped: CancellationToken,
 }
 
 impl Application {
-    /// Loads the models, builds the router and binds the listener (port 0 picks a free port).
+    /// Connects the registry, stores the bundled models in it, loads the default model,
+    /// builds the router and binds the listener (port 0 picks a free port).
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let metrics = Metrics::new()?;
-        let models = match config.registry {
-            RegistryKind::Embedded => {
-                ModelStore::load_dir(&config.model_dir, &config.inference, &metrics).await?
-            }
-        };
-        anyhow::ensure!(
-            models.get(&config.default_model).is_some(),
-            "default model `{}` not found in `{}` (found: {})",
-            config.default_model,
-            config.model_dir.display(),
-            models.names().collect::<Vec<_>>().join(", ")
+        let registry = connect_registry(&config.registry)?;
+        let catalog = Catalog::new(
+            registry,
+            config.inference.clone(),
+            metrics.clone(),
+            config.registry.model_cache_size,
         );
+        if config.model_dir.is_dir() {
+            catalog
+                .import_bundled(read_model_dir(&config.model_dir)?)
+                .await?;
+        } else {
+            tracing::warn!(dir = %config.model_dir.display(), "no model directory: serving registry models only");
+            catalog.reconcile().await?;
+        }
+        let default_model = ModelRef::parse(&config.default_model);
+        catalog
+            .get(&default_model)
+            .await
+            .with_context(|| format!("cannot load the default model `{default_model}`"))?;
+        let stopped = CancellationToken::new();
+        catalog.spawn_sync(config.registry.reconcile_interval, stopped.clone());
         let state = AppState {
-            models: Arc::new(models),
-            default_model: config.default_model.as_str().into(),
+            catalog,
+            default_model: Arc::new(default_model),
             metrics,
             lifecycle: Arc::new(Lifecycle::default()),
             max_batch_records: config.http.max_batch_records,
@@ -56,6 +71,7 @@ impl Application {
             state,
             shutdown_delay: config.http.shutdown_delay,
             shutdown_grace: config.http.shutdown_grace,
+            stopped,
         })
     }
 
@@ -82,7 +98,9 @@ impl Application {
             state,
             shutdown_delay,
             shutdown_grace,
+            stopped,
         } = self;
+        let _stop_background_tasks = stopped.drop_guard();
         tracing::info!(addr = %listener.local_addr()?, "serving");
         let closing = CancellationToken::new();
         let close_listener = closing.clone();
@@ -109,4 +127,15 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The registry backend the configuration asks for.
+pub fn connect_registry(config: &RegistryConfig) -> anyhow::Result<Arc<dyn ModelRegistry>> {
+    Ok(match config.registry {
+        RegistryKind::Embedded => Arc::new(EmbeddedRegistry::default()),
+        RegistryKind::Redis => Arc::new(
+            RedisRegistry::connect(&config.redis_url, &config.redis_prefix)
+                .context("invalid --redis-url")?,
+        ),
+    })
 }

@@ -30,15 +30,17 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the default model is loaded and warm, and the replica is not draining.
+/// Readiness: the default model is loaded and warm, and the replica is not draining. The
+/// registry is not consulted: a replica keeps serving what it has loaded while Redis is away.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Health),
               (status = 503, description = "Not ready (loading or draining)", body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let models: Vec<String> = state.models.names().map(str::to_owned).collect();
+    let default = state.catalog.cached(&state.default_model);
+    let models: Vec<String> = default.iter().map(|m| m.name.clone()).collect();
     let (status, word) = if state.lifecycle.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if state.lifecycle.is_ready() && state.models.get(&state.default_model).is_some() {
+    } else if state.lifecycle.is_ready() && default.is_some() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")

@@ -38,7 +38,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics));
-    let default_model = state.models.get(&state.default_model);
+    let default_model = state.catalog.cached(&state.default_model);
     let docs = SwaggerUi::new("/docs").external_url_unchecked(
         "/openapi.json",
         openapi::document(default_model.as_deref(), state.max_batch_records),

@@ -18,6 +18,7 @@ use super::{
     state::AppState,
 };
 use crate::{
+    catalog::CatalogError,
     error::{ApiError, ErrorBody, FieldError},
     inference::InferenceError,
     model::{decode, Scores},
@@ -75,12 +76,17 @@ pub async fn predict(
     ApiQuery(query): ApiQuery<PredictQuery>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let model = state.models.get(&state.default_model).ok_or_else(|| {
-        ApiError::Unavailable(format!(
-            "default model `{}` is not loaded",
-            state.default_model
-        ))
-    })?;
+    let model = state
+        .catalog
+        .get(&state.default_model)
+        .await
+        .map_err(|error| match error {
+            CatalogError::NotFound(_) => ApiError::Unavailable(format!(
+                "default model `{}` is not available",
+                state.default_model
+            )),
+            other => ApiError::from(other),
+        })?;
     let top_k = validated_top_k(query.top_k, &model)?;
     let scores = score(&state, &model, &body).await?;
     let predictions = scores

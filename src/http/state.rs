@@ -6,12 +6,15 @@ use std::sync::{
 };
 use std::time::Duration;
 
-use crate::{metrics::Metrics, models::ModelStore};
+use crate::{
+    catalog::{Catalog, ModelRef},
+    metrics::Metrics,
+};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub models: Arc<ModelStore>,
-    pub default_model: Arc<str>,
+    pub catalog: Arc<Catalog>,
+    pub default_model: Arc<ModelRef>,
     pub metrics: Metrics,
     pub lifecycle: Arc<Lifecycle>,
     pub max_batch_records: usize,

@@ -5,4 +5,6 @@ mod operations;
 mod predict;
 mod process;
 mod rate_limit;
+mod redis_server;
+mod registry;
 mod validation;

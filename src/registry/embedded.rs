@@ -1,0 +1,180 @@
+//! The in-process registry: one node, nothing to install (`make run`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{broadcast, RwLock};
+use uuid::Uuid;
+
+use super::{ListQuery, ModelRecord, ModelRegistry, Page, RegistryError, RegistryEvent};
+
+#[derive(Default)]
+struct State {
+    /// Ordered by id: UUIDv7 ids sort by creation time.
+    records: BTreeMap<Uuid, ModelRecord>,
+    onnx: HashMap<Uuid, Bytes>,
+    versions: HashMap<String, u64>,
+    aliases: BTreeMap<(String, String), Uuid>,
+}
+
+pub struct EmbeddedRegistry {
+    state: RwLock<State>,
+    events: broadcast::Sender<RegistryEvent>,
+}
+
+impl Default for EmbeddedRegistry {
+    fn default() -> Self {
+        Self {
+            state: RwLock::default(),
+            events: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl EmbeddedRegistry {
+    fn publish(&self, event: RegistryEvent) {
+        // No receiver is fine: nobody is listening yet.
+        let _ = self.events.send(event);
+    }
+}
+
+#[async_trait]
+impl ModelRegistry for EmbeddedRegistry {
+    async fn create(
+        &self,
+        mut record: ModelRecord,
+        onnx: Option<Bytes>,
+    ) -> Result<ModelRecord, RegistryError> {
+        let mut state = self.state.write().await;
+        let version = state.versions.entry(record.name.clone()).or_insert(0);
+        *version += 1;
+        record.version = *version;
+        if let Some(bytes) = onnx {
+            state.onnx.insert(record.id, bytes);
+        }
+        state.records.insert(record.id, record.clone());
+        drop(state);
+        self.publish(RegistryEvent::Updated {
+            id: record.id,
+            name: record.name.clone(),
+        });
+        Ok(record)
+    }
+
+    async fn update(&self, record: &ModelRecord) -> Result<(), RegistryError> {
+        let mut state = self.state.write().await;
+        let stored = state
+            .records
+            .get_mut(&record.id)
+            .ok_or_else(|| RegistryError::NotFound(record.id.to_string()))?;
+        *stored = record.clone();
+        drop(state);
+        self.publish(RegistryEvent::Updated {
+            id: record.id,
+            name: record.name.clone(),
+        });
+        Ok(())
+    }
+
+    async fn complete(&self, record: &ModelRecord, onnx: Bytes) -> Result<(), RegistryError> {
+        let mut state = self.state.write().await;
+        if !state.records.contains_key(&record.id) {
+            return Err(RegistryError::NotFound(record.id.to_string()));
+        }
+        state.onnx.insert(record.id, onnx);
+        state.records.insert(record.id, record.clone());
+        drop(state);
+        self.publish(RegistryEvent::Updated {
+            id: record.id,
+            name: record.name.clone(),
+        });
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<ModelRecord>, RegistryError> {
+        Ok(self.state.read().await.records.get(&id).cloned())
+    }
+
+    async fn onnx(&self, id: Uuid) -> Result<Option<Bytes>, RegistryError> {
+        Ok(self.state.read().await.onnx.get(&id).cloned())
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page<ModelRecord>, RegistryError> {
+        let state = self.state.read().await;
+        let matching: Vec<&ModelRecord> = state
+            .records
+            .values()
+            .rev()
+            .filter(|r| query.name.as_ref().is_none_or(|name| &r.name == name))
+            .filter(|r| query.status.is_none_or(|status| r.status == status))
+            .collect();
+        Ok(Page {
+            total: matching.len(),
+            items: matching
+                .into_iter()
+                .skip(query.offset)
+                .take(query.limit)
+                .cloned()
+                .collect(),
+            offset: query.offset,
+            limit: query.limit,
+        })
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<bool, RegistryError> {
+        let mut state = self.state.write().await;
+        let Some(record) = state.records.remove(&id) else {
+            return Ok(false);
+        };
+        state.onnx.remove(&id);
+        state.aliases.retain(|_, target| *target != id);
+        drop(state);
+        self.publish(RegistryEvent::Deleted {
+            id,
+            name: record.name,
+        });
+        Ok(true)
+    }
+
+    async fn set_alias(&self, name: &str, alias: &str, id: Uuid) -> Result<(), RegistryError> {
+        let mut state = self.state.write().await;
+        match state.records.get(&id) {
+            Some(record) if record.name == name => {}
+            Some(record) => {
+                return Err(RegistryError::Conflict(format!(
+                    "model {id} is named `{}`, not `{name}`",
+                    record.name
+                )))
+            }
+            None => return Err(RegistryError::NotFound(id.to_string())),
+        }
+        state
+            .aliases
+            .insert((name.to_owned(), alias.to_owned()), id);
+        drop(state);
+        self.publish(RegistryEvent::AliasMoved {
+            name: name.to_owned(),
+            alias: alias.to_owned(),
+            id,
+        });
+        Ok(())
+    }
+
+    async fn aliases(&self) -> Result<Vec<(String, String, Uuid)>, RegistryError> {
+        let state = self.state.read().await;
+        Ok(state
+            .aliases
+            .iter()
+            .map(|((name, alias), id)| (name.clone(), alias.clone(), *id))
+            .collect())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RegistryEvent> {
+        self.events.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), RegistryError> {
+        Ok(())
+    }
+}

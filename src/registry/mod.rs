@@ -1,0 +1,87 @@
+//! The model registry: every model a fleet of replicas can serve, with its status, metadata,
+//! ONNX bytes, versions and movable aliases. Two backends behind one trait:
+//! [`embedded::EmbeddedRegistry`] (in-process, one node) and [`redis::RedisRegistry`]
+//! (shared by every replica in Kubernetes).
+//!
+//! Models are stored as ONNX bytes plus JSON metadata. Nothing is ever pickled.
+
+pub mod embedded;
+pub mod record;
+pub mod redis;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use record::{ModelRecord, ModelStatus, Page, Progress};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The backing store cannot be reached; reads of loaded models keep working, writes fail.
+    #[error("model registry unavailable: {0}")]
+    Unavailable(String),
+    #[error("model `{0}` not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("registry data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A change that replicas must react to (sent over Redis pub/sub, or in-process).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RegistryEvent {
+    /// A model's record changed (created, status moved, progress, ready).
+    Updated {
+        id: Uuid,
+        name: String,
+    },
+    Deleted {
+        id: Uuid,
+        name: String,
+    },
+    AliasMoved {
+        name: String,
+        alias: String,
+        id: Uuid,
+    },
+}
+
+/// Filter and page for [`ModelRegistry::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub name: Option<String>,
+    pub status: Option<ModelStatus>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+#[async_trait]
+pub trait ModelRegistry: Send + Sync + 'static {
+    /// Stores a new record (and its ONNX bytes, when it has them). Assigns the next version
+    /// of its name and returns the stored record.
+    async fn create(
+        &self,
+        record: ModelRecord,
+        onnx: Option<Bytes>,
+    ) -> Result<ModelRecord, RegistryError>;
+    /// Replaces a record's metadata (status, progress, metrics...), keeping id, name, version.
+    async fn update(&self, record: &ModelRecord) -> Result<(), RegistryError>;
+    /// Stores the ONNX bytes of a model and marks it ready in one step.
+    async fn complete(&self, record: &ModelRecord, onnx: Bytes) -> Result<(), RegistryError>;
+    async fn get(&self, id: Uuid) -> Result<Option<ModelRecord>, RegistryError>;
+    async fn onnx(&self, id: Uuid) -> Result<Option<Bytes>, RegistryError>;
+    async fn list(&self, query: &ListQuery) -> Result<Page<ModelRecord>, RegistryError>;
+    /// Removes a model, its bytes and any alias pointing at it. `false` when unknown.
+    async fn delete(&self, id: Uuid) -> Result<bool, RegistryError>;
+    /// Points `name:alias` at a model of that name.
+    async fn set_alias(&self, name: &str, alias: &str, id: Uuid) -> Result<(), RegistryError>;
+    /// Every alias of every name: `(name, alias, id)`; replicas cache this map.
+    async fn aliases(&self) -> Result<Vec<(String, String, Uuid)>, RegistryError>;
+    /// Changes, as they happen. A lagging receiver may miss some: replicas also reconcile.
+    fn subscribe(&self) -> broadcast::Receiver<RegistryEvent>;
+    /// Whether the backing store answers now.
+    async fn ping(&self) -> Result<(), RegistryError>;
+}

@@ -1,0 +1,255 @@
+//! The registry contract, run against both backends (embedded, and a real redis-server),
+//! and the replica-side catalog: aliases propagate between replicas, and a replica keeps
+//! serving its loaded model while Redis is down.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use ml_api::{
+    catalog::{Catalog, ModelRef},
+    config::ServeConfig,
+    metrics::Metrics,
+    models::read_model_dir,
+    registry::{
+        embedded::EmbeddedRegistry, redis::RedisRegistry, ListQuery, ModelRecord, ModelRegistry,
+        ModelStatus, RegistryError, RegistryEvent,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    helpers::{repo_path, seed_record, spawn_app_with},
+    redis_server::RedisServer,
+};
+
+fn record(name: &str) -> ModelRecord {
+    ModelRecord::new(name, "uploaded", ModelStatus::Ready)
+}
+
+async fn registry_contract(registry: &dyn ModelRegistry) {
+    registry.ping().await.unwrap();
+    let mut events = registry.subscribe();
+
+    let first = registry
+        .create(record("iris"), Some(Bytes::from_static(b"onnx-1")))
+        .await
+        .unwrap();
+    let second = registry.create(record("iris"), None).await.unwrap();
+    let other = registry.create(record("wine"), None).await.unwrap();
+    assert_eq!(
+        (first.version, second.version, other.version),
+        (1, 2, 1),
+        "versions count per name"
+    );
+
+    assert_eq!(registry.get(first.id).await.unwrap().as_ref(), Some(&first));
+    assert_eq!(
+        registry.onnx(first.id).await.unwrap().as_deref(),
+        Some(&b"onnx-1"[..])
+    );
+    assert_eq!(registry.onnx(second.id).await.unwrap(), None);
+    assert_eq!(registry.get(uuid::Uuid::now_v7()).await.unwrap(), None);
+
+    let mut training = second.clone();
+    training.status = ModelStatus::Training;
+    training.progress = Some(ml_api::registry::Progress {
+        iteration: 7,
+        loss: 0.5,
+    });
+    registry.update(&training).await.unwrap();
+    assert_eq!(
+        registry
+            .get(second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .unwrap()
+            .iteration,
+        7
+    );
+    registry
+        .complete(&second, Bytes::from_static(b"onnx-2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        registry.onnx(second.id).await.unwrap().as_deref(),
+        Some(&b"onnx-2"[..])
+    );
+
+    let page = registry
+        .list(&ListQuery {
+            name: Some("iris".into()),
+            limit: 1,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((page.total, page.items.len()), (2, 1));
+    assert_eq!(page.items[0].id, second.id, "newest first");
+    let training_only = ListQuery {
+        status: Some(ModelStatus::Training),
+        limit: 10,
+        ..ListQuery::default()
+    };
+    assert_eq!(registry.list(&training_only).await.unwrap().total, 0);
+
+    registry
+        .set_alias("iris", "production", first.id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        registry.set_alias("wine", "production", first.id).await,
+        Err(RegistryError::Conflict(_))
+    ));
+    assert!(matches!(
+        registry.set_alias("iris", "x", uuid::Uuid::now_v7()).await,
+        Err(RegistryError::NotFound(_))
+    ));
+    assert_eq!(
+        registry.aliases().await.unwrap(),
+        vec![("iris".to_owned(), "production".to_owned(), first.id)]
+    );
+
+    assert!(registry.delete(first.id).await.unwrap());
+    assert!(!registry.delete(first.id).await.unwrap());
+    assert_eq!(registry.get(first.id).await.unwrap(), None);
+    assert!(
+        registry.aliases().await.unwrap().is_empty(),
+        "aliases of a deleted model go with it"
+    );
+
+    // Every change was announced.
+    let mut seen = Vec::new();
+    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+        seen.push(event);
+        if matches!(seen.last(), Some(RegistryEvent::Deleted { .. })) {
+            break;
+        }
+    }
+    assert!(seen.contains(&RegistryEvent::AliasMoved {
+        name: "iris".into(),
+        alias: "production".into(),
+        id: first.id
+    }));
+    assert!(seen.contains(&RegistryEvent::Deleted {
+        id: first.id,
+        name: "iris".into()
+    }));
+}
+
+#[tokio::test]
+async fn embedded_registry_keeps_the_contract() {
+    registry_contract(&EmbeddedRegistry::default()).await;
+}
+
+/// A Redis registry whose event relay is subscribed (so a test sees every event).
+async fn redis_registry(redis: &RedisServer, prefix: &str) -> Arc<RedisRegistry> {
+    let registry = Arc::new(RedisRegistry::connect(&redis.url(), prefix).unwrap());
+    let mut events = registry.subscribe();
+    let probe = registry.create(record("probe"), None).await.unwrap();
+    // Publish until the relay has subscribed and forwards one.
+    for _ in 0..50 {
+        registry.update(&probe).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(100), events.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    registry.delete(probe.id).await.unwrap();
+    registry
+}
+
+#[tokio::test]
+async fn redis_registry_keeps_the_contract() {
+    let redis = RedisServer::start();
+    let registry = redis_registry(&redis, "contract").await;
+    registry_contract(registry.as_ref()).await;
+}
+
+#[tokio::test]
+async fn an_alias_moved_on_one_replica_reaches_another_within_a_second() {
+    let redis = RedisServer::start();
+    let writer = redis_registry(&redis, "replicas").await;
+    let reader = redis_registry(&redis, "replicas").await;
+    let config = ServeConfig::for_tests(repo_path("models"), "santander");
+    let mut inference = config.inference.clone();
+    inference.ort_dylib = repo_path(".ort/lib/libonnxruntime.so.1.31.1");
+    inference.workers = 1;
+    let replica = Catalog::new(reader, inference, Metrics::new().unwrap(), 4);
+    replica.reconcile().await.unwrap();
+    let stop = CancellationToken::new();
+    // A long reconcile interval: only the pub/sub notification can make this pass.
+    replica.spawn_sync(Duration::from_secs(3600), stop.clone());
+
+    let source = read_model_dir(&repo_path("tests/fixtures/models"))
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == "tiny")
+        .unwrap();
+    let mut stored = record("tiny");
+    stored.card = Some(source.card.clone());
+    let stored = writer
+        .create(stored, Some(source.bytes.into()))
+        .await
+        .unwrap();
+    let reference = ModelRef::parse("tiny:production");
+    assert_eq!(replica.resolve(&reference), None);
+    writer
+        .set_alias("tiny", "production", stored.id)
+        .await
+        .unwrap();
+    let moved_at = tokio::time::Instant::now();
+    while replica.resolve(&reference) != Some(stored.id) {
+        assert!(
+            moved_at.elapsed() < Duration::from_secs(1),
+            "the alias reached the other replica within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let model = replica.get(&reference).await.unwrap();
+    assert_eq!(model.name, "tiny");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_replica_keeps_serving_its_loaded_model_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_with(move |config| {
+        config.registry.registry = ml_api::config::RegistryKind::Redis;
+        config.registry.redis_url = url;
+        config.registry.redis_prefix = "outage".into();
+        config.registry.reconcile_interval = Duration::from_millis(200);
+    })
+    .await;
+    assert_eq!(
+        app.post_json("/predict", &seed_record()).await.status(),
+        200
+    );
+
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        assert_eq!(
+            app.post_json("/predict", &seed_record()).await.status(),
+            200,
+            "serving survives the outage"
+        );
+    }
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        200,
+        "still ready: loaded models serve"
+    );
+
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.post_json("/predict", &seed_record()).await.status(),
+        200
+    );
+    app.stop().await;
+}
