@@ -26,15 +26,16 @@ use axum::{
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ml_api::{
+    catalog::ModelRef,
     config::{InferenceConfig, ServeConfig},
-    http::{predict::PredictResponse, AppState, Lifecycle},
+    http::predict::PredictResponse,
     inference::{
         ort::{self as ort_backend, OrtBackend, SessionOptions},
         Backend,
     },
-    metrics::Metrics,
     model::{decode, FeatureBatch, Scores},
-    models::{LoadedModel, ModelStore},
+    models::LoadedModel,
+    startup::Application,
 };
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -87,25 +88,15 @@ fn fixture() -> Fixture {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let metrics = Metrics::new().expect("metrics");
-    let store = runtime
-        .block_on(ModelStore::load_dir(
-            &model_dir,
-            &config.inference,
-            &metrics,
-        ))
-        .expect("load models/");
-    let model = store.get(MODEL).expect("santander is bundled");
-    let state = AppState {
-        models: Arc::new(store),
-        default_model: MODEL.into(),
-        metrics,
-        lifecycle: Arc::new(Lifecycle::default()),
-        max_batch_records: MAX_RECORDS,
-        request_timeout: config.http.request_timeout,
-    };
-    state.lifecycle.mark_ready();
-    let router = ml_api::http::router(state, &config).expect("router");
+    let app = runtime
+        .block_on(Application::build(config))
+        .expect("the application builds");
+    let model = app
+        .state()
+        .catalog
+        .cached(&ModelRef::parse(MODEL))
+        .expect("santander is loaded");
+    let router = app.router();
 
     let seed =
         std::fs::read(manifest_dir().join("tests/fixtures/seed_request.json")).expect("seed");

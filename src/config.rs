@@ -26,6 +26,30 @@ pub struct Cli {
 pub enum Command {
     /// Run a stateless predictor replica (HTTP API).
     Serve(Box<ServeConfig>),
+    /// Run a training worker: takes jobs from the Redis queue, stores models in the registry.
+    Worker(Box<WorkerConfig>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub registry: RegistryConfig,
+    /// This worker's name in the consumer group (defaults to the host/pod name).
+    #[arg(long, env = "ML_API_WORKER_NAME")]
+    pub name: Option<String>,
+    /// A job whose worker has not heartbeated for this long is taken over by another worker.
+    #[arg(long, env = "ML_API_JOB_RECLAIM_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub reclaim_after: Duration,
+    /// Deliveries of one job before it is marked failed.
+    #[arg(long, env = "ML_API_JOB_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Address of the worker's `/healthz` and `/metrics`.
+    #[arg(
+        long,
+        env = "ML_API_WORKER_METRICS_ADDR",
+        default_value = "0.0.0.0:9091"
+    )]
+    pub metrics_addr: SocketAddr,
 }
 
 /// Logs, traces and error reporting; shared by every subcommand.
@@ -123,6 +147,15 @@ pub struct ServeConfig {
     pub default_model: String,
     #[command(flatten)]
     pub registry: RegistryConfig,
+    /// Admin API key required (as `Authorization: Bearer <key>`) by the write endpoints
+    /// (train, delete, alias). Unset: writes are open, as seed 2's were (development only).
+    #[arg(long, env = "ML_API_ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<String>,
+    /// With the embedded registry: training jobs run in this process, this many at a time,
+    /// on the blocking thread pool (never on the async threads). Ignored with Redis, where
+    /// `ml-api worker` processes train.
+    #[arg(long, env = "ML_API_TRAINING_CONCURRENCY", default_value_t = 1)]
+    pub training_concurrency: usize,
     #[command(flatten)]
     pub inference: InferenceConfig,
     #[command(flatten)]
@@ -234,11 +267,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl ServeConfig {
     /// Settings for tests and benches: port 0 on loopback, everything else at its default.
     pub fn for_tests(model_dir: impl Into<PathBuf>, default_model: &str) -> Self {
-        let cli = Cli::parse_from(["ml-api", "serve", "--addr", "127.0.0.1:0"]);
-        let Command::Serve(mut config) = cli.command;
+        #[derive(Parser)]
+        struct ServeOnly {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let mut config = ServeOnly::parse_from(["ml-api", "--addr", "127.0.0.1:0"]).config;
         config.model_dir = model_dir.into();
         config.default_model = default_model.to_owned();
-        *config
+        config
     }
 }
 
@@ -265,7 +302,9 @@ mod tests {
     #[test]
     fn serve_defaults_match_the_seed() {
         let cli = Cli::parse_from(["ml-api", "serve"]);
-        let Command::Serve(config) = cli.command;
+        let Command::Serve(config) = cli.command else {
+            panic!("parsed as serve")
+        };
         assert_eq!(config.addr.port(), 5001);
         assert_eq!(config.default_model, "santander");
     }

@@ -4,7 +4,7 @@ use clap::Parser;
 use ml_api::{
     config::{Cli, Command},
     shutdown,
-    startup::Application,
+    startup::{self, Application},
     telemetry,
 };
 
@@ -41,5 +41,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let app = Application::build(*config).await?;
             app.run_until_stopped(shutdown::signal()).await
         }
+        Command::Worker(config) => startup::run_worker(*config, shutdown::signal()).await,
     }
 }

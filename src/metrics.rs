@@ -29,6 +29,9 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     pub draining: IntGauge,
     pub model_cache: IntCounterVec,
+    pub training_jobs: IntCounterVec,
+    pub training_queue_depth: IntGauge,
+    pub training_duration: Histogram,
 }
 
 /// Handles pre-bound to one model's label, for the inference threads.
@@ -122,6 +125,24 @@ impl Metrics {
             ),
             &["event"],
         )?;
+        let training_jobs = IntCounterVec::new(
+            Opts::new(
+                "ml_api_training_jobs_total",
+                "Training jobs, by status (queued, ready, failed).",
+            ),
+            &["status"],
+        )?;
+        let training_queue_depth = IntGauge::new(
+            "ml_api_training_queue_depth",
+            "Training jobs waiting or running.",
+        )?;
+        let training_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "ml_api_training_duration_seconds",
+                "Time to train one model.",
+            )
+            .buckets(exponential_buckets(0.01, 2.0, 16).unwrap_or_default()),
+        )?;
         let draining = IntGauge::new(
             "ml_api_draining",
             "1 while the replica drains for shutdown.",
@@ -149,6 +170,9 @@ impl Metrics {
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(draining.clone()))?;
         registry.register(Box::new(model_cache.clone()))?;
+        registry.register(Box::new(training_jobs.clone()))?;
+        registry.register(Box::new(training_queue_depth.clone()))?;
+        registry.register(Box::new(training_duration.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -170,6 +194,9 @@ impl Metrics {
             rate_limited,
             draining,
             model_cache,
+            training_jobs,
+            training_queue_depth,
+            training_duration,
         })
     }
 

@@ -8,11 +8,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::{Catalog, ModelRef},
-    config::{RegistryConfig, RegistryKind, ServeConfig},
+    config::{RegistryConfig, RegistryKind, ServeConfig, WorkerConfig},
     http::{self, AppState, Lifecycle},
+    jobs::{embedded::EmbeddedQueue, redis::RedisQueue, JobQueue},
     metrics::Metrics,
     models::read_model_dir,
     registry::{embedded::EmbeddedRegistry, redis::RedisRegistry, ModelRegistry},
+    worker::{Worker, WorkerSettings},
 };
 
 pub struct Application {
@@ -31,6 +33,30 @@ impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let metrics = Metrics::new()?;
         let registry = connect_registry(&config.registry)?;
+        let stopped = CancellationToken::new();
+        let jobs: Arc<dyn JobQueue> = match config.registry.registry {
+            RegistryKind::Embedded => {
+                // Single node: train in this process, on the blocking pool.
+                let queue: Arc<dyn JobQueue> = Arc::new(EmbeddedQueue::default());
+                for index in 0..config.training_concurrency.max(1) {
+                    let settings = WorkerSettings {
+                        consumer: format!("in-process-{index}"),
+                        max_attempts: 1,
+                        heartbeat: Duration::from_secs(1),
+                        poll: Duration::from_millis(500),
+                    };
+                    let worker =
+                        Worker::new(registry.clone(), queue.clone(), settings, metrics.clone());
+                    tokio::spawn(worker.run_until_stopped(stopped.clone()));
+                }
+                queue
+            }
+            RegistryKind::Redis => Arc::new(RedisQueue::connect(
+                &config.registry.redis_url,
+                &config.registry.redis_prefix,
+                Duration::from_secs(30),
+            )?),
+        };
         let catalog = Catalog::new(
             registry,
             config.inference.clone(),
@@ -50,10 +76,11 @@ impl Application {
             .get(&default_model)
             .await
             .with_context(|| format!("cannot load the default model `{default_model}`"))?;
-        let stopped = CancellationToken::new();
         catalog.spawn_sync(config.registry.reconcile_interval, stopped.clone());
         let state = AppState {
             catalog,
+            jobs,
+            admin_key: config.admin_api_key.as_deref().map(Into::into),
             default_model: Arc::new(default_model),
             metrics,
             lifecycle: Arc::new(Lifecycle::default()),
@@ -83,6 +110,11 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The application as a tower service (for in-process benchmarks).
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
     }
 
     /// Serves until `stop` completes, then drains: `/readyz` turns 503 at once, the listener
@@ -138,4 +170,68 @@ pub fn connect_registry(config: &RegistryConfig) -> anyhow::Result<Arc<dyn Model
                 .context("invalid --redis-url")?,
         ),
     })
+}
+
+/// `ml-api worker`: trains jobs from the Redis queue until `stop`, serving `/healthz` and
+/// `/metrics` on `--metrics-addr`. A job in progress at `stop` is finished first (Kubernetes'
+/// grace period permitting; if it is cut short, another worker reclaims the job).
+pub async fn run_worker(
+    config: WorkerConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.registry.registry == RegistryKind::Redis,
+        "`ml-api worker` needs `--registry redis`: with the embedded registry, `serve` trains in-process"
+    );
+    let metrics = Metrics::new()?;
+    let registry = connect_registry(&config.registry)?;
+    let queue = Arc::new(RedisQueue::connect(
+        &config.registry.redis_url,
+        &config.registry.redis_prefix,
+        config.reclaim_after,
+    )?);
+    let consumer = config
+        .name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let settings = WorkerSettings {
+        consumer,
+        max_attempts: config.max_attempts,
+        heartbeat: (config.reclaim_after / 3).max(Duration::from_millis(100)),
+        poll: Duration::from_secs(1),
+    };
+    let stopped = CancellationToken::new();
+
+    let listener = TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, consumer = %settings.consumer, "worker metrics");
+    let ops_metrics = metrics.clone();
+    let ops = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = ops_metrics.clone();
+                async move { metrics.render().map_err(crate::error::ApiError::Internal) }
+            }),
+        );
+    let ops_stop = stopped.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, ops)
+            .with_graceful_shutdown(ops_stop.cancelled_owned())
+            .await;
+    });
+
+    let worker = Worker::new(registry, queue, settings, metrics);
+    let work = tokio::spawn(worker.run_until_stopped(stopped.clone()));
+    stop.await;
+    tracing::info!("stopping: finishing the current job");
+    stopped.cancel();
+    work.await?;
+    Ok(())
 }

@@ -1,8 +1,10 @@
 //! The HTTP API: one function assembles every route and layer.
 
+pub mod auth;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod models;
 pub mod openapi;
 pub mod predict;
 pub mod rate_limit;
@@ -14,7 +16,7 @@ use axum::{
     http::{Request, Response, StatusCode},
     middleware::from_fn_with_state,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
     Extension, Router,
 };
 use tower_http::{
@@ -30,7 +32,13 @@ pub use state::{AppState, Lifecycle};
 /// Builds the application: API routes (rate limited), probes and metrics (exempt), the
 /// OpenAPI document with Swagger UI at `/docs`, and the layers every request passes through.
 pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
-    let mut api = Router::new().route("/predict", post(predict::predict));
+    let mut api = Router::new()
+        .route("/predict", post(predict::predict))
+        .route("/models", post(models::create).get(models::list))
+        .route("/models/{id}", get(models::get).delete(models::delete))
+        .route("/models/{model}/predict", post(models::predict_with))
+        .route("/models/{id}/onnx", get(models::onnx))
+        .route("/models/{name}/aliases/{alias}", put(models::set_alias));
     if config.rate_limit.enabled {
         api = api.route_layer(rate_limit::layer(&config.rate_limit, &state.metrics)?);
     }

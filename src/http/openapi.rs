@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{health, predict};
+use super::{health, models, predict};
 use crate::{
     error::{ErrorBody, ErrorDetail, FieldError},
     model::{schema::Field, ElementType},
@@ -18,7 +18,19 @@ use crate::{
         title = "ml-api",
         description = "ONNX model serving: the seed's `POST /predict`, validated, documented, measured and protected."
     ),
-    paths(predict::predict, health::healthz, health::readyz, health::metrics),
+    paths(
+        predict::predict,
+        models::create,
+        models::list,
+        models::get,
+        models::delete,
+        models::predict_with,
+        models::set_alias,
+        models::onnx,
+        health::healthz,
+        health::readyz,
+        health::metrics
+    ),
     components(schemas(
         predict::PredictRequest,
         predict::PredictResponse,
@@ -26,10 +38,16 @@ use crate::{
         ErrorBody,
         ErrorDetail,
         FieldError,
-        health::Health
+        health::Health,
+        models::Created,
+        models::AliasTarget,
+        crate::registry::ModelRecord,
+        crate::registry::ModelStatus,
+        crate::registry::Progress
     )),
     tags(
         (name = "predict", description = "Predictions with the default model"),
+        (name = "models", description = "Training, the model registry, and predictions by model"),
         (name = "operations", description = "Probes and metrics")
     )
 )]

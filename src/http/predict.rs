@@ -87,15 +87,26 @@ pub async fn predict(
             )),
             other => ApiError::from(other),
         })?;
-    let top_k = validated_top_k(query.top_k, &model)?;
-    let scores = score(&state, &model, &body).await?;
+    respond(&state, &model, &query, &body).await
+}
+
+/// Scores `body` with `model` and answers in the seed's shape (`/predict`, and
+/// `POST /models/{id}/predict`).
+pub async fn respond(
+    state: &AppState,
+    model: &LoadedModel,
+    query: &PredictQuery,
+    body: &serde_json::Value,
+) -> Result<Response, ApiError> {
+    let top_k = validated_top_k(query.top_k, model)?;
+    let scores = score(state, model, body).await?;
     let predictions = scores
         .iter_rows()
         .map(|row| row.iter().map(|&p| f64::from(p)).collect())
         .collect();
     let top_k = top_k.map(|k| ranked(&scores, &model.schema.labels, k));
     let mut response = Json(PredictResponse { predictions, top_k }).into_response();
-    model_headers(&mut response, &model);
+    model_headers(&mut response, model);
     Ok(response)
 }
 

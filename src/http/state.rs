@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use crate::{
     catalog::{Catalog, ModelRef},
+    jobs::JobQueue,
     metrics::Metrics,
 };
 
 #[derive(Clone)]
 pub struct AppState {
     pub catalog: Arc<Catalog>,
+    pub jobs: Arc<dyn JobQueue>,
+    /// Required on write endpoints when set.
+    pub admin_key: Option<Arc<str>>,
     pub default_model: Arc<ModelRef>,
     pub metrics: Metrics,
     pub lifecycle: Arc<Lifecycle>,

@@ -1,0 +1,360 @@
+//! `/models`: seed 2's training API (train, poll-and-predict by query string, delete), plus
+//! listing, records, batch prediction, aliases and ONNX download.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::{Path, State},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    auth::Admin,
+    extract::{ApiQuery, JsonBody},
+    predict::{self, PredictQuery},
+    state::AppState,
+};
+use crate::{
+    catalog::ModelRef,
+    error::{ApiError, ErrorBody, FieldError},
+    registry::{ListQuery, ModelRecord, ModelStatus, Page},
+    training::TrainingRequest,
+};
+
+const DEFAULT_NAME: &str = "model";
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    pub model_id: Uuid,
+    pub name: String,
+    pub version: u64,
+    pub status: ModelStatus,
+}
+
+/// Train a model (seed 2's `POST /models`): answers at once with the new model's id while a
+/// worker trains it.
+#[utoipa::path(post, path = "/models", tag = "models",
+    request_body(content = Object, description = "Seed 2's body (`columns`, `features`, `classes`, `penalty`, `solver`), or `records`/`csv` with `target`; scikit-learn parameters beside them; optional `name`.", content_type = "application/json"),
+    responses((status = 201, description = "Queued for training", body = Created),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, description = "Invalid training request", body = ErrorBody),
+              (status = 503, description = "Registry unavailable", body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "body",
+            "type",
+            "expected a JSON object",
+        )]));
+    };
+    let name = model_name(fields.remove("name"))?;
+    let request: TrainingRequest = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| ApiError::validation(vec![FieldError::new("body", "type", e.to_string())]))?;
+    let job = request.validate().map_err(ApiError::validation)?;
+
+    let mut record = ModelRecord::new(&name, "trained", ModelStatus::Queued);
+    record.columns = job.feature_names().to_vec();
+    record.params = serde_json::to_value(&job.params).unwrap_or_default();
+    let registry = state.catalog.registry();
+    let record = registry.create(record, None).await?;
+    if let Err(error) = state.jobs.enqueue(record.id, &job).await {
+        let _ = registry.delete(record.id).await;
+        return Err(error.into());
+    }
+    state
+        .metrics
+        .training_jobs
+        .with_label_values(&["queued"])
+        .inc();
+    let body = Created {
+        model_id: record.id,
+        name: record.name,
+        version: record.version,
+        status: record.status,
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/models/{}", record.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn model_name(value: Option<Value>) -> Result<String, ApiError> {
+    let name = match value {
+        None | Some(Value::Null) => return Ok(DEFAULT_NAME.to_owned()),
+        Some(Value::String(name)) => name,
+        Some(_) => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "name",
+                "type",
+                "expected a string",
+            )]))
+        }
+    };
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.parse::<Uuid>().is_err();
+    if !valid {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "name",
+            "format",
+            "1 to 64 letters, digits, `-` or `_`",
+        )]));
+    }
+    Ok(name)
+}
+
+async fn record_of(state: &AppState, id: &str) -> Result<ModelRecord, ApiError> {
+    let not_found = || ApiError::NotFound(format!("model `{id}` not found"));
+    let id: Uuid = id.parse().map_err(|_| not_found())?;
+    state
+        .catalog
+        .registry()
+        .get(id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// A model's record (no query), or seed 2's prediction from query parameters:
+/// `{"model_status": "training"}` until it is ready, then `{"predicted_class": ..., "probabilities": {...}}`.
+#[utoipa::path(get, path = "/models/{id}", tag = "models",
+    params(("id" = String, Path, description = "Model id")),
+    responses((status = 200, description = "The record; with query parameters, seed 2's prediction or training status", body = ModelRecord),
+              (status = 404, body = ErrorBody), (status = 422, description = "A feature is missing or not a number", body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let record = record_of(&state, &id).await?;
+    if query.is_empty() {
+        return Ok(Json(record).into_response());
+    }
+    match record.status {
+        ModelStatus::Queued | ModelStatus::Training => {
+            let mut body = json!({"model_status": "training", "status": record.status});
+            if let Some(progress) = record.progress {
+                body["progress"] = json!(progress);
+            }
+            return Ok(Json(body).into_response());
+        }
+        ModelStatus::Failed => {
+            return Ok(
+                Json(json!({"model_status": "failed", "error": record.error})).into_response(),
+            );
+        }
+        ModelStatus::Ready => {}
+    }
+    let model = state.catalog.get_id(record.id).await?;
+    // Seed 2 read the features from the query string in `columns` order; values are checked
+    // against the model's schema like any request (a non-number is a 422 naming it).
+    let wanted: Vec<&str> = model
+        .schema
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    let features: Map<String, Value> = query
+        .into_iter()
+        .filter(|(key, _)| wanted.contains(&key.as_str()))
+        .map(|(key, value)| (key, Value::String(value)))
+        .collect();
+    let scores = predict::score(&state, &model, &Value::Object(features)).await?;
+    let row: Vec<f64> = scores
+        .iter_rows()
+        .next()
+        .unwrap_or(&[])
+        .iter()
+        .map(|&p| f64::from(p))
+        .collect();
+    let best = row
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i);
+    let probabilities: Map<String, Value> = record
+        .labels
+        .iter()
+        .zip(&row)
+        .map(|(label, p)| (label.clone(), json!(p)))
+        .collect();
+    let predicted = record
+        .class_values
+        .get(best)
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut response =
+        Json(json!({"predicted_class": predicted, "probabilities": probabilities})).into_response();
+    predict::model_headers(&mut response, &model);
+    Ok(response)
+}
+
+/// Delete a model, its ONNX bytes and its aliases (seed 2's `DELETE /models/{id}`).
+#[utoipa::path(delete, path = "/models/{id}", tag = "models",
+    params(("id" = String, Path, description = "Model id")),
+    responses((status = 200, description = "`{\"status\": \"model deleted\"}`"), (status = 404, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = record_of(&state, &id).await?;
+    if !state.catalog.registry().delete(record.id).await? {
+        return Err(ApiError::NotFound(format!("model `{id}` not found")));
+    }
+    Ok(Json(json!({"status": "model deleted"})).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only models of this name.
+    pub name: Option<String>,
+    /// Only models in this status: `queued`, `training`, `ready` or `failed`.
+    pub status: Option<String>,
+    #[param(minimum = 0)]
+    pub offset: Option<usize>,
+    /// Page size, 1..=500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
+/// List models, newest first.
+#[utoipa::path(get, path = "/models", tag = "models", params(ListParams),
+    responses((status = 200, description = "One page of records", body = Page<ModelRecord>), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Page<ModelRecord>>, ApiError> {
+    let status = params
+        .status
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| {
+            ApiError::validation(vec![FieldError::new("status", "category", e)])
+        })?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "limit",
+            "range",
+            "must be between 1 and 500",
+        )]));
+    }
+    let query = ListQuery {
+        name: params.name,
+        status,
+        offset: params.offset.unwrap_or(0),
+        limit,
+    };
+    Ok(Json(state.catalog.registry().list(&query).await?))
+}
+
+/// Score one record or a batch with a model named by id, `name` (its `latest`) or `name:alias`.
+#[utoipa::path(post, path = "/models/{model}/predict", tag = "models",
+    params(("model" = String, Path, description = "Model id, `name` or `name:alias`"), PredictQuery),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, body = predict::PredictResponse), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn predict_with(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    ApiQuery(query): ApiQuery<PredictQuery>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let model = state.catalog.get(&ModelRef::parse(&model)).await?;
+    predict::respond(&state, &model, &query, &body).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AliasTarget {
+    pub model_id: Uuid,
+}
+
+/// Point `name:alias` at a model of that name (every replica follows within a second).
+#[utoipa::path(put, path = "/models/{name}/aliases/{alias}", tag = "models",
+    params(("name" = String, Path), ("alias" = String, Path)),
+    request_body = AliasTarget,
+    responses((status = 200, description = "Alias moved"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_alias(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path((name, alias)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let target: AliasTarget = serde_json::from_value(body).map_err(|e| {
+        ApiError::validation(vec![FieldError::new("model_id", "type", e.to_string())])
+    })?;
+    let valid_alias = !alias.is_empty()
+        && alias.len() <= 64
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_alias {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "alias",
+            "format",
+            "1 to 64 letters, digits, `-` or `_`",
+        )]));
+    }
+    let registry = state.catalog.registry();
+    match registry.get(target.model_id).await? {
+        Some(record) if record.status != ModelStatus::Ready => {
+            return Err(ApiError::Conflict(format!(
+                "model {} is not ready",
+                target.model_id
+            )))
+        }
+        _ => {}
+    }
+    registry.set_alias(&name, &alias, target.model_id).await?;
+    Ok(Json(json!({"name": name, "alias": alias, "model_id": target.model_id})).into_response())
+}
+
+/// Download a model's ONNX graph.
+#[utoipa::path(get, path = "/models/{id}/onnx", tag = "models",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The ONNX bytes", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+pub async fn onnx(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = record_of(&state, &id).await?;
+    let bytes = state
+        .catalog
+        .registry()
+        .onnx(record.id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(
+                format!("model `{id}` has no ONNX graph yet ({:?})", record.status).to_lowercase(),
+            )
+        })?;
+    let disposition = format!(
+        "attachment; filename=\"{}-v{}.onnx\"",
+        record.name, record.version
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
