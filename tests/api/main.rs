@@ -1,5 +1,6 @@
 //! One integration-test binary: every test starts the real server on a random port.
 
+mod child;
 mod helpers;
 mod operations;
 mod predict;
@@ -7,4 +8,5 @@ mod process;
 mod rate_limit;
 mod redis_server;
 mod registry;
+mod training_api;
 mod validation;

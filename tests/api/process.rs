@@ -3,7 +3,6 @@
 //! signal handlers) is why these do not run in-process.
 
 use std::{
-    process::{ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -11,87 +10,11 @@ use std::{
 use axum::{body::Bytes, extract::State, http::Uri, routing::post, Router};
 use serde_json::{json, Value};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    process::{Child, Command},
-    sync::oneshot,
 };
 
-use crate::helpers::{repo_path, seed_record};
-
-/// A running `ml-api serve`; killed if the test ends early.
-struct ServerProcess {
-    child: Child,
-    base: String,
-}
-
-impl ServerProcess {
-    async fn start(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ml-api"));
-        command
-            .arg("--log-format")
-            .arg("json")
-            .arg("serve")
-            .args(["--addr", "127.0.0.1:0", "--rate-limit", "false"])
-            .args(args)
-            .env(
-                "ORT_DYLIB_PATH",
-                repo_path(".ort/lib/libonnxruntime.so.1.31.1"),
-            )
-            .env("RUST_LOG", "info,ort=warn")
-            .current_dir(repo_path(""))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("ml-api starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (addr_tx, addr_rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            let mut addr_tx = Some(addr_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(log) = serde_json::from_str::<Value>(&line) {
-                    if log["message"] == "serving" {
-                        if let (Some(tx), Some(addr)) = (addr_tx.take(), log["addr"].as_str()) {
-                            let _ = tx.send(addr.to_owned());
-                        }
-                    }
-                }
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
-            .await
-            .expect("ml-api logs its address within 30 s")
-            .expect("ml-api logs its address");
-        Self {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    fn terminate(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    async fn wait(&mut self, limit: Duration) -> ExitStatus {
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .expect("ml-api exits in time")
-            .expect("exit status")
-    }
-}
+use crate::{child::ServerProcess, helpers::seed_record};
 
 /// A local HTTP endpoint that records every request (path and body) it receives.
 #[derive(Clone, Default)]
