@@ -204,12 +204,13 @@ impl Catalog {
         self.loading.lock().await.remove(&id);
         let model = Arc::new(result?);
         if let Ok(mut cache) = self.cache.lock() {
-            if let Some((evicted, _)) = cache.push(id, model.clone()) {
+            if let Some((evicted, unloaded)) = cache.push(id, model.clone()) {
                 if evicted != id {
                     self.metrics
                         .model_cache
                         .with_label_values(&["eviction"])
                         .inc();
+                    self.forget(&unloaded);
                 }
             }
         }
@@ -238,14 +239,31 @@ impl Catalog {
             card: record.card.clone().unwrap_or_default(),
             bytes: bytes.to_vec(),
         };
-        LoadedModel::load(
+        let model = LoadedModel::load(
             source,
             record.version.to_string(),
             &self.inference,
             &self.metrics,
         )
         .await
-        .map_err(|error| CatalogError::Load { id, error })
+        .map_err(|error| CatalogError::Load { id, error })?;
+        self.metrics
+            .model_load_seconds
+            .with_label_values(&[&model.name, &model.version])
+            .set(model.load_seconds);
+        self.metrics
+            .model_info
+            .with_label_values(&[&model.name, &model.version, &model.sha256])
+            .set(1);
+        Ok(model)
+    }
+
+    /// Loads `source` once (one session, warmed up on its card's example) to prove this
+    /// replica can serve it, and drops it.
+    pub async fn check(&self, source: ModelSource) -> anyhow::Result<LoadedModel> {
+        let mut inference = self.inference.clone();
+        inference.workers = 1;
+        LoadedModel::load(source, "upload".to_owned(), &inference, &self.metrics).await
     }
 
     /// Re-reads every alias and drops cached models the registry no longer has.
@@ -274,9 +292,19 @@ impl Catalog {
     }
 
     fn evict(&self, id: Uuid) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.pop(&id);
+        let evicted = self.cache.lock().ok().and_then(|mut cache| cache.pop(&id));
+        if let Some(model) = evicted {
+            self.forget(&model);
         }
+    }
+
+    /// Drops an unloaded model's `ml_api_model_info` series.
+    fn forget(&self, model: &LoadedModel) {
+        let _ = self.metrics.model_info.remove_label_values(&[
+            &model.name,
+            &model.version,
+            &model.sha256,
+        ]);
     }
 
     fn apply(self: &Arc<Self>, event: RegistryEvent) {

@@ -195,6 +195,9 @@ pub struct HttpConfig {
     /// Largest accepted request body, in bytes (larger bodies get 413).
     #[arg(long, env = "ML_API_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest ONNX upload (`POST /models/upload`), in bytes.
+    #[arg(long, env = "ML_API_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
     /// Most records accepted in one `POST /predict` batch.
     #[arg(long, env = "ML_API_MAX_BATCH_RECORDS", default_value_t = 1024)]
     pub max_batch_records: usize,

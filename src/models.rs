@@ -24,6 +24,8 @@ pub struct LoadedModel {
     pub card: ModelCard,
     pub schema: ModelSchema,
     pub sha256: String,
+    /// Time taken to load and warm up.
+    pub load_seconds: f64,
     pool: InferencePool,
 }
 
@@ -134,26 +136,20 @@ impl LoadedModel {
             config.queue_capacity,
             metrics.for_model(&name),
         )?;
-        let model = Self {
+        let mut model = Self {
             name,
             version,
             card,
             schema,
             sha256,
+            load_seconds: 0.0,
             pool,
         };
         warm_up(&model, workers).await?;
 
         let seconds = started.elapsed().as_secs_f64();
-        metrics
-            .model_load_seconds
-            .with_label_values(&[&model.name, &model.version])
-            .set(seconds);
-        metrics
-            .model_info
-            .with_label_values(&[&model.name, &model.version, &model.sha256])
-            .set(1);
         tracing::info!(model = %model.name, version = %model.version, inputs = model.schema.fields.len(), seconds, "model loaded");
+        model.load_seconds = seconds;
         Ok(model)
     }
 }

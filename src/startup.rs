@@ -85,6 +85,7 @@ impl Application {
             metrics,
             lifecycle: Arc::new(Lifecycle::default()),
             max_batch_records: config.http.max_batch_records,
+            max_upload_bytes: config.http.max_upload_bytes,
             request_timeout: config.http.request_timeout,
         };
         let router = http::router(state.clone(), &config)?;

@@ -38,6 +38,10 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .route("/models/{id}", get(models::get).delete(models::delete))
         .route("/models/{model}/predict", post(models::predict_with))
         .route("/models/{id}/onnx", get(models::onnx))
+        .route(
+            "/models/upload",
+            post(models::upload).layer(DefaultBodyLimit::max(config.http.max_upload_bytes)),
+        )
         .route("/models/{name}/aliases/{alias}", put(models::set_alias));
     if config.rate_limit.enabled {
         api = api.route_layer(rate_limit::layer(&config.rate_limit, &state.metrics)?);

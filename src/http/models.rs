@@ -23,6 +23,8 @@ use super::{
 use crate::{
     catalog::ModelRef,
     error::{ApiError, ErrorBody, FieldError},
+    model::ModelCard,
+    models::ModelSource,
     registry::{ListQuery, ModelRecord, ModelStatus, Page},
     training::TrainingRequest,
 };
@@ -357,4 +359,121 @@ pub async fn onnx(
         bytes,
     )
         .into_response())
+}
+
+/// Bring your own ONNX model: `multipart/form-data` with a `model` part (the `.onnx` file), an
+/// optional `card` part (JSON model card) and an optional `name` part. The model is loaded and
+/// warmed up (on its card's example) before it is stored: a graph ml-api cannot serve is a 422
+/// saying why, and is never stored.
+#[utoipa::path(post, path = "/models/upload", tag = "models",
+    request_body(content = String, description = "multipart/form-data: `model` (ONNX file), `card` (JSON, optional), `name` (optional)", content_type = "multipart/form-data"),
+    responses((status = 201, description = "Stored and ready", body = Created),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, description = "Not a model ml-api can serve", body = ErrorBody)))]
+pub async fn upload(
+    State(state): State<AppState>,
+    _admin: Admin,
+    multipart: axum::extract::Multipart,
+) -> Result<Response, ApiError> {
+    let upload = read_upload(multipart, state.max_upload_bytes).await?;
+    let card: ModelCard = match upload.card {
+        Some(text) => serde_json::from_slice(&text).map_err(|e| {
+            ApiError::validation(vec![FieldError::new("card", "format", e.to_string())])
+        })?,
+        None => ModelCard::default(),
+    };
+    let name = match upload.name {
+        Some(name) => model_name(Some(Value::String(name)))?,
+        None => model_name(card.name.clone().map(Value::String))?,
+    };
+    let bytes = upload.model.ok_or_else(|| {
+        ApiError::validation(vec![FieldError::new(
+            "model",
+            "missing",
+            "the `model` part (an ONNX file) is required",
+        )])
+    })?;
+    let source = ModelSource {
+        name: name.clone(),
+        card: card.clone(),
+        bytes: bytes.to_vec(),
+    };
+    let loaded = state.catalog.check(source).await.map_err(|error| {
+        ApiError::validation(vec![FieldError::new(
+            "model",
+            "unservable",
+            format!("{error:#}"),
+        )])
+    })?;
+    let mut record = ModelRecord::new(&name, "uploaded", ModelStatus::Ready);
+    record.labels = loaded.schema.labels.clone();
+    record.class_values = record.labels.iter().cloned().map(Value::String).collect();
+    record.columns = loaded
+        .schema
+        .fields
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    record.sha256 = Some(loaded.sha256.clone());
+    record.size_bytes = Some(bytes.len() as u64);
+    record.card = Some(card);
+    let registry = state.catalog.registry();
+    let record = registry.create(record, Some(bytes)).await?;
+    registry
+        .set_alias(&record.name, crate::catalog::LATEST, record.id)
+        .await?;
+    let body = Created {
+        model_id: record.id,
+        name: record.name,
+        version: record.version,
+        status: record.status,
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/models/{}", record.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Default)]
+struct Upload {
+    model: Option<bytes::Bytes>,
+    card: Option<bytes::Bytes>,
+    name: Option<String>,
+}
+
+async fn read_upload(
+    mut multipart: axum::extract::Multipart,
+    limit: usize,
+) -> Result<Upload, ApiError> {
+    let mut upload = Upload::default();
+    loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|e| multipart_error(e, limit))?;
+        let Some(field) = field else { break };
+        let part = field.name().unwrap_or_default().to_owned();
+        let data = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
+        match part.as_str() {
+            "model" => upload.model = Some(data),
+            "card" => upload.card = Some(data),
+            "name" => upload.name = Some(String::from_utf8_lossy(&data).trim().to_owned()),
+            other => {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    other,
+                    "unknown",
+                    "expected the parts `model`, `card` and `name`",
+                )]))
+            }
+        }
+    }
+    Ok(upload)
+}
+
+fn multipart_error(error: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
+    match error.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit },
+        _ => ApiError::MalformedJson(format!("malformed multipart body: {}", error.body_text())),
+    }
 }

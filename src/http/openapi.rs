@@ -27,6 +27,7 @@ use crate::{
         models::predict_with,
         models::set_alias,
         models::onnx,
+        models::upload,
         health::healthz,
         health::readyz,
         health::metrics

@@ -22,6 +22,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub lifecycle: Arc<Lifecycle>,
     pub max_batch_records: usize,
+    pub max_upload_bytes: usize,
     pub request_timeout: Duration,
 }
 

@@ -10,4 +10,5 @@ mod rate_limit;
 mod redis_server;
 mod registry;
 mod training_api;
+mod upload;
 mod validation;
