@@ -26,5 +26,13 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
-  --checks all --max-examples "${SCHEMATHESIS_EXAMPLES:-300}" --seed 1 --no-color
+ST=("$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json"
+  --max-examples "${SCHEMATHESIS_EXAMPLES:-300}" --seed 1 --no-color)
+
+# Prediction, probes and metrics: every check, including "a schema-valid request is accepted"
+# (the /predict schema is generated from the model, so it is exact).
+"${ST[@]}" --checks all --exclude-tag models
+# Training and registry routes: every check but that one. Their bodies carry constraints no
+# JSON Schema states (rows as long as `columns`, two classes at least, a model that exists),
+# so a schema-valid body may rightly get 422/404.
+"${ST[@]}" --checks all --exclude-checks positive_data_acceptance --include-tag models

@@ -44,6 +44,10 @@ pub struct Created {
 #[utoipa::path(post, path = "/models", tag = "models",
     request_body(content = Object, description = "Seed 2's body (`columns`, `features`, `classes`, `penalty`, `solver`), or `records`/`csv` with `target`; scikit-learn parameters beside them; optional `name`.", content_type = "application/json"),
     responses((status = 201, description = "Queued for training", body = Created),
+              (status = 400, description = "Malformed JSON", body = ErrorBody),
+              (status = 413, description = "Body over the size limit", body = ErrorBody),
+              (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+              (status = 429, description = "Rate limit exceeded", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 422, description = "Invalid training request", body = ErrorBody),
               (status = 503, description = "Registry unavailable", body = ErrorBody)))]
@@ -134,7 +138,8 @@ async fn record_of(state: &AppState, id: &str) -> Result<ModelRecord, ApiError> 
 #[utoipa::path(get, path = "/models/{id}", tag = "models",
     params(("id" = String, Path, description = "Model id")),
     responses((status = 200, description = "The record; with query parameters, seed 2's prediction or training status", body = ModelRecord),
-              (status = 404, body = ErrorBody), (status = 422, description = "A feature is missing or not a number", body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 422, description = "A feature is missing or not a number", body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -207,7 +212,8 @@ pub async fn get(
 #[utoipa::path(delete, path = "/models/{id}", tag = "models",
     params(("id" = String, Path, description = "Model id")),
     responses((status = 200, description = "`{\"status\": \"model deleted\"}`"), (status = 404, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     _admin: Admin,
@@ -226,6 +232,7 @@ pub struct ListParams {
     /// Only models of this name.
     pub name: Option<String>,
     /// Only models in this status: `queued`, `training`, `ready` or `failed`.
+    #[param(value_type = Option<ModelStatus>)]
     pub status: Option<String>,
     #[param(minimum = 0)]
     pub offset: Option<usize>,
@@ -236,7 +243,8 @@ pub struct ListParams {
 
 /// List models, newest first.
 #[utoipa::path(get, path = "/models", tag = "models", params(ListParams),
-    responses((status = 200, description = "One page of records", body = Page<ModelRecord>), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "One page of records", body = Page<ModelRecord>), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -271,6 +279,10 @@ pub async fn list(
     params(("model" = String, Path, description = "Model id, `name` or `name:alias`"), PredictQuery),
     request_body(content = Object, content_type = "application/json"),
     responses((status = 200, body = predict::PredictResponse), (status = 404, body = ErrorBody),
+              (status = 400, description = "Malformed JSON", body = ErrorBody),
+              (status = 413, description = "Body over the size limit", body = ErrorBody),
+              (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+              (status = 429, description = "Rate limit exceeded", body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn predict_with(
     State(state): State<AppState>,
@@ -292,7 +304,12 @@ pub struct AliasTarget {
     params(("name" = String, Path), ("alias" = String, Path)),
     request_body = AliasTarget,
     responses((status = 200, description = "Alias moved"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+              (status = 422, description = "Invalid alias or body", body = ErrorBody),
+              (status = 400, description = "Malformed JSON", body = ErrorBody),
+              (status = 413, description = "Body over the size limit", body = ErrorBody),
+              (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+              (status = 429, description = "Rate limit exceeded", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn set_alias(
     State(state): State<AppState>,
     _admin: Admin,
@@ -331,7 +348,8 @@ pub async fn set_alias(
 /// Download a model's ONNX graph.
 #[utoipa::path(get, path = "/models/{id}/onnx", tag = "models",
     params(("id" = String, Path)),
-    responses((status = 200, description = "The ONNX bytes", content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The ONNX bytes", content_type = "application/octet-stream"), (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn onnx(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -369,12 +387,25 @@ pub async fn onnx(
     request_body(content = String, description = "multipart/form-data: `model` (ONNX file), `card` (JSON, optional), `name` (optional)", content_type = "multipart/form-data"),
     responses((status = 201, description = "Stored and ready", body = Created),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 422, description = "Not a model ml-api can serve", body = ErrorBody)))]
+              (status = 400, description = "Malformed multipart body", body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 422, description = "Not a model ml-api can serve", body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     _admin: Admin,
-    multipart: axum::extract::Multipart,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    use axum::extract::FromRequest;
+    let multipart = axum::extract::Multipart::from_request(request, &state)
+        .await
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+            _ => ApiError::MalformedJson(format!(
+                "expected multipart/form-data: {}",
+                rejection.body_text()
+            )),
+        })?;
     let upload = read_upload(multipart, state.max_upload_bytes).await?;
     let card: ModelCard = match upload.card {
         Some(text) => serde_json::from_slice(&text).map_err(|e| {
