@@ -14,19 +14,10 @@ if [[ ! -x "$VENV/bin/schemathesis" || "$(cat "$STAMP" 2>/dev/null)" != "$WANT" 
   echo "$WANT" >"$STAMP"
 fi
 
-BIN="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
-[[ -x "$BIN" ]] || cargo build --locked
-RUN_DIR="$(mktemp -d)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-"$BIN" --log-format json serve --addr "127.0.0.1:$PORT" --rate-limit false >"$RUN_DIR/server.log" 2>&1 &
-PID=$!
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$RUN_DIR"' EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+source scripts/lib/test-server.sh
+start_test_server
 
-ST=("$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json"
+ST=("$VENV/bin/schemathesis" run "$BASE_URL/openapi.json"
   --max-examples "${SCHEMATHESIS_EXAMPLES:-300}" --seed 1 --no-color)
 
 # Prediction, probes and metrics: every check, including "a schema-valid request is accepted"

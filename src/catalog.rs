@@ -175,14 +175,15 @@ impl Catalog {
         self.cache.lock().ok()?.peek(&id).cloned()
     }
 
+    /// A cache hit (counted), marking the model recently used.
+    fn hit(&self, id: Uuid) -> Option<Arc<LoadedModel>> {
+        let model = self.cache.lock().ok()?.get(&id).cloned()?;
+        self.metrics.model_cache.with_label_values(&["hit"]).inc();
+        Some(model)
+    }
+
     pub async fn get_id(&self, id: Uuid) -> Result<Arc<LoadedModel>, CatalogError> {
-        if let Some(model) = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|mut cache| cache.get(&id).cloned())
-        {
-            self.metrics.model_cache.with_label_values(&["hit"]).inc();
+        if let Some(model) = self.hit(id) {
             return Ok(model);
         }
         let gate = {
@@ -190,13 +191,8 @@ impl Catalog {
             loading.entry(id).or_default().clone()
         };
         let _loading = gate.lock().await;
-        if let Some(model) = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|mut cache| cache.get(&id).cloned())
-        {
-            self.metrics.model_cache.with_label_values(&["hit"]).inc();
+        // Another request may have loaded it while this one waited.
+        if let Some(model) = self.hit(id) {
             return Ok(model);
         }
         self.metrics.model_cache.with_label_values(&["miss"]).inc();

@@ -82,6 +82,12 @@ pub async fn create(
         .training_jobs
         .with_label_values(&["queued"])
         .inc();
+    Ok(created(record))
+}
+
+/// `201 Created` with the new model's id, name, version and status, and its `Location`.
+fn created(record: ModelRecord) -> Response {
+    let location = HeaderValue::from_str(&format!("/models/{}", record.id));
     let body = Created {
         model_id: record.id,
         name: record.name,
@@ -89,10 +95,10 @@ pub async fn create(
         status: record.status,
     };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/models/{}", record.id)) {
+    if let Ok(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(response)
+    response
 }
 
 fn model_name(value: Option<Value>) -> Result<String, ApiError> {
@@ -453,17 +459,7 @@ pub async fn upload(
     registry
         .set_alias(&record.name, crate::catalog::LATEST, record.id)
         .await?;
-    let body = Created {
-        model_id: record.id,
-        name: record.name,
-        version: record.version,
-        status: record.status,
-    };
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/models/{}", record.id)) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(created(record))
 }
 
 #[derive(Default)]

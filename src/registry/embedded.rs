@@ -7,7 +7,9 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, RwLock};
 use uuid::Uuid;
 
-use super::{ListQuery, ModelRecord, ModelRegistry, Page, RegistryError, RegistryEvent};
+use super::{
+    check_alias_target, ListQuery, ModelRecord, ModelRegistry, Page, RegistryError, RegistryEvent,
+};
 
 #[derive(Default)]
 struct State {
@@ -102,24 +104,7 @@ impl ModelRegistry for EmbeddedRegistry {
 
     async fn list(&self, query: &ListQuery) -> Result<Page<ModelRecord>, RegistryError> {
         let state = self.state.read().await;
-        let matching: Vec<&ModelRecord> = state
-            .records
-            .values()
-            .rev()
-            .filter(|r| query.name.as_ref().is_none_or(|name| &r.name == name))
-            .filter(|r| query.status.is_none_or(|status| r.status == status))
-            .collect();
-        Ok(Page {
-            total: matching.len(),
-            items: matching
-                .into_iter()
-                .skip(query.offset)
-                .take(query.limit)
-                .cloned()
-                .collect(),
-            offset: query.offset,
-            limit: query.limit,
-        })
+        Ok(query.page(state.records.values().rev().cloned()))
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool, RegistryError> {
@@ -139,16 +124,7 @@ impl ModelRegistry for EmbeddedRegistry {
 
     async fn set_alias(&self, name: &str, alias: &str, id: Uuid) -> Result<(), RegistryError> {
         let mut state = self.state.write().await;
-        match state.records.get(&id) {
-            Some(record) if record.name == name => {}
-            Some(record) => {
-                return Err(RegistryError::Conflict(format!(
-                    "model {id} is named `{}`, not `{name}`",
-                    record.name
-                )))
-            }
-            None => return Err(RegistryError::NotFound(id.to_string())),
-        }
+        check_alias_target(state.records.get(&id), name, id)?;
         state
             .aliases
             .insert((name.to_owned(), alias.to_owned()), id);

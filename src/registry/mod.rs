@@ -58,6 +58,47 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+impl ListQuery {
+    pub fn matches(&self, record: &ModelRecord) -> bool {
+        self.name.as_ref().is_none_or(|name| &record.name == name)
+            && self.status.is_none_or(|status| record.status == status)
+    }
+
+    /// Filters records (given newest first) and cuts this query's page.
+    pub fn page(&self, newest_first: impl IntoIterator<Item = ModelRecord>) -> Page<ModelRecord> {
+        let matching: Vec<ModelRecord> = newest_first
+            .into_iter()
+            .filter(|r| self.matches(r))
+            .collect();
+        Page {
+            total: matching.len(),
+            items: matching
+                .into_iter()
+                .skip(self.offset)
+                .take(self.limit)
+                .collect(),
+            offset: self.offset,
+            limit: self.limit,
+        }
+    }
+}
+
+/// An alias of `name` may point only at an existing model of that name.
+pub fn check_alias_target(
+    record: Option<&ModelRecord>,
+    name: &str,
+    id: Uuid,
+) -> Result<(), RegistryError> {
+    match record {
+        Some(record) if record.name == name => Ok(()),
+        Some(record) => Err(RegistryError::Conflict(format!(
+            "model {id} is named `{}`, not `{name}`",
+            record.name
+        ))),
+        None => Err(RegistryError::NotFound(id.to_string())),
+    }
+}
+
 #[async_trait]
 pub trait ModelRegistry: Send + Sync + 'static {
     /// Stores a new record (and its ONNX bytes, when it has them). Assigns the next version

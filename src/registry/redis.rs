@@ -19,7 +19,9 @@ use redis::{aio::ConnectionManager, AsyncCommands, Client};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::{ListQuery, ModelRecord, ModelRegistry, Page, RegistryError, RegistryEvent};
+use super::{
+    check_alias_target, ListQuery, ModelRecord, ModelRegistry, Page, RegistryError, RegistryEvent,
+};
 
 pub struct RedisRegistry {
     connection: ConnectionManager,
@@ -217,23 +219,7 @@ impl ModelRegistry for RedisRegistry {
             .zrevrange(self.key(&["models"]), 0, -1)
             .await
             .map_err(unavailable)?;
-        let matching: Vec<ModelRecord> = self
-            .records(&ids)
-            .await?
-            .into_iter()
-            .filter(|r| query.name.as_ref().is_none_or(|name| &r.name == name))
-            .filter(|r| query.status.is_none_or(|status| r.status == status))
-            .collect();
-        Ok(Page {
-            total: matching.len(),
-            items: matching
-                .into_iter()
-                .skip(query.offset)
-                .take(query.limit)
-                .collect(),
-            offset: query.offset,
-            limit: query.limit,
-        })
+        Ok(query.page(self.records(&ids).await?))
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool, RegistryError> {
@@ -273,16 +259,7 @@ impl ModelRegistry for RedisRegistry {
     }
 
     async fn set_alias(&self, name: &str, alias: &str, id: Uuid) -> Result<(), RegistryError> {
-        match self.get(id).await? {
-            Some(record) if record.name == name => {}
-            Some(record) => {
-                return Err(RegistryError::Conflict(format!(
-                    "model {id} is named `{}`, not `{name}`",
-                    record.name
-                )))
-            }
-            None => return Err(RegistryError::NotFound(id.to_string())),
-        }
+        check_alias_target(self.get(id).await?.as_ref(), name, id)?;
         let mut connection = self.connection.clone();
         connection
             .hset::<_, _, _, ()>(
