@@ -12,3 +12,4 @@ mod registry;
 mod training_api;
 mod upload;
 mod validation;
+mod worker;
