@@ -169,10 +169,14 @@ impl Catalog {
         self.get_id(id).await
     }
 
+    /// A loaded model by id, only if it is in the cache (never touches the registry).
+    pub fn cached_id(&self, id: Uuid) -> Option<Arc<LoadedModel>> {
+        self.cache.lock().ok()?.peek(&id).cloned()
+    }
+
     /// The loaded model only if it is in the cache (never touches the registry).
     pub fn cached(&self, reference: &ModelRef) -> Option<Arc<LoadedModel>> {
-        let id = self.resolve(reference)?;
-        self.cache.lock().ok()?.peek(&id).cloned()
+        self.cached_id(self.resolve(reference)?)
     }
 
     /// A cache hit (counted), marking the model recently used.
@@ -235,7 +239,7 @@ impl Catalog {
             card: record.card.clone().unwrap_or_default(),
             bytes: bytes.to_vec(),
         };
-        let model = LoadedModel::load(
+        let mut model = LoadedModel::load(
             source,
             record.version.to_string(),
             &self.inference,
@@ -243,6 +247,7 @@ impl Catalog {
         )
         .await
         .map_err(|error| CatalogError::Load { id, error })?;
+        model.record = Some(record);
         self.metrics
             .model_load_seconds
             .with_label_values(&[&model.name, &model.version])

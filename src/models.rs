@@ -26,6 +26,9 @@ pub struct LoadedModel {
     pub sha256: String,
     /// Time taken to load and warm up.
     pub load_seconds: f64,
+    /// The registry record it was loaded from, kept so seed 2's `GET /models/{id}?...` is
+    /// answered while the registry is unreachable.
+    pub record: Option<crate::registry::ModelRecord>,
     pool: InferencePool,
 }
 
@@ -143,6 +146,7 @@ impl LoadedModel {
             schema,
             sha256,
             load_seconds: 0.0,
+            record: None,
             pool,
         };
         warm_up(&model, workers).await?;

@@ -151,7 +151,16 @@ pub async fn get(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let record = record_of(&state, &id).await?;
+    let record = match record_of(&state, &id).await {
+        // Registry unreachable: a model this replica has loaded is still answered.
+        Err(ApiError::Unavailable(reason)) if !query.is_empty() => id
+            .parse()
+            .ok()
+            .and_then(|id| state.catalog.cached_id(id))
+            .and_then(|model| model.record.clone())
+            .ok_or(ApiError::Unavailable(reason))?,
+        other => other?,
+    };
     if query.is_empty() {
         return Ok(Json(record).into_response());
     }

@@ -222,6 +222,18 @@ async fn replicas_share_one_registry_and_training_survives_workers_and_redis_fai
             200,
             "a loaded trained model is served without Redis"
         );
+        let seed_2: Value = client
+            .get(replica_b.url(&format!("/models/{id}?{query}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            seed_2["predicted_class"], 2,
+            "seed 2's GET is answered without Redis: {seed_2}"
+        );
     }
     assert_eq!(
         client
