@@ -38,6 +38,25 @@ test: ort test-tools lint ## Install test tools, lint, and run every test
 	$(CARGO) test --locked --all-targets
 	scripts/check-swagger-ui.sh
 	scripts/check-openapi-conformance.sh
+	scripts/check-kubernetes.sh
+	scripts/check-docker.sh
+	scripts/check-observability.sh
+
+.PHONY: k8s-check
+k8s-check: ## Chart + k8s/: lint, render, schemas 1.30-1.35, checkov, drift
+	scripts/check-kubernetes.sh
+
+.PHONY: k8s-render
+k8s-render: ## Regenerate k8s/ and the chart's copies of deploy/ (alerts, dashboards)
+	scripts/render-k8s.sh
+
+.PHONY: docker-check
+docker-check: ort ## Dockerfile: hadolint, checkov, paths, runtime stage emulated (no Docker engine)
+	scripts/check-docker.sh
+
+.PHONY: observability-check
+observability-check: ort ## deploy/: promtool rules and tests, dashboards, compose, nginx; real Prometheus vs ml-api
+	scripts/check-observability.sh
 
 .PHONY: bench
 bench: ort ## Load-test a release build (wrk) and run the criterion bench; see docs/performance.md

@@ -2,6 +2,15 @@
 use std::process::Command;
 
 fn main() {
+    println!("cargo:rerun-if-env-changed=ML_API_GIT_REVISION");
+    // A container build has no .git: it passes the revision in (`--build-arg REVISION`).
+    if let Some(revision) = std::env::var("ML_API_GIT_REVISION")
+        .ok()
+        .filter(|r| !r.is_empty())
+    {
+        println!("cargo:rustc-env=ML_API_GIT_REVISION={revision}");
+        return;
+    }
     let revision = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

@@ -3,15 +3,16 @@
 //! Each stage is measured on its own, then the whole path:
 //! - `json_decode`: request bytes -> `serde_json::Value` (what `JsonBody` does);
 //! - `validate`: `decode::records` + `decode::decode` -> `FeatureBatch`;
-//! - `infer`: `LoadedModel::infer` (through the inference pool: queue + thread hop) and,
-//!   for comparison, one ONNX Runtime session called directly (`infer_raw`);
-//! - `encode`: `Scores` -> `PredictResponse` -> JSON bytes (what `Json(..)` does);
-//! - `end_to_end`: the four stages chained, and the whole axum router (every middleware
-//!   layer, no TCP) via `tower::ServiceExt::oneshot`.
+//! - `infer`: `LoadedModel::infer` (through the inference pool: queue, thread hop, reply)
+//!   and, for comparison, `infer_raw`: one ONNX Runtime session called on this thread;
+//! - `encode`: `Scores` -> `PredictResponse` -> JSON bytes (what the handler's `Json` does);
+//! - `end_to_end`: `handler` is bytes -> `Value` -> `Catalog::get` -> `http::predict::respond`
+//!   -> body bytes (the handler's own code, no middleware); `router` is the whole axum
+//!   application (every middleware layer, no TCP) via `tower::ServiceExt::oneshot`.
 //!
-//! Each group runs with 1 record (the seed request) and a batch of 32 copies of it.
-//! `cargo bench --bench predict_path` (ORT library from `ORT_DYLIB_PATH`, else
-//! `.ort/lib/libonnxruntime.so.1.31.1`; `make ort` fetches it). Takes about a minute.
+//! Every group runs with 1 record (the seed request) and with a batch of 32 copies of it.
+//! Run: `cargo bench --bench predict_path` (about a minute once built). The ONNX Runtime
+//! library comes from `ORT_DYLIB_PATH`, else `.ort/lib/libonnxruntime.so.1.31.1` (`make ort`).
 
 use std::{
     path::PathBuf,
@@ -26,9 +27,11 @@ use axum::{
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ml_api::{
-    catalog::ModelRef,
     config::{InferenceConfig, ServeConfig},
-    http::predict::PredictResponse,
+    http::{
+        predict::{respond, PredictQuery, PredictResponse},
+        AppState,
+    },
     inference::{
         ort::{self as ort_backend, OrtBackend, SessionOptions},
         Backend,
@@ -45,13 +48,16 @@ const MODEL: &str = "santander";
 const MAX_RECORDS: usize = 1024;
 const BATCH: usize = 32;
 
-/// Everything the benchmarks share: built once, because loading the model takes a while.
+/// Everything the benchmarks share, built once (loading the model takes a while).
 struct Fixture {
     runtime: Runtime,
-    model: Arc<LoadedModel>,
+    /// Kept alive: owns the (never served) listener and the background tasks' token.
+    _app: Application,
+    state: AppState,
     router: Router,
+    model: Arc<LoadedModel>,
     dylib: PathBuf,
-    /// (label, rows, request body)
+    /// (label, records, request body)
     bodies: Vec<(&'static str, usize, Vec<u8>)>,
 }
 
@@ -65,16 +71,16 @@ fn dylib_path() -> PathBuf {
         .unwrap_or_else(|| manifest_dir().join(".ort/lib/libonnxruntime.so.1.31.1"))
 }
 
-fn fixture() -> Fixture {
+fn build_fixture() -> Fixture {
     let dylib = dylib_path();
     assert!(
         dylib.is_file(),
         "ONNX Runtime not found at `{}`: run `make ort` or set ORT_DYLIB_PATH",
         dylib.display()
     );
-    let model_dir = manifest_dir().join("models");
-    let mut config = ServeConfig::for_tests(&model_dir, MODEL);
+    let mut config = ServeConfig::for_tests(manifest_dir().join("models"), MODEL);
     config.rate_limit.enabled = false;
+    config.http.max_batch_records = MAX_RECORDS;
     config.inference = InferenceConfig {
         ort_dylib: dylib.clone(),
         // One session: the benchmarks send one request at a time.
@@ -82,7 +88,6 @@ fn fixture() -> Fixture {
         intra_op_threads: 1,
         queue_capacity: 1024,
     };
-    config.http.max_batch_records = MAX_RECORDS;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,25 +95,31 @@ fn fixture() -> Fixture {
         .expect("tokio runtime");
     let app = runtime
         .block_on(Application::build(config))
-        .expect("the application builds");
-    let model = app
-        .state()
-        .catalog
-        .cached(&ModelRef::parse(MODEL))
-        .expect("santander is loaded");
+        .expect("the application builds with the bundled models");
+    let state = app.state().clone();
     let router = app.router();
+    let model = runtime
+        .block_on(state.catalog.get(&state.default_model))
+        .expect("the default model is loaded");
 
     let seed =
         std::fs::read(manifest_dir().join("tests/fixtures/seed_request.json")).expect("seed");
-    let record: Value = serde_json::from_slice(&seed).expect("seed is JSON");
+    let record: Value = serde_json::from_slice(&seed).expect("the seed is JSON");
     let batch = serde_json::to_vec(&Value::Array(vec![record; BATCH])).expect("batch body");
     Fixture {
         runtime,
-        model,
+        _app: app,
+        state,
         router,
+        model,
         dylib,
         bodies: vec![("1", 1, seed), ("32", BATCH, batch)],
     }
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(build_fixture)
 }
 
 fn to_value(body: &[u8]) -> Value {
@@ -120,7 +131,7 @@ fn to_batch(model: &LoadedModel, body: &Value) -> FeatureBatch {
     decode::decode(&model.schema, &records).expect("the seed validates")
 }
 
-/// What `http::predict::predict` does with the scores (without `top_k`).
+/// What `http::predict::respond` does with the scores (no `top_k`), as bytes.
 fn encode(scores: &Scores) -> Vec<u8> {
     let predictions = scores
         .iter_rows()
@@ -133,14 +144,9 @@ fn encode(scores: &Scores) -> Vec<u8> {
     .expect("encode")
 }
 
-fn fx() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(fixture)
-}
-
 /// (a) Request bytes -> `serde_json::Value`.
 fn bench_json_decode(c: &mut Criterion) {
-    let fx = fx();
+    let fx = fixture();
     let mut group = c.benchmark_group("json_decode");
     for (label, rows, body) in &fx.bodies {
         group.throughput(Throughput::Elements(*rows as u64));
@@ -153,14 +159,13 @@ fn bench_json_decode(c: &mut Criterion) {
 
 /// (b) `Value` -> validated `FeatureBatch`.
 fn bench_validate(c: &mut Criterion) {
-    let fx = fx();
-    let model = &fx.model;
+    let fx = fixture();
     let mut group = c.benchmark_group("validate");
     for (label, rows, body) in &fx.bodies {
         let value = to_value(body);
         group.throughput(Throughput::Elements(*rows as u64));
         group.bench_with_input(BenchmarkId::from_parameter(label), &value, |b, value| {
-            b.iter(|| to_batch(model, std::hint::black_box(value)))
+            b.iter(|| to_batch(&fx.model, std::hint::black_box(value)))
         });
     }
     group.finish();
@@ -168,26 +173,24 @@ fn bench_validate(c: &mut Criterion) {
 
 /// (c) Inference through the pool, as the handler calls it.
 fn bench_infer(c: &mut Criterion) {
-    let fx = fx();
-    let model = &fx.model;
+    let fx = fixture();
     let mut group = c.benchmark_group("infer");
     for (label, rows, body) in &fx.bodies {
-        let batch = to_batch(model, &to_value(body));
+        let batch = to_batch(&fx.model, &to_value(body));
         group.throughput(Throughput::Elements(*rows as u64));
         group.bench_with_input(BenchmarkId::from_parameter(label), &batch, |b, batch| {
             b.to_async(&fx.runtime)
-                .iter(|| async { model.infer(batch.clone()).await.expect("infer") })
+                .iter(|| async { fx.model.infer(batch.clone()).await.expect("infer") })
         });
     }
     group.finish();
 }
 
-/// (c') The same model in one ONNX Runtime session called on this thread: the difference to
-/// `infer` is the pool's queue, thread hop and oneshot reply.
+/// (c') The same model in one ONNX Runtime session run on the calling thread: the
+/// difference to `infer` is the pool's queue, thread hop and reply.
 fn bench_infer_raw(c: &mut Criterion) {
-    let fx = fx();
-    let model = &fx.model;
-    let env = ort_backend::environment(&fx.dylib).expect("ORT environment");
+    let fx = fixture();
+    let env = ort_backend::environment(&fx.dylib).expect("ONNX Runtime environment");
     let bytes = ort_backend::read_model(&manifest_dir().join("models/santander/model.onnx"))
         .expect("model.onnx");
     let (session, signature) = OrtBackend::open(
@@ -201,11 +204,11 @@ fn bench_infer_raw(c: &mut Criterion) {
     let mut backend = OrtBackend::new(
         session,
         signature.inputs.into(),
-        model.schema.output.clone(),
+        fx.model.schema.output.clone(),
     );
     let mut group = c.benchmark_group("infer_raw");
     for (label, rows, body) in &fx.bodies {
-        let batch = to_batch(model, &to_value(body));
+        let batch = to_batch(&fx.model, &to_value(body));
         group.throughput(Throughput::Elements(*rows as u64));
         group.bench_with_input(BenchmarkId::from_parameter(label), &batch, |b, batch| {
             b.iter(|| backend.run(batch).expect("run"))
@@ -216,15 +219,14 @@ fn bench_infer_raw(c: &mut Criterion) {
 
 /// (d) `Scores` -> response JSON bytes.
 fn bench_encode(c: &mut Criterion) {
-    let fx = fx();
-    let model = &fx.model;
+    let fx = fixture();
     let mut group = c.benchmark_group("encode");
     for (label, rows, body) in &fx.bodies {
-        let batch = to_batch(model, &to_value(body));
+        let batch = to_batch(&fx.model, &to_value(body));
         let scores = fx
             .runtime
-            .block_on(model.infer(batch))
-            .expect("scores for encoding");
+            .block_on(fx.model.infer(batch))
+            .expect("scores to encode");
         group.throughput(Throughput::Elements(*rows as u64));
         group.bench_with_input(BenchmarkId::from_parameter(label), &scores, |b, scores| {
             b.iter(|| encode(std::hint::black_box(scores)))
@@ -233,19 +235,28 @@ fn bench_encode(c: &mut Criterion) {
     group.finish();
 }
 
-/// (e) The whole path: the stages chained, and the full axum router in process.
+/// (e) The whole path: the handler's code without middleware, and the full router.
 fn bench_end_to_end(c: &mut Criterion) {
-    let fx = fx();
-    let model = &fx.model;
+    let fx = fixture();
+    let query = PredictQuery { top_k: None };
     let mut group = c.benchmark_group("end_to_end");
     for (label, rows, body) in &fx.bodies {
         group.throughput(Throughput::Elements(*rows as u64));
-        group.bench_with_input(BenchmarkId::new("stages", label), body, |b, body| {
+        group.bench_with_input(BenchmarkId::new("handler", label), body, |b, body| {
             b.to_async(&fx.runtime).iter(|| async {
                 let value = to_value(body);
-                let batch = to_batch(model, &value);
-                let scores = model.infer(batch).await.expect("infer");
-                encode(&scores)
+                let model = fx
+                    .state
+                    .catalog
+                    .get(&fx.state.default_model)
+                    .await
+                    .expect("model");
+                let response = respond(&fx.state, &model, &query, &value)
+                    .await
+                    .expect("200");
+                to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .expect("body")
             })
         });
         let body = bytes::Bytes::from(body.clone());
@@ -284,6 +295,7 @@ fn criterion() -> Criterion {
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = bench_json_decode, bench_validate, bench_infer, bench_infer_raw, bench_encode, bench_end_to_end
+    targets = bench_json_decode, bench_validate, bench_infer, bench_infer_raw, bench_encode,
+        bench_end_to_end
 }
 criterion_main!(benches);

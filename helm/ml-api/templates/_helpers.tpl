@@ -1,0 +1,234 @@
+{{/* Names ------------------------------------------------------------------------------ */}}
+
+{{- define "ml-api.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The prefix of every object name; 54 characters leave room for "-redis-headless". */}}
+{{- define "ml-api.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 48 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 48 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 48 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ml-api.workerName" -}}{{ include "ml-api.fullname" . }}-worker{{- end -}}
+{{- define "ml-api.redisName" -}}{{ include "ml-api.fullname" . }}-redis{{- end -}}
+
+{{- define "ml-api.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "ml-api.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ml-api.secretName" -}}
+{{- default (include "ml-api.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* The label a pod carries to be admitted by the predictor's NetworkPolicy. */}}
+{{- define "ml-api.clientLabel" -}}{{ include "ml-api.fullname" . }}-client{{- end -}}
+
+{{/* Labels ----------------------------------------------------------------------------- */}}
+
+{{- define "ml-api.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ml-api.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ml-api.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "ml-api.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: ml-api
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Usage: include "ml-api.componentLabels" (list . "predictor") */}}
+{{- define "ml-api.componentLabels" -}}
+{{ include "ml-api.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "ml-api.componentSelectorLabels" -}}
+{{ include "ml-api.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{/* Images ----------------------------------------------------------------------------- */}}
+
+{{/* Usage: include "ml-api.image" (dict "image" .Values.image "default" .Chart.AppVersion) */}}
+{{- define "ml-api.image" -}}
+{{- $tag := .image.tag | default .default | toString -}}
+{{- if .image.digest -}}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* checkov skips that apply only while an image is pinned by tag alone (with a digest, both
+     checks pass). Usage: include "ml-api.digestSkips" (dict "image" .Values.image
+     "value" "image.digest" "n" 2): annotations checkov.io/skip<n> and skip<n+1>. */}}
+{{- define "ml-api.digestSkips" -}}
+{{- if not .image.digest -}}
+checkov.io/skip{{ .n }}: CKV_K8S_43=set {{ .value }} to pin by digest (recommended in production); by default the chart deploys an exact, immutable release tag
+checkov.io/skip{{ add1 .n }}: CKV_K8S_15=with a release tag IfNotPresent pulls once per node, so scale-ups do not depend on the registry; with {{ .value }} set this check passes
+{{- end -}}
+{{- end -}}
+
+{{/* Redis ------------------------------------------------------------------------------ */}}
+
+{{/* host:port of Redis as seen from the KEDA operator (another namespace: a full name). */}}
+{{- define "ml-api.redisAddress" -}}
+{{- if .Values.redis.enabled -}}
+{{- printf "%s.%s.svc:6379" (include "ml-api.redisName" .) .Release.Namespace -}}
+{{- else -}}
+{{- printf "%s:%d" (required "externalRedis.host is required when redis.enabled is false" .Values.externalRedis.host) (int .Values.externalRedis.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ml-api.redisStream" -}}{{ .Values.config.redisPrefix }}:jobs{{- end -}}
+
+{{/* Secrets: an explicit value wins, then the value already in the cluster (kept across
+     upgrades), then a new random one. `lookup` is empty under `helm template`. */}}
+{{- define "ml-api.existingSecretData" -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "ml-api.fullname" .) -}}
+{{- if $secret -}}{{- toYaml ($secret.data | default dict) -}}{{- else -}}{{- toYaml dict -}}{{- end -}}
+{{- end -}}
+
+{{/* Pods ------------------------------------------------------------------------------- */}}
+
+{{/* Secret-backed environment shared by serve and worker. */}}
+{{- define "ml-api.secretEnv" -}}
+- name: ML_API_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ml-api.secretName" . }}
+      key: redis-url
+- name: SENTRY_DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ml-api.secretName" . }}
+      key: sentry-dsn
+      optional: true
+{{- end -}}
+
+{{- define "ml-api.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ . }}
+{{- end -}}
+
+{{/* Telemetry settings shared by serve and worker (unset values are left out). */}}
+{{- define "ml-api.telemetryConfig" -}}
+{{- $c := .Values.config -}}
+ML_API_LOG_FORMAT: "json"
+RUST_LOG: {{ $c.logFilter | quote }}
+{{- with $c.sentry.environment }}
+SENTRY_ENVIRONMENT: {{ . | quote }}
+{{- end }}
+SENTRY_TRACES_SAMPLE_RATE: {{ $c.sentry.tracesSampleRate | toString | quote }}
+{{- with $c.otlp.endpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
+OTEL_SERVICE_NAME: {{ $c.otlp.serviceName | quote }}
+{{- end -}}
+
+{{/* Egress rules of the predictor and worker: Redis, DNS, configured CIDRs. */}}
+{{- define "ml-api.networkPolicyEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if .Values.redis.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "ml-api.componentSelectorLabels" (list . "redis") | nindent 10 }}
+  ports:
+    - port: 6379
+      protocol: TCP
+{{- else }}
+{{- if not .Values.externalRedis.cidrs }}
+{{- fail "networkPolicy.enabled with an external Redis needs externalRedis.cidrs (the egress allow-list)" }}
+{{- end }}
+- to:
+    {{- range .Values.externalRedis.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - port: {{ .Values.externalRedis.port }}
+      protocol: TCP
+{{- end }}
+- to:
+    - namespaceSelector:
+        {{- toYaml $np.dns.namespaceSelector | nindent 8 }}
+      podSelector:
+        {{- toYaml $np.dns.podSelector | nindent 8 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- range $np.egress.cidrs }}
+- to:
+    - ipBlock:
+        cidr: {{ .cidr }}
+        {{- with .except }}
+        except:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+  {{- with .ports }}
+  ports:
+    {{- range . }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* helm test pods ---------------------------------------------------------------------- */}}
+
+{{- define "ml-api.testPodSkips" -}}
+checkov.io/skip1: CKV_K8S_8=a one-shot helm test pod that exits after one curl has nothing for a liveness probe to restart
+checkov.io/skip2: CKV_K8S_9=a one-shot helm test pod receives no traffic, so it has no readiness to report
+{{- with include "ml-api.digestSkips" (dict "image" .Values.tests.image "value" "tests.image.digest" "n" 3) }}
+{{ . }}
+{{- end }}
+{{- end -}}
+
+{{- define "ml-api.testPodSpec" -}}
+restartPolicy: Never
+serviceAccountName: {{ include "ml-api.serviceAccountName" . }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "ml-api.testContainerSpec" -}}
+resources:
+  requests:
+    cpu: 10m
+    memory: 16Mi
+  limits:
+    cpu: 100m
+    memory: 64Mi
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end -}}

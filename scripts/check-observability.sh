@@ -1,0 +1,499 @@
+#!/usr/bin/env bash
+# Checks deploy/: Prometheus config and alert rules, Grafana dashboards, docker-compose and
+# nginx, statically and then against the real thing:
+#   1. promtool check config (deploy/prometheus/prometheus.yml), check rules, test rules
+#      (alerts.test.yml: every alert fires and stays quiet where it should).
+#   2. Dashboards: valid JSON, unique uids and panel ids, no overlapping panels, every panel and
+#      query on the `${datasource}` variable, only defined template variables; the Grafana
+#      provisioning files point where docker-compose mounts the dashboards.
+#   3. Every PromQL expression of the dashboards (template variables substituted) parses
+#      (promtool check rules on a generated file).
+#   4. docker-compose.yml against the compose-spec JSON schema, plus cross-references: mounted
+#      files exist, services named by nginx/Prometheus/depends_on exist, ml-api variables are
+#      documented ones, nginx's limits match ml-api's defaults. nginx -t on nginx.conf.
+#   5. Live: Redis + redis_exporter, the debug `ml-api serve` (Redis registry) and an
+#      `ml-api worker`, nginx (deploy/nginx/nginx.conf) in front, and a real Prometheus
+#      scraping them every second with deploy/prometheus/prometheus.yml's jobs and alerts.yml.
+#      Traffic goes through nginx in two rounds (predictions, 422s, 400, 404, trainings);
+#      then every dashboard query must return data, and every alert rule must evaluate without
+#      error. Finally Redis is stopped: POST /models must answer 503, and the expressions of
+#      MlApiRegistryUnavailable and RedisDown, quiet before, must fire on the real series.
+# Usage: scripts/check-observability.sh            (about 20 s once the tools are installed)
+#        OBS_VERBOSE=1 scripts/check-observability.sh   also prints what each dashboard query returned
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+say() { echo "check-observability: $*"; }
+fail() { echo "check-observability: FAILED, $*" >&2; exit 1; }
+
+# Tools (idempotent) -------------------------------------------------------------------------
+need_apt=()
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
+command -v prometheus-redis-exporter >/dev/null 2>&1 || need_apt+=(prometheus-redis-exporter)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  say "apt-get install ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+VENV=.tools/venv-obs
+VENV_STAMP="check-jsonschema==0.39.0 pyyaml==6.0.3"
+mkdir -p .tools
+exec 9>.tools/.install.lock
+flock 9
+if [[ ! -x "$VENV/bin/check-jsonschema" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$VENV_STAMP" ]]; then
+  say "$VENV_STAMP into $VENV" >&2
+  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check $VENV_STAMP
+  echo "$VENV_STAMP" >"$VENV/.stamp"
+fi
+flock -u 9
+PY="$VENV/bin/python"
+
+WORK="$(mktemp -d)"
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}" ${SERVER_PID:-}; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" ${SERVER_PID:-}; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK" ${RUN_DIR:+"$RUN_DIR"}
+}
+trap cleanup EXIT
+
+# 1. promtool --------------------------------------------------------------------------------
+promtool check config deploy/prometheus/prometheus.yml >/dev/null
+promtool check rules deploy/prometheus/alerts.yml >/dev/null
+promtool test rules deploy/prometheus/alerts.test.yml >/dev/null || promtool test rules deploy/prometheus/alerts.test.yml
+tests="$(grep -c '^  - name:' deploy/prometheus/alerts.test.yml)"
+say "promtool: prometheus.yml and alerts.yml valid; $tests alert unit tests pass"
+
+# 2-3. Dashboards -----------------------------------------------------------------------------
+"$PY" - "$WORK" <<'PY'
+import glob, json, os, re, sys
+import yaml
+
+work = sys.argv[1]
+errors, queries, uids = [], [], {}
+DS = {"type": "prometheus", "uid": "${datasource}"}
+BUILTINS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s"}
+
+compose = yaml.safe_load(open("deploy/docker-compose.yml"))
+mounts = {}
+for v in compose["services"]["grafana"].get("volumes", []):
+    src, dest = v.split(":")[:2]
+    mounts[os.path.normpath(os.path.join("deploy", src))] = dest
+dash_dir = "deploy/grafana/dashboards"
+prov = yaml.safe_load(open("deploy/grafana/provisioning/dashboards/ml-api.yml"))
+if prov["providers"][0]["options"]["path"] != mounts.get(dash_dir):
+    errors.append(f"dashboard provider path {prov['providers'][0]['options']['path']} is not where "
+                  f"docker-compose mounts {dash_dir} ({mounts.get(dash_dir)})")
+if mounts.get("deploy/grafana/provisioning") != "/etc/grafana/provisioning":
+    errors.append("docker-compose does not mount deploy/grafana/provisioning at /etc/grafana/provisioning")
+ds = yaml.safe_load(open("deploy/grafana/provisioning/datasources/prometheus.yml"))["datasources"]
+if not any(d["type"] == "prometheus" and d.get("isDefault") for d in ds):
+    errors.append("no default Prometheus data source is provisioned")
+
+files = sorted(glob.glob(f"{dash_dir}/*.json"))
+if not files:
+    errors.append(f"no dashboards in {dash_dir}")
+for path in files:
+    name = os.path.basename(path)
+    try:
+        d = json.load(open(path))
+    except ValueError as e:
+        errors.append(f"{name}: invalid JSON: {e}")
+        continue
+    for key in ("uid", "title", "panels", "templating", "schemaVersion"):
+        if key not in d:
+            errors.append(f"{name}: no `{key}`")
+    if d.get("uid") in uids:
+        errors.append(f"{name}: uid {d['uid']} also in {uids[d['uid']]}")
+    uids[d.get("uid")] = name
+    variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+    dsvar = variables.get("datasource")
+    if not dsvar or dsvar.get("type") != "datasource" or dsvar.get("query") != "prometheus":
+        errors.append(f"{name}: no `datasource` variable of type datasource (prometheus)")
+    for v in variables.values():
+        if v.get("type") == "query" and v.get("datasource") != DS:
+            errors.append(f"{name}: variable {v['name']} does not use ${{datasource}}")
+    flat = []
+    for p in d.get("panels", []):
+        flat.append(p)
+        flat.extend(p.get("panels", []))
+    ids = [p.get("id") for p in flat]
+    dupes = sorted({i for i in ids if ids.count(i) > 1 or not isinstance(i, int)}, key=str)
+    if dupes:
+        errors.append(f"{name}: panel ids not unique integers: {dupes}")
+    boxes = []
+    for p in flat:
+        where = f"{name} panel {p.get('id')} ({p.get('title')})"
+        g = p.get("gridPos", {})
+        if not all(isinstance(g.get(k), int) for k in "hwxy") or g["x"] + g["w"] > 24:
+            errors.append(f"{where}: bad gridPos {g}")
+            continue
+        for other, og in boxes:
+            if g["x"] < og["x"] + og["w"] and og["x"] < g["x"] + g["w"] and \
+               g["y"] < og["y"] + og["h"] and og["y"] < g["y"] + g["h"]:
+                errors.append(f"{where}: overlaps panel {other}")
+        boxes.append((p.get("id"), g))
+        if p.get("type") == "row":
+            continue
+        if p.get("datasource") != DS:
+            errors.append(f"{where}: datasource is {p.get('datasource')}, not {DS}")
+        targets = p.get("targets", [])
+        if not targets:
+            errors.append(f"{where}: no queries")
+        refs = [t.get("refId") for t in targets]
+        if len(set(refs)) != len(refs):
+            errors.append(f"{where}: duplicate refIds {refs}")
+        for t in targets:
+            if t.get("datasource", DS) != DS:
+                errors.append(f"{where} {t.get('refId')}: datasource is {t.get('datasource')}")
+            expr = t.get("expr", "").strip()
+            if not expr:
+                errors.append(f"{where} {t.get('refId')}: empty expr")
+            for var in re.findall(r"\$\{?(\w+)", expr):
+                if var not in variables and var not in BUILTINS:
+                    errors.append(f"{where} {t.get('refId')}: unknown variable ${var}")
+            queries.append({"dashboard": name, "id": p["id"], "title": p.get("title"),
+                            "ref": t.get("refId"), "expr": expr})
+
+if errors:
+    print("check-observability: FAILED", *errors, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+json.dump(queries, open(f"{work}/queries.json", "w"))
+# Offline parse: each query (variables substituted) as a recording rule for promtool.
+subst = lambda e: (e.replace("$__rate_interval", "1m").replace("$__interval", "15s")
+                    .replace("$__range", "5m").replace("$instance", ".+"))
+rules = {"groups": [{"name": "dashboards", "rules": [
+    {"record": f"dashboard:panel_{q['id']}_{q['ref']}", "expr": subst(q["expr"])} for q in queries]}]}
+yaml.safe_dump(rules, open(f"{work}/dashboard-queries.rules.yml", "w"))
+print(f"check-observability: {len(files)} dashboard(s): JSON, {len(uids)} uid(s), "
+      f"unique panel ids, layout, datasource references and variables OK; {len(queries)} queries")
+PY
+promtool check rules "$WORK/dashboard-queries.rules.yml" >"$WORK/parse.log" 2>&1 \
+  || { cat "$WORK/parse.log" >&2; fail "a dashboard query does not parse"; }
+say "every dashboard query parses (promtool)"
+
+# 4. docker-compose and nginx ---------------------------------------------------------------
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/docker-compose.yml >/dev/null \
+  || "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/docker-compose.yml
+"$PY" - <<'PY'
+import os, re, sys
+import yaml
+
+errors = []
+c = yaml.safe_load(open("deploy/docker-compose.yml"))
+services = c["services"]
+readme = open("README.md").read()
+for name, s in services.items():
+    for v in s.get("volumes", []):
+        src = v.split(":")[0]
+        if src.startswith("."):
+            if not os.path.exists(os.path.join("deploy", src)):
+                errors.append(f"{name}: mounted {src} does not exist")
+        elif src not in (c.get("volumes") or {}):
+            errors.append(f"{name}: volume {src} is not declared")
+    deps = s.get("depends_on", [])
+    for dep in (deps if isinstance(deps, list) else deps.keys()):
+        if dep not in services:
+            errors.append(f"{name}: depends on unknown service {dep}")
+    if "build" in s:
+        ctx = os.path.normpath(os.path.join("deploy", s["build"]["context"]))
+        if not os.path.isfile(os.path.join(ctx, s["build"].get("dockerfile", "Dockerfile"))):
+            errors.append(f"{name}: no Dockerfile in build context {ctx}")
+    if s.get("image") == "ml-api:local":
+        env = s.get("environment", {})
+        for k in env:
+            if (k.startswith(("ML_API_", "OTEL_", "SENTRY_")) or k in ("RUST_LOG", "ORT_DYLIB_PATH")) \
+                    and f"`{k}`" not in readme:
+                errors.append(f"{name}: {k} is not a documented setting (README)")
+        if env.get("ML_API_REGISTRY") != "redis":
+            errors.append(f"{name}: ML_API_REGISTRY must be redis (shared by replicas and workers)")
+        if "redis" not in env.get("ML_API_REDIS_URL", ""):
+            errors.append(f"{name}: ML_API_REDIS_URL does not point at the redis service")
+        if not s.get("read_only") or "ALL" not in s.get("cap_drop", []):
+            errors.append(f"{name}: not read_only with cap_drop ALL")
+
+predictors = sorted(n for n, s in services.items() if s.get("command") == ["serve"])
+workers = sorted(n for n, s in services.items() if s.get("command") == ["worker"])
+if len(predictors) != 2 or len(workers) != 1:
+    errors.append(f"expected two `serve` replicas and one `worker`: {predictors}, {workers}")
+
+# nginx: upstream = the predictors; limits = ml-api's defaults; trusted proxy = nginx's address.
+conf = open("deploy/nginx/nginx.conf").read()
+upstream = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", conf, re.M)
+if sorted(h for h, _ in upstream) != predictors or any(p != "5001" for _, p in upstream):
+    errors.append(f"nginx upstream {upstream} is not the predictors {predictors} on :5001")
+if "proxy_next_upstream error timeout http_502 http_503" not in conf:
+    errors.append("nginx: no `proxy_next_upstream error timeout http_502 http_503`")
+if "proxy_set_header X-Forwarded-For" not in conf:
+    errors.append("nginx: X-Forwarded-For is not set")
+config_rs = open("src/config.rs").read()
+body = eval(re.search(r'"ML_API_MAX_BODY_BYTES", default_value_t = ([\d* ]+)\)', config_rs).group(1))
+upload = eval(re.search(r'"ML_API_MAX_UPLOAD_BYTES", default_value_t = ([\d* ]+)\)', config_rs).group(1))
+timeout = int(re.search(r'"ML_API_REQUEST_TIMEOUT", default_value = "(\d+)s"', config_rs).group(1))
+sizes = [int(m) * 1024 * 1024 for m in re.findall(r"client_max_body_size (\d+)m;", conf)]
+if sizes[:1] != [body] or upload not in sizes:
+    errors.append(f"nginx client_max_body_size {sizes} vs ML_API_MAX_BODY_BYTES {body} / ML_API_MAX_UPLOAD_BYTES {upload}")
+read = int(re.search(r"proxy_read_timeout (\d+)s;", conf).group(1))
+if not timeout < read <= timeout + 5:
+    errors.append(f"nginx proxy_read_timeout {read}s should be a little over ML_API_REQUEST_TIMEOUT {timeout}s")
+nginx_ip = services["nginx"]["networks"]["ml-api"]["ipv4_address"]
+for p in predictors:
+    if services[p]["environment"].get("ML_API_TRUSTED_PROXIES") != f"{nginx_ip}/32":
+        errors.append(f"{p}: ML_API_TRUSTED_PROXIES is not nginx's address {nginx_ip}/32")
+
+# Prometheus: scrape jobs = the services, on their metrics ports; rule files mounted beside it.
+prom = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
+jobs = {j["job_name"]: [t for sc in j.get("static_configs", []) for t in sc["targets"]]
+        for j in prom["scrape_configs"]}
+want = {"ml-api": [f"{p}:5001" for p in predictors], "ml-api-worker": [f"{w}:9091" for w in workers],
+        "redis": ["redis-exporter:9121"]}
+for job, targets in want.items():
+    if sorted(jobs.get(job, [])) != sorted(targets):
+        errors.append(f"prometheus job {job}: targets {jobs.get(job)}, expected {targets}")
+pmounts = {v.split(":")[1] for v in services["prometheus"]["volumes"]}
+for rf in prom.get("rule_files", []):
+    if f"/etc/prometheus/{rf}" not in pmounts:
+        errors.append(f"prometheus rule file {rf} is not mounted at /etc/prometheus/{rf}")
+
+if errors:
+    print("check-observability: FAILED", *errors, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+print(f"check-observability: docker-compose.yml: compose-spec schema and cross-references OK "
+      f"({len(services)} services)")
+PY
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NG="$WORK/nginx"
+mkdir -p "$NG"
+# deploy/nginx/nginx.conf with the compose hosts, port and /tmp rewritten for loopback.
+render_nginx() { # APP_PORT NGINX_PORT
+  sed -e "s#/tmp/#$NG/#g" -e "s#listen 8080;#listen 127.0.0.1:$2;#" \
+      -e "s#server predictor-[0-9]*:5001#server 127.0.0.1:$1#" deploy/nginx/nginx.conf >"$NG/nginx.conf"
+  if ! grep -q "listen 127.0.0.1:$2;" "$NG/nginx.conf" \
+    || grep -v '^[[:space:]]*#' "$NG/nginx.conf" | sed "s#$NG/##g" | grep -qE 'predictor-|/tmp/'; then
+    fail "could not rewrite deploy/nginx/nginx.conf for loopback"
+  fi
+}
+DEAD_PORT="$(port)"; NGINX_PORT="$(port)"
+render_nginx "$DEAD_PORT" "$NGINX_PORT"   # replicas on a port where nothing listens
+nginx -t -q -p "$NG" -c "$NG/nginx.conf" -e stderr || fail "nginx -t on deploy/nginx/nginx.conf"
+# With every replica down, nginx answers in ml-api's error shape (503 unavailable, Retry-After).
+nginx -p "$NG" -c "$NG/nginx.conf" -e stderr -g 'daemon off;' >"$WORK/nginx-dead.log" 2>&1 &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break; sleep 0.1; done
+got="$(curl -sS -D "$WORK/dead.headers" -o "$WORK/dead.body" -w '%{http_code}' -H 'Content-Type: application/json' \
+  --data @tests/fixtures/seed_request.json "http://127.0.0.1:$NGINX_PORT/predict")"
+if [[ "$got" != 503 ]] || ! grep -q '"unavailable"' "$WORK/dead.body" \
+    || ! grep -qi '^retry-after: 1' "$WORK/dead.headers"; then
+  cat "$WORK/dead.headers" "$WORK/dead.body" "$WORK/nginx-dead.log" >&2
+  fail "nginx without replicas: $got"
+fi
+kill -QUIT "$NGINX_PID"
+wait "$NGINX_PID" 2>/dev/null || true
+say "nginx: deploy/nginx/nginx.conf passes nginx -t; with no replica up it answers 503 unavailable (JSON, Retry-After)"
+
+# 5. Live ------------------------------------------------------------------------------------
+REDIS_PORT="$(port)"; EXPORTER_PORT="$(port)"; WORKER_PORT="$(port)"; PROM_PORT="$(port)"
+mkdir -p "$WORK/redis"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes \
+  --appendfsync everysec --save '' --daemonize no --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$REDIS_PORT" \
+  -web.listen-address "127.0.0.1:$EXPORTER_PORT" >"$WORK/exporter.log" 2>&1 &
+PIDS+=($!)
+
+export ML_API_REGISTRY=redis ML_API_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" ML_API_REDIS_PREFIX=obs
+source scripts/lib/test-server.sh
+start_test_server              # the debug `ml-api serve`: BASE_URL, SERVER_PID, RUN_DIR
+trap cleanup EXIT              # (start_test_server set its own trap; ours also stops it)
+BIN="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
+"$BIN" --log-format json worker --metrics-addr "127.0.0.1:$WORKER_PORT" --name obs-worker \
+  >"$WORK/worker.log" 2>&1 &
+PIDS+=($!)
+APP_PORT="${BASE_URL##*:}"
+render_nginx "$APP_PORT" "$NGINX_PORT"
+nginx -p "$NG" -c "$NG/nginx.conf" -e stderr -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
+PIDS+=($!)
+
+# Prometheus with the repo's scrape jobs and rules, targets pointed at the processes above.
+"$PY" - "$WORK/prometheus.yml" "$APP_PORT" "$WORKER_PORT" "$EXPORTER_PORT" "$PROM_PORT" <<'PY'
+import os, sys
+import yaml
+out, app, worker, exporter, prom = sys.argv[1:]
+c = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
+c["global"].update({"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"})
+c["rule_files"] = [os.path.abspath(os.path.join("deploy/prometheus", f)) for f in c["rule_files"]]
+where = {"predictor-1:5001": f"127.0.0.1:{app}", "predictor-2:5001": None,  # one test replica
+         "worker:9091": f"127.0.0.1:{worker}", "redis-exporter:9121": f"127.0.0.1:{exporter}",
+         "localhost:9090": f"127.0.0.1:{prom}"}
+for job in c["scrape_configs"]:
+    for sc in job["static_configs"]:
+        sc["targets"] = [where[t] for t in sc["targets"] if where[t]]
+yaml.safe_dump(c, open(out, "w"))
+PY
+prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
+PIDS+=($!)
+PROM="http://127.0.0.1:$PROM_PORT"
+NGX="http://127.0.0.1:$NGINX_PORT"
+
+query() { curl -fsS --get "$PROM/api/v1/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // empty'; }
+wait_for() { # DESCRIPTION SECONDS COMMAND...
+  local what="$1" deadline=$((SECONDS + $2)); shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { tail -n 20 "$WORK"/*.log "$RUN_DIR/server.log" >&2; fail "timed out waiting for $what"; }
+    sleep 0.2
+  done
+}
+targets_up() { [[ "$(query 'count(up == 1)')" == 4 ]]; }
+wait_for "the worker" 20 curl -fsS "http://127.0.0.1:$WORKER_PORT/healthz"
+wait_for "nginx" 10 curl -fsS "$NGX/healthz"
+wait_for "Prometheus to scrape all 4 targets" 30 targets_up
+say "live: Redis, redis_exporter, ml-api serve + worker (Redis registry), nginx and Prometheus up"
+
+expect() { # STATUS METHOD PATH [curl args...]: a request through nginx, checking its status
+  local want="$1" method="$2" path="$3"; shift 3
+  local got
+  got="$(curl -sS -D "$WORK/headers" -o "$WORK/body" -w '%{http_code}' -X "$method" --max-time 20 "$@" "$NGX$path")"
+  [[ "$got" == "$want" ]] || { cat "$WORK/body" >&2; echo >&2; fail "$method $path via nginx: $got, expected $want"; }
+}
+JSON=(-H 'Content-Type: application/json')
+SEED=tests/fixtures/seed_request.json
+"$PY" - "$SEED" "$WORK" <<'PY'
+import json, sys
+seed = json.load(open(sys.argv[1]))
+json.dump([seed, seed, seed], open(f"{sys.argv[2]}/batch.json", "w"))
+json.dump({**seed, "age": "old", "sexo": "X"}, open(f"{sys.argv[2]}/invalid.json", "w"))
+open(f"{sys.argv[2]}/big.json", "w").write('{"pad": "' + "x" * (3 * 1024 * 1024) + '"}')
+PY
+train_and_use() {
+  expect 201 POST /models "${JSON[@]}" --data @train.json
+  local id status
+  id="$(jq -r .model_id "$WORK/body")"
+  for _ in $(seq 1 100); do
+    status="$(curl -fsS "$NGX/models/$id" | jq -r .status)"
+    [[ "$status" == ready ]] && break
+    [[ "$status" == failed ]] && fail "training $id failed"
+    sleep 0.1
+  done
+  [[ "$status" == ready ]] || fail "training $id did not finish"
+  expect 200 GET "/models/$id?sepal_length=5.9&sepal_width=3.0&petal_length=5.1&petal_width=1.8"
+  expect 200 GET "/models/$id?sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
+}
+traffic_round() {
+  for _ in 1 2 3 4 5; do expect 200 POST /predict "${JSON[@]}" --data @"$SEED"; done
+  expect 200 POST /predict "${JSON[@]}" --data @"$WORK/batch.json"
+  expect 200 POST '/predict?top_k=3' "${JSON[@]}" --data @"$SEED"
+  expect 422 POST /predict "${JSON[@]}" --data @"$WORK/invalid.json"
+  expect 422 POST /predict "${JSON[@]}" --data @"$WORK/invalid.json"
+  expect 400 POST /predict "${JSON[@]}" --data '{"not json'
+  expect 404 GET /no-such-route
+  expect 200 GET /models
+  train_and_use
+}
+traffic_round
+expect 413 POST /predict "${JSON[@]}" --data @"$WORK/big.json"
+grep -q '"payload_too_large"' "$WORK/body" || fail "nginx's 413 is not in ml-api's error shape"
+expect 404 GET /metrics
+grep -q '"not_found"' "$WORK/body" || fail "GET /metrics via nginx: not ml-api's error shape"
+expect 200 GET /readyz -H 'X-Request-Id: obs-check-1'
+grep -qi '^x-request-id: obs-check-1' "$WORK/headers" || fail "nginx did not pass the caller's X-Request-Id"
+expect 200 GET /healthz
+grep -qi '^x-request-id: [0-9a-f]\{32\}' "$WORK/headers" || fail "nginx did not give a request without one an X-Request-Id"
+# Let Prometheus see every series once before the second round increments them (rate() needs
+# two samples of a change).
+sleep 2.5
+traffic_round
+ready_seen() { (( $(query 'sum(ml_api_training_jobs_total{job="ml-api-worker",status="ready"})' || echo 0) >= 2 )); }
+wait_for "Prometheus to scrape the worker's second training" 15 ready_seen
+sleep 2
+say "live: traffic sent through nginx (predictions, batches, 400/404/413/422, 2 trainings + predictions)"
+
+# Every dashboard query, variables substituted as Grafana would, must return data.
+"$PY" - "$WORK/queries.json" "$PROM" <<'PY'
+import json, os, re, sys, urllib.parse, urllib.request
+
+queries, prom = json.load(open(sys.argv[1])), sys.argv[2]
+# Panels that legitimately return nothing in this setup, with the reason. Keep it short.
+NO_DATA_EXPECTED = {}
+
+def get(path, **params):
+    url = f"{prom}{path}?{urllib.parse.urlencode(params, doseq=True)}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)["data"]
+
+# $instance = All: every value of label_values(ml_api_build_info, instance), regex-escaped.
+instances = get("/api/v1/label/instance/values", **{"match[]": "ml_api_build_info"})
+if len(instances) < 2:
+    sys.exit(f"check-observability: FAILED, $instance has {instances}, expected serve and worker")
+all_instances = "(" + "|".join(re.escape(i).replace("\\", "\\\\") for i in instances) + ")"
+subst = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m", "$instance": all_instances}
+failed = []
+for q in queries:
+    expr = q["expr"]
+    for k, v in subst.items():
+        expr = expr.replace(k, v)
+    result = get("/api/v1/query", query=expr)["result"]
+    values = [r["value"][1] for r in result]
+    ok = any(v not in ("NaN", "+Inf", "-Inf") for v in values)
+    if os.environ.get("OBS_VERBOSE"):
+        print(f"  panel {q['id']:>2} {q['ref']} {q['title']}: " +
+              ", ".join(f"{r['metric']}={r['value'][1]}" for r in result[:4]))
+    key = (q["dashboard"], q["id"], q["ref"])
+    if not ok and key not in NO_DATA_EXPECTED:
+        failed.append(f"{q['dashboard']} panel {q['id']} ({q['title']}) {q['ref']}: {values or 'no data'}\n    {expr}")
+if failed:
+    print("check-observability: FAILED, dashboard queries without data:", *failed, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+print(f"check-observability: live: all {len(queries)} dashboard queries return data "
+      f"($instance = {len(instances)} instances)")
+
+# Every alert rule evaluates on the real series without error.
+groups = get("/api/v1/rules")["groups"]
+rules = [r for g in groups for r in g["rules"]]
+bad = [f"{r['name']}: {r.get('health')} {r.get('lastError', '')}" for r in rules if r.get("health") != "ok"]
+if len(rules) < 10 or bad:
+    sys.exit(f"check-observability: FAILED, alert rules on real data ({len(rules)}): {bad}")
+print(f"check-observability: live: all {len(rules)} alert rules evaluate without error")
+PY
+
+# Redis goes away: the registry routes answer 503, and both Redis alert expressions fire.
+alert_expr() { "$PY" -c 'import sys, yaml
+for g in yaml.safe_load(open("deploy/prometheus/alerts.yml"))["groups"]:
+    for r in g["rules"]:
+        if r.get("alert") == sys.argv[1]: print(r["expr"])' "$1"; }
+REGISTRY_EXPR="$(alert_expr MlApiRegistryUnavailable)"
+REDIS_EXPR="$(alert_expr RedisDown)"
+[[ -n "$REGISTRY_EXPR" && -n "$REDIS_EXPR" ]] || fail "alerts.yml lacks MlApiRegistryUnavailable or RedisDown"
+[[ -z "$(query "$REGISTRY_EXPR")" && -z "$(query "$REDIS_EXPR")" ]] \
+  || fail "MlApiRegistryUnavailable or RedisDown fire while Redis is up"
+kill "$REDIS_PID"
+wait "$REDIS_PID" 2>/dev/null || true
+# Spread over several scrapes: the first sample of a new series is its baseline for increase().
+for _ in 1 2 3; do
+  for _ in 1 2; do expect 503 POST /models "${JSON[@]}" --data @train.json; done
+  sleep 1.2
+done
+grep -q '"unavailable"' "$WORK/body" || fail "POST /models without Redis: not 503 unavailable"
+expect 200 POST /predict "${JSON[@]}" --data @"$SEED"   # loaded models keep serving
+registry_fires() { [[ -n "$(query "$REGISTRY_EXPR")" && -n "$(query "$REDIS_EXPR")" ]]; }
+wait_for "MlApiRegistryUnavailable and RedisDown to fire" 15 registry_fires
+say "live: Redis stopped: POST /models answers 503, /predict still 200; MlApiRegistryUnavailable and RedisDown fire"
+
+cleanup
+trap - EXIT
+say "passed in $((SECONDS - started)) s"
