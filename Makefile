@@ -38,6 +38,7 @@ test: ort test-tools lint ## Install test tools, lint, and run every test
 	$(CARGO) test --locked --all-targets
 	scripts/check-swagger-ui.sh
 	scripts/check-openapi-conformance.sh
+	scripts/check-v2-tritonclient.sh
 	scripts/check-kubernetes.sh
 	scripts/check-docker.sh
 	scripts/check-observability.sh

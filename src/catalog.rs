@@ -174,6 +174,16 @@ impl Catalog {
         self.cache.lock().ok()?.peek(&id).cloned()
     }
 
+    /// A loaded model of `name` at registry `version`, if one is in the cache.
+    pub fn cached_version(&self, name: &str, version: u64) -> Option<Arc<LoadedModel>> {
+        let version = version.to_string();
+        let cache = self.cache.lock().ok()?;
+        cache
+            .iter()
+            .find(|(_, model)| model.name == name && model.version == version)
+            .map(|(_, model)| model.clone())
+    }
+
     /// The loaded model only if it is in the cache (never touches the registry).
     pub fn cached(&self, reference: &ModelRef) -> Option<Arc<LoadedModel>> {
         self.cached_id(self.resolve(reference)?)

@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod predict;
 pub mod rate_limit;
 pub mod state;
+pub mod v2;
 
 use axum::{
     body::Body,
@@ -42,14 +43,32 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
             "/models/upload",
             post(models::upload).layer(DefaultBodyLimit::max(config.http.max_upload_bytes)),
         )
-        .route("/models/{name}/aliases/{alias}", put(models::set_alias));
+        .route("/models/{name}/aliases/{alias}", put(models::set_alias))
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(v2::model_version_metadata),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2::model_version_ready),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(v2::infer_version),
+        );
     if config.rate_limit.enabled {
         api = api.route_layer(rate_limit::layer(&config.rate_limit, &state.metrics)?);
     }
     let operations = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics));
+        .route("/metrics", get(health::metrics))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready));
     let default_model = state.catalog.cached(&state.default_model);
     let docs = SwaggerUi::new("/docs").external_url_unchecked(
         "/openapi.json",

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{health, models, predict};
+use super::{health, models, predict, v2};
 use crate::{
     error::{ErrorBody, ErrorDetail, FieldError},
     model::{schema::Field, ElementType},
@@ -28,6 +28,15 @@ use crate::{
         models::set_alias,
         models::onnx,
         models::upload,
+        v2::server_metadata,
+        v2::live,
+        v2::ready,
+        v2::model_metadata,
+        v2::model_version_metadata,
+        v2::model_ready,
+        v2::model_version_ready,
+        v2::infer,
+        v2::infer_version,
         health::healthz,
         health::readyz,
         health::metrics
@@ -42,6 +51,11 @@ use crate::{
         health::Health,
         models::Created,
         models::AliasTarget,
+        v2::tensor::InferRequest,
+        v2::tensor::InputTensor,
+        v2::tensor::RequestedOutput,
+        v2::tensor::InferResponse,
+        v2::tensor::OutputTensor,
         crate::registry::ModelRecord,
         crate::registry::ModelStatus,
         crate::registry::Progress
@@ -49,6 +63,7 @@ use crate::{
     tags(
         (name = "predict", description = "Predictions with the default model"),
         (name = "models", description = "Training, the model registry, and predictions by model"),
+        (name = "v2", description = "Open Inference Protocol (KServe V2) over REST, for every registry model"),
         (name = "operations", description = "Probes and metrics")
     )
 )]

@@ -11,5 +11,6 @@ mod redis_server;
 mod registry;
 mod training_api;
 mod upload;
+mod v2;
 mod validation;
 mod worker;

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The Open Inference Protocol (V2) routes, driven by the official tritonclient[http] (PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/lib/test-venv.sh
+ensure_test_venv
+
+source scripts/lib/test-server.sh
+start_test_server
+"$TEST_VENV/bin/python" tests/v2/tritonclient_check.py "$BASE_URL"

@@ -1,0 +1,389 @@
+//! The Open Inference Protocol (KServe V2, REST), as KServe, Seldon MLServer and Triton speak
+//! it: clients such as `tritonclient[http]` work against ml-api unchanged. Every registry model
+//! is served by name (its `latest`), `name:alias` or id, and by registry version. Inference
+//! goes through the same validation, metrics, rate limiting and tracing as `/predict`.
+
+pub mod tensor;
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::{json, Map, Value};
+
+use self::tensor::{InferRequest, InferResponse};
+use super::{predict, state::AppState};
+use crate::{catalog::ModelRef, error::ApiError, models::LoadedModel, registry::ListQuery};
+
+/// Errors as the protocol shapes them: `{"error": "..."}`, 400 for a bad request.
+pub struct V2Error(ApiError);
+
+impl From<ApiError> for V2Error {
+    fn from(error: ApiError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        let status = match self.0.status() {
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                StatusCode::BAD_REQUEST
+            }
+            other => other,
+        };
+        let mut message = self.0.to_string();
+        if let ApiError::Validation { details, .. } = &self.0 {
+            let fields: Vec<String> = details
+                .iter()
+                .map(|d| format!("{}: {}", d.field, d.message))
+                .collect();
+            message = format!("{message} ({})", fields.join("; "));
+        }
+        if status.is_server_error() {
+            // Logged (and sent to Sentry) by the usual path.
+            let _ = self.0.into_response();
+            if status == StatusCode::INTERNAL_SERVER_ERROR {
+                message = "internal error".to_owned();
+            }
+        }
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+/// The raw request body, with the body-limit rejection in the protocol's error shape.
+pub struct Body(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = V2Error;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<super::extract::BodyLimit>()
+            .map_or(usize::MAX, |limit| limit.0);
+        Bytes::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    V2Error(ApiError::PayloadTooLarge { limit })
+                } else {
+                    bad_request(rejection.body_text())
+                }
+            })
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> V2Error {
+    V2Error(ApiError::MalformedJson(message.into()))
+}
+
+/// Server metadata.
+#[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, description = "name, version, extensions")))]
+pub async fn server_metadata() -> Json<Value> {
+    Json(
+        json!({"name": "ml-api", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+    )
+}
+
+/// Server liveness.
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses((status = 200, description = "`{\"live\": true}`")))]
+pub async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+/// Server readiness (as `/readyz`).
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2",
+    responses((status = 200, description = "`{\"ready\": true}`"), (status = 503, description = "`{\"ready\": false}`")))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let ready = state.lifecycle.is_ready() && state.catalog.cached(&state.default_model).is_some();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"ready": ready}))).into_response()
+}
+
+/// The model a V2 path names: `name` (its `latest`), `name:alias` or an id, optionally at a
+/// registry version. Loaded models are found without asking the registry.
+async fn resolve(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<LoadedModel>, V2Error> {
+    let Some(version) = version else {
+        return Ok(state
+            .catalog
+            .get(&ModelRef::parse(name))
+            .await
+            .map_err(ApiError::from)?);
+    };
+    let not_found = || {
+        V2Error(ApiError::NotFound(format!(
+            "model `{name}` version `{version}` not found"
+        )))
+    };
+    let number: u64 = version.parse().map_err(|_| not_found())?;
+    if let Some(model) = state.catalog.cached_version(name, number) {
+        return Ok(model);
+    }
+    let query = ListQuery {
+        name: Some(name.to_owned()),
+        limit: usize::MAX,
+        ..ListQuery::default()
+    };
+    let page = state
+        .catalog
+        .registry()
+        .list(&query)
+        .await
+        .map_err(ApiError::from)?;
+    let record = page
+        .items
+        .into_iter()
+        .find(|r| r.version == number)
+        .ok_or_else(not_found)?;
+    Ok(state
+        .catalog
+        .get_id(record.id)
+        .await
+        .map_err(ApiError::from)?)
+}
+
+fn metadata(model: &LoadedModel) -> Value {
+    let inputs: Vec<Value> = model
+        .schema
+        .fields
+        .iter()
+        .map(|f| json!({"name": f.name, "datatype": tensor::datatype(f.element), "shape": [-1, 1]}))
+        .collect();
+    let width = if model.schema.labels.is_empty() {
+        -1
+    } else {
+        model.schema.labels.len() as i64
+    };
+    json!({
+        "name": model.name,
+        "versions": [model.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": inputs,
+        "outputs": [{"name": model.schema.output, "datatype": "FP32", "shape": [-1, width]}],
+    })
+}
+
+/// Model metadata: inputs and outputs with datatype and shape, from the ONNX graph.
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "v2", params(("name" = String, Path)),
+    responses((status = 200, description = "Model metadata"), (status = 404, description = "`{\"error\": ...}`")))]
+pub async fn model_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, V2Error> {
+    let model = resolve(&state, &name, None).await?;
+    Ok(Json(metadata(&model)))
+}
+
+/// Model metadata at a registry version.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "v2",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, description = "Model metadata"), (status = 404, description = "`{\"error\": ...}`")))]
+pub async fn model_version_metadata(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, V2Error> {
+    let model = resolve(&state, &name, Some(&version)).await?;
+    Ok(Json(metadata(&model)))
+}
+
+/// Model readiness.
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "v2", params(("name" = String, Path)),
+    responses((status = 200, description = "`{\"name\", \"ready\": true}`"), (status = 404, description = "`{\"error\": ...}`")))]
+pub async fn model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, V2Error> {
+    let model = resolve(&state, &name, None).await?;
+    Ok(Json(json!({"name": model.name, "ready": true})))
+}
+
+/// Model readiness at a registry version.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "v2",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, description = "`{\"name\", \"ready\": true}`"), (status = 404, description = "`{\"error\": ...}`")))]
+pub async fn model_version_ready(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, V2Error> {
+    let model = resolve(&state, &name, Some(&version)).await?;
+    Ok(Json(json!({"name": model.name, "ready": true})))
+}
+
+/// Inference with V2 tensors (JSON, or the binary-data extension).
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "v2", params(("name" = String, Path)),
+    request_body(content = InferRequest, content_type = "application/json"),
+    responses((status = 200, body = InferResponse), (status = 400, description = "`{\"error\": ...}`"),
+              (status = 404, description = "`{\"error\": ...}`"), (status = 413, description = "Too large"),
+              (status = 429, description = "Rate limited"), (status = 503, description = "Unavailable")))]
+pub async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Json<InferResponse>, V2Error> {
+    let model = resolve(&state, &name, None).await?;
+    run(&state, &model, &headers, &body).await
+}
+
+/// Inference at a registry version.
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "v2",
+    params(("name" = String, Path), ("version" = String, Path)),
+    request_body(content = InferRequest, content_type = "application/json"),
+    responses((status = 200, body = InferResponse), (status = 400, description = "`{\"error\": ...}`"),
+              (status = 404, description = "`{\"error\": ...}`"), (status = 413, description = "Too large"),
+              (status = 429, description = "Rate limited"), (status = 503, description = "Unavailable")))]
+pub async fn infer_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Json<InferResponse>, V2Error> {
+    let model = resolve(&state, &name, Some(&version)).await?;
+    run(&state, &model, &headers, &body).await
+}
+
+async fn run(
+    state: &AppState,
+    model: &LoadedModel,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Json<InferResponse>, V2Error> {
+    // Binary-data extension: a JSON header of this length, then the tensors' raw bytes.
+    let (json_part, mut binary) = match headers.get("inference-header-content-length") {
+        Some(value) => {
+            let length: usize = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad_request("Inference-Header-Content-Length is not a number"))?;
+            body.split_at_checked(length)
+                .ok_or_else(|| bad_request("Inference-Header-Content-Length exceeds the body"))?
+        }
+        None => (body, &[][..]),
+    };
+    let request: InferRequest = serde_json::from_slice(json_part)
+        .map_err(|e| bad_request(format!("invalid inference request: {e}")))?;
+    if let Some(outputs) = &request.outputs {
+        if let Some(unknown) = outputs.iter().find(|o| o.name != model.schema.output) {
+            return Err(bad_request(format!(
+                "unknown output `{}`; model `{}` produces `{}`",
+                unknown.name, model.name, model.schema.output
+            )));
+        }
+    }
+
+    let mut columns: Vec<(String, Vec<Value>)> = Vec::with_capacity(request.inputs.len());
+    let mut rows: Option<usize> = None;
+    for input in &request.inputs {
+        let field = model
+            .schema
+            .fields
+            .iter()
+            .find(|f| f.name == input.name)
+            .ok_or_else(|| {
+                bad_request(format!(
+                    "unexpected input `{}` for model `{}`",
+                    input.name, model.name
+                ))
+            })?;
+        let expected = tensor::datatype(field.element);
+        let numeric =
+            field.element.is_numeric() && !matches!(input.datatype.as_str(), "BYTES" | "BOOL");
+        if input.datatype != expected && !numeric {
+            return Err(bad_request(format!(
+                "input `{}` has datatype {}, expected {expected}",
+                input.name, input.datatype
+            )));
+        }
+        let n = match input.shape.as_slice() {
+            [n] | [n, 1] if *n >= 0 => *n as usize,
+            _ => {
+                return Err(bad_request(format!(
+                    "input `{}` has shape {:?}; expected [N] or [N, 1]",
+                    input.name, input.shape
+                )))
+            }
+        };
+        if *rows.get_or_insert(n) != n {
+            return Err(bad_request(format!(
+                "input `{}` has {n} rows, other inputs have {}",
+                input.name,
+                rows.unwrap_or(0)
+            )));
+        }
+        let values = match binary_size(input)? {
+            Some(size) => {
+                let (chunk, rest) = binary.split_at_checked(size).ok_or_else(|| {
+                    bad_request(format!(
+                        "binary data of input `{}` is truncated",
+                        input.name
+                    ))
+                })?;
+                binary = rest;
+                tensor::decode_binary(&input.datatype, chunk).map_err(bad_request)?
+            }
+            None => {
+                let mut values = Vec::with_capacity(n);
+                tensor::flatten(input.data.as_ref().unwrap_or(&Value::Null), &mut values);
+                values
+            }
+        };
+        if values.len() != n {
+            return Err(bad_request(format!(
+                "input `{}` has {} values for shape {:?}",
+                input.name,
+                values.len(),
+                input.shape
+            )));
+        }
+        columns.push((input.name.clone(), values));
+    }
+    let rows = rows.ok_or_else(|| bad_request("the request has no inputs"))?;
+    let records: Vec<Value> = (0..rows)
+        .map(|row| {
+            let record: Map<String, Value> = columns
+                .iter()
+                .filter_map(|(name, values)| Some((name.clone(), values.get(row)?.clone())))
+                .collect();
+            Value::Object(record)
+        })
+        .collect();
+    let scores = predict::score(state, model, &Value::Array(records)).await?;
+    Ok(Json(InferResponse {
+        model_name: model.name.clone(),
+        model_version: model.version.clone(),
+        id: request.id,
+        outputs: vec![tensor::output(&model.schema.output, &scores)],
+    }))
+}
+
+fn binary_size(input: &tensor::InputTensor) -> Result<Option<usize>, V2Error> {
+    match input
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"))
+    {
+        None => Ok(None),
+        Some(size) => size.as_u64().map(|s| Some(s as usize)).ok_or_else(|| {
+            bad_request(format!(
+                "binary_data_size of input `{}` is not a number",
+                input.name
+            ))
+        }),
+    }
+}
