@@ -183,6 +183,15 @@ pub struct InferenceConfig {
     /// ONNX Runtime intra-op threads per session (1 is best for many small requests).
     #[arg(long, env = "ML_API_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,
+    /// Dynamic batching: most records one inference thread runs in a single ONNX Runtime call,
+    /// merging the requests queued behind the one it takes (1 turns batching off). A model's
+    /// card can override it (`batching.max_batch_size`).
+    #[arg(long, env = "ML_API_BATCH_MAX_SIZE", default_value_t = 64)]
+    pub batch_max_size: usize,
+    /// Dynamic batching: how long a thread waits for more requests after the first (e.g.
+    /// `500us`). 0 takes only what is already queued, so a lone request never waits.
+    #[arg(long, env = "ML_API_BATCH_MAX_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub batch_max_delay: Duration,
     /// Requests that may wait for an inference thread before new ones get 503.
     #[arg(long, env = "ML_API_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
@@ -259,6 +268,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a duration such as 500ms, 10s or 2m"))?;
     let seconds = match unit {
+        "us" | "µs" => value / 1_000_000.0,
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
@@ -289,6 +299,7 @@ mod tests {
     #[test]
     fn durations_parse_with_and_without_units() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));

@@ -2,7 +2,11 @@
 //! registry bytes become a [`LoadedModel`]: one ONNX Runtime session per inference thread,
 //! the request schema derived from graph and card, warmed up before use.
 
-use std::{path::Path, sync::Arc, time::Instant};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Context};
 use sha2::{Digest, Sha256};
@@ -10,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     config::InferenceConfig,
     inference::{
+        batcher::Batching,
         ort::{self as ort_backend, OrtBackend, SessionOptions},
         pool::InferencePool,
         Backend, InferenceError,
@@ -133,10 +138,21 @@ impl LoadedModel {
             })
             .collect();
         let workers = backends.len();
+        let card_batching = card.batching.clone().unwrap_or_default();
+        let batching = Batching {
+            max_rows: card_batching
+                .max_batch_size
+                .unwrap_or(config.batch_max_size)
+                .max(1),
+            max_delay: card_batching
+                .max_delay_us
+                .map_or(config.batch_max_delay, Duration::from_micros),
+        };
         let pool = InferencePool::start(
             &name,
             backends,
             config.queue_capacity,
+            batching,
             metrics.for_model(&name),
         )?;
         let mut model = Self {

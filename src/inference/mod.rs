@@ -2,6 +2,7 @@
 //! synchronously; a [`pool::InferencePool`] owns several of them on dedicated OS threads so
 //! inference never blocks the async runtime.
 
+pub mod batcher;
 pub mod ort;
 pub mod pool;
 

@@ -2,8 +2,8 @@
 //!
 //! Why threads and not `spawn_blocking`: ONNX Runtime sessions are `&mut` to run, so each
 //! thread owns one outright (no lock on the hot path), the queue bound gives back-pressure
-//! (a full queue is a 503, not unbounded memory), and a thread is the natural place for the
-//! dynamic batcher to merge requests later.
+//! (a full queue is a 503, not unbounded memory), and a thread is where the dynamic batcher
+//! ([`super::batcher`]) merges the requests queued behind the one it takes.
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
@@ -13,7 +13,10 @@ use std::{
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use super::{Backend, InferenceError};
+use super::{
+    batcher::{self, Batching},
+    Backend, InferenceError,
+};
 use crate::{
     metrics::ModelMetrics,
     model::{FeatureBatch, Scores},
@@ -36,6 +39,7 @@ impl InferencePool {
         model: &str,
         backends: Vec<Box<dyn Backend>>,
         queue_capacity: usize,
+        batching: Batching,
         metrics: ModelMetrics,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = bounded::<Job>(queue_capacity.max(1));
@@ -44,7 +48,7 @@ impl InferencePool {
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("infer-{model}-{index}"))
-                .spawn(move || serve_jobs(backend, &jobs, &metrics))?;
+                .spawn(move || serve_jobs(backend, &jobs, batching, &metrics))?;
         }
         Ok(Self { queue, metrics })
     }
@@ -66,25 +70,70 @@ impl InferencePool {
     }
 }
 
-fn serve_jobs(mut backend: Box<dyn Backend>, jobs: &Receiver<Job>, metrics: &ModelMetrics) {
-    for job in jobs.iter() {
+fn serve_jobs(
+    mut backend: Box<dyn Backend>,
+    jobs: &Receiver<Job>,
+    batching: Batching,
+    metrics: &ModelMetrics,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = batcher::gather(first, jobs, batching, |job| job.batch.rows);
         metrics.queue_depth.set(jobs.len() as i64);
-        if job.reply.is_closed() {
-            // The client went away while queued: skip the work.
-            continue;
+        // Clients that went away while queued: skip their work.
+        group.retain(|job| !job.reply.is_closed());
+        match group.len() {
+            0 => {}
+            1 => {
+                for job in group {
+                    let result = run(backend.as_mut(), &job.batch, &job.span, metrics);
+                    let _ = job.reply.send(result);
+                }
+            }
+            _ => run_merged(backend.as_mut(), group, metrics),
         }
-        let started = Instant::now();
-        let result = job.span.in_scope(|| {
-            catch_unwind(AssertUnwindSafe(|| backend.run(&job.batch))).unwrap_or_else(|_| {
-                Err(InferenceError::Failed(
-                    "the inference backend panicked".to_owned(),
-                ))
-            })
-        });
-        metrics
-            .inference_seconds
-            .observe(started.elapsed().as_secs_f64());
-        metrics.batch_rows.observe(job.batch.rows as f64);
-        let _ = job.reply.send(result);
     }
+}
+
+/// One ONNX Runtime call for the whole group; if it fails, each job alone.
+fn run_merged(backend: &mut dyn Backend, group: Vec<Job>, metrics: &ModelMetrics) {
+    let merged = batcher::merge(group.iter().map(|job| &job.batch));
+    let span = group
+        .first()
+        .map_or_else(tracing::Span::none, |job| job.span.clone());
+    let result = merged.map(|batch| run(backend, &batch, &span, metrics));
+    match result {
+        Some(Ok(scores)) => {
+            let parts = batcher::split(&scores, group.iter().map(|job| job.batch.rows));
+            for (job, part) in group.into_iter().zip(parts) {
+                let _ = job.reply.send(Ok(part));
+            }
+        }
+        _ => {
+            for job in group {
+                let result = run(backend, &job.batch, &job.span, metrics);
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+fn run(
+    backend: &mut dyn Backend,
+    batch: &FeatureBatch,
+    span: &tracing::Span,
+    metrics: &ModelMetrics,
+) -> Result<Scores, InferenceError> {
+    let started = Instant::now();
+    let result = span.in_scope(|| {
+        catch_unwind(AssertUnwindSafe(|| backend.run(batch))).unwrap_or_else(|_| {
+            Err(InferenceError::Failed(
+                "the inference backend panicked".to_owned(),
+            ))
+        })
+    });
+    metrics
+        .inference_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_rows.observe(batch.rows as f64);
+    result
 }

@@ -26,8 +26,19 @@ pub struct ModelCard {
     pub ignored_fields: BTreeMap<String, String>,
     /// An example record (used in the API documentation and to warm the model up).
     pub example: Option<serde_json::Value>,
+    /// Dynamic batching for this model, overriding the server's settings.
+    pub batching: Option<BatchingCard>,
     /// Free-form training provenance and metrics.
     pub training: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingCard {
+    /// Most records in one ONNX Runtime call (1 turns batching off).
+    pub max_batch_size: Option<usize>,
+    /// Microseconds to wait for more requests after the first.
+    pub max_delay_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -98,6 +98,7 @@ pub fn finish(
         fields,
         ignored_fields: Default::default(),
         example: Some(example(job)),
+        batching: None,
         training: Some(training),
     };
     TrainedModel {

@@ -1,5 +1,6 @@
 //! One integration-test binary: every test starts the real server on a random port.
 
+mod batching;
 mod child;
 mod cluster;
 mod helpers;
