@@ -27,7 +27,7 @@ use axum::{
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ml_api::{
-    config::{InferenceConfig, ServeConfig},
+    config::ServeConfig,
     http::{
         predict::{respond, PredictQuery, PredictResponse},
         AppState,
@@ -81,13 +81,10 @@ fn build_fixture() -> Fixture {
     let mut config = ServeConfig::for_tests(manifest_dir().join("models"), MODEL);
     config.rate_limit.enabled = false;
     config.http.max_batch_records = MAX_RECORDS;
-    config.inference = InferenceConfig {
-        ort_dylib: dylib.clone(),
-        // One session: the benchmarks send one request at a time.
-        workers: 1,
-        intra_op_threads: 1,
-        queue_capacity: 1024,
-    };
+    config.inference.ort_dylib = dylib.clone();
+    // One session: the benchmarks send one request at a time.
+    config.inference.workers = 1;
+    config.inference.intra_op_threads = 1;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
