@@ -4,8 +4,8 @@
 #
 # Steps: build (`cargo build --release --locked`); start `ml-api serve` on a free 127.0.0.1
 # port with rate limiting off, pinned to CPU 1; time start -> first `/readyz` 200; drive
-# `POST /predict` with wrk pinned to CPU 0 (warm-up, 16 and 64 connections with the seed
-# request, 16 connections with a batch of 32 seed records); record the server's peak RSS;
+# `POST /predict` with wrk pinned to CPU 0 (warm-up; the seed request over 1, 16 and 64
+# connections; a batch of 32 seed records over 16 connections); record the server's peak RSS;
 # stop the server; print a table and write .run/bench/results.json; run
 # `cargo bench --bench predict_path` unless BENCH_SKIP_CRITERION=1.
 #
@@ -147,6 +147,7 @@ run_wrk() {
 }
 
 run_wrk warmup 16 "$WARMUP" "$SEED" 1 discard
+run_wrk single 1 "$DURATION" "$SEED" 1
 run_wrk single 16 "$DURATION" "$SEED" 1
 run_wrk single 64 "$DURATION" "$SEED" 1
 run_wrk batch$BATCH_RECORDS 16 "$DURATION" "$BATCH_BODY" "$BATCH_RECORDS"
@@ -198,9 +199,49 @@ if [[ "$STATUS" -ne 0 ]]; then
 fi
 
 # --- criterion -----------------------------------------------------------------------------
+# Criterion prints a confidence interval; the median of each benchmark is read from its
+# estimates.json and added to results.json (only benchmarks written by this run).
 if [[ "${BENCH_SKIP_CRITERION:-0}" != 1 ]]; then
   log "cargo bench --bench predict_path"
+  touch "$OUT/.criterion-start"
   "$CARGO" bench --locked --bench predict_path 2>&1 | tee "$OUT/criterion.txt"
+  python3 - "$TARGET_DIR/criterion" "$OUT/.criterion-start" "$OUT/results.json" <<'PY'
+import json, os, sys
+root, marker, out = sys.argv[1:]
+since = os.path.getmtime(marker)
+rows = []
+for dirpath, _, files in os.walk(root):
+    if os.path.basename(dirpath) != "new" or "estimates.json" not in files:
+        continue
+    est_path = os.path.join(dirpath, "estimates.json")
+    if os.path.getmtime(est_path) < since:
+        continue
+    meta = json.load(open(os.path.join(dirpath, "benchmark.json")))
+    est = json.load(open(est_path))
+    median = est["median"]
+    elements = (meta.get("throughput") or {}).get("Elements", 1)
+    rows.append({
+        "id": meta["full_id"],
+        "median_ns": round(median["point_estimate"], 1),
+        "median_ci_ns": [round(median["confidence_interval"]["lower_bound"], 1),
+                         round(median["confidence_interval"]["upper_bound"], 1)],
+        "records": elements,
+        "records_per_s": round(elements * 1e9 / median["point_estimate"]),
+    })
+ORDER = ["json_decode", "validate", "infer", "infer_raw", "encode", "end_to_end"]
+rows.sort(key=lambda r: (ORDER.index(r["id"].split("/")[0]) if r["id"].split("/")[0] in ORDER
+                         else len(ORDER), r["id"]))
+result = json.load(open(out))
+result["criterion"] = rows
+with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+def human(ns):
+    return f"{ns / 1000:.2f} us" if ns >= 1000 else f"{ns:.0f} ns"
+print(f"\n{'criterion benchmark':<24} {'median':>11} {'records/s':>11}")
+for r in rows:
+    print(f"{r['id']:<24} {human(r['median_ns']):>11} {r['records_per_s']:>11}")
+PY
 fi
 
 exit "$STATUS"
