@@ -130,15 +130,7 @@ fn to_batch(model: &LoadedModel, body: &Value) -> FeatureBatch {
 
 /// What `http::predict::respond` does with the scores (no `top_k`), as bytes.
 fn encode(scores: &Scores) -> Vec<u8> {
-    let predictions = scores
-        .iter_rows()
-        .map(|row| row.iter().map(|&p| f64::from(p)).collect())
-        .collect();
-    serde_json::to_vec(&PredictResponse {
-        predictions,
-        top_k: None,
-    })
-    .expect("encode")
+    serde_json::to_vec(&PredictResponse::from_scores(scores, None)).expect("encode")
 }
 
 /// (a) Request bytes -> `serde_json::Value`.

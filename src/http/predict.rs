@@ -48,6 +48,20 @@ pub struct PredictResponse {
     pub top_k: Option<Vec<Vec<RankedLabel>>>,
 }
 
+impl PredictResponse {
+    /// The seed's shape: each float32 score widened to float64, so it prints as the Flask API
+    /// printed it; with `top_k`, the `k` best of `labels` per record.
+    pub fn from_scores(scores: &Scores, top_k: Option<(usize, &[String])>) -> Self {
+        Self {
+            predictions: scores
+                .iter_rows()
+                .map(|row| row.iter().map(|&p| f64::from(p)).collect())
+                .collect(),
+            top_k: top_k.map(|(k, labels)| ranked(scores, labels, k)),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RankedLabel {
     pub label: String,
@@ -100,12 +114,9 @@ pub async fn respond(
 ) -> Result<Response, ApiError> {
     let top_k = validated_top_k(query.top_k, model)?;
     let scores = score(state, model, body).await?;
-    let predictions = scores
-        .iter_rows()
-        .map(|row| row.iter().map(|&p| f64::from(p)).collect())
-        .collect();
-    let top_k = top_k.map(|k| ranked(&scores, &model.schema.labels, k));
-    let mut response = Json(PredictResponse { predictions, top_k }).into_response();
+    let body =
+        PredictResponse::from_scores(&scores, top_k.map(|k| (k, model.schema.labels.as_slice())));
+    let mut response = Json(body).into_response();
     model_headers(&mut response, model);
     Ok(response)
 }
