@@ -101,17 +101,22 @@ impl Catalog {
         &self.registry
     }
 
-    /// Puts the bundled models in the registry (once per content: a model whose name already
-    /// has a version with the same SHA-256 is not stored again) and points `name:latest` at
-    /// them when that alias is unset.
-    pub async fn import_bundled(&self, sources: Vec<ModelSource>) -> anyhow::Result<()> {
-        let aliases: HashMap<String, Uuid> = self
+    /// Every alias in the registry, keyed `name/alias`.
+    async fn alias_map(&self) -> Result<HashMap<String, Uuid>, RegistryError> {
+        Ok(self
             .registry
             .aliases()
             .await?
             .into_iter()
             .map(|(name, alias, id)| (alias_key(&name, &alias), id))
-            .collect();
+            .collect())
+    }
+
+    /// Puts the bundled models in the registry (once per content: a model whose name already
+    /// has a version with the same SHA-256 is not stored again) and points `name:latest` at
+    /// them when that alias is unset.
+    pub async fn import_bundled(&self, sources: Vec<ModelSource>) -> anyhow::Result<()> {
+        let aliases = self.alias_map().await?;
         for source in sources {
             let sha256 = sha256_hex(&source.bytes);
             let existing = self
@@ -279,13 +284,7 @@ impl Catalog {
 
     /// Re-reads every alias and drops cached models the registry no longer has.
     pub async fn reconcile(&self) -> Result<(), RegistryError> {
-        let aliases: HashMap<String, Uuid> = self
-            .registry
-            .aliases()
-            .await?
-            .into_iter()
-            .map(|(name, alias, id)| (alias_key(&name, &alias), id))
-            .collect();
+        let aliases = self.alias_map().await?;
         if let Ok(mut current) = self.aliases.write() {
             *current = aliases;
         }
