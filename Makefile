@@ -10,7 +10,7 @@ CARGO ?= cargo
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: ort
 ort: ## Fetch the ONNX Runtime shared library from PyPI into .ort/lib (idempotent)
@@ -58,6 +58,18 @@ docker-check: ort ## Dockerfile: hadolint, checkov, paths, runtime stage emulate
 .PHONY: observability-check
 observability-check: ort ## deploy/: promtool rules and tests, dashboards, compose, nginx; real Prometheus vs ml-api
 	scripts/check-observability.sh
+
+.PHONY: cluster-up
+cluster-up: ## Local replica of the Kubernetes topology on loopback (Redis, 2 replicas, worker, nginx, Prometheus)
+	scripts/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster (by PID)
+	scripts/cluster-down.sh
+
+.PHONY: loadtest
+loadtest: ## k6 daily-1m.js against the local cluster; non-zero when a threshold fails
+	scripts/loadtest.sh
 
 .PHONY: bench
 bench: ort ## Load-test a release build (wrk) and run the criterion bench; see docs/performance.md
