@@ -88,6 +88,13 @@ def main():
         g429 = get("rate_limited{scenario:greedy}", "count", 0)
         print(f"   greedy client: {g} requests, {g429} answered 429 ({100.0 * g429 / max(g, 1):.0f} %)")
 
+    if test == "soak":
+        g = m.get("soak_rss_growth_pct", {})
+        print(f"   RSS growth per replica (end vs after warm-up): max {g.get('max', float('nan')):.1f} %; "
+              f"largest RSS {get('soak_rss_max_mb', 'max', float('nan')):.1f} MiB; server-side p99 drift "
+              f"{get('soak_p99_drift_ms', 'max', float('nan')):+.1f} ms; 5xx in the second half: "
+              f"{get('soak_5xx_second_half', 'count', 0)}")
+
     broken = []
     print("   thresholds:")
     for name, v in sorted(m.items()):
