@@ -30,18 +30,19 @@ fn worker(registry: Arc<EmbeddedRegistry>, queue: Arc<EmbeddedQueue>) -> Worker 
     Worker::new(registry, queue, settings, Metrics::new().unwrap())
 }
 
-#[tokio::test]
-async fn a_job_trains_stores_onnx_and_moves_latest() {
+/// A registry holding `record` and a queue holding its iris training job.
+async fn queued(record: ModelRecord) -> (Arc<EmbeddedRegistry>, Arc<EmbeddedQueue>, ModelRecord) {
     let registry = Arc::new(EmbeddedRegistry::default());
     let queue = Arc::new(EmbeddedQueue::default());
-    let record = registry
-        .create(
-            ModelRecord::new("iris", "trained", ModelStatus::Queued),
-            None,
-        )
-        .await
-        .unwrap();
+    let record = registry.create(record, None).await.unwrap();
     queue.enqueue(record.id, &iris_job()).await.unwrap();
+    (registry, queue, record)
+}
+
+#[tokio::test]
+async fn a_job_trains_stores_onnx_and_moves_latest() {
+    let (registry, queue, record) =
+        queued(ModelRecord::new("iris", "trained", ModelStatus::Queued)).await;
     let worker = worker(registry.clone(), queue.clone());
     assert_eq!(
         worker.try_execute_job().await.unwrap(),
@@ -90,16 +91,8 @@ async fn a_job_that_exhausted_its_attempts_ends_failed_with_the_reason() {
 
 #[tokio::test]
 async fn a_job_for_a_deleted_model_is_dropped() {
-    let registry = Arc::new(EmbeddedRegistry::default());
-    let queue = Arc::new(EmbeddedQueue::default());
-    let record = registry
-        .create(
-            ModelRecord::new("iris", "trained", ModelStatus::Queued),
-            None,
-        )
-        .await
-        .unwrap();
-    queue.enqueue(record.id, &iris_job()).await.unwrap();
+    let (registry, queue, record) =
+        queued(ModelRecord::new("iris", "trained", ModelStatus::Queued)).await;
     registry.delete(record.id).await.unwrap();
     assert_eq!(
         worker(registry.clone(), queue.clone())
