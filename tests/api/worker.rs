@@ -70,13 +70,10 @@ async fn a_job_trains_stores_onnx_and_moves_latest() {
 
 #[tokio::test]
 async fn a_job_that_exhausted_its_attempts_ends_failed_with_the_reason() {
-    let registry = Arc::new(EmbeddedRegistry::default());
-    let queue = Arc::new(EmbeddedQueue::default());
     let mut record = ModelRecord::new("iris", "trained", ModelStatus::Training);
     // Three workers already died on it.
     record.attempts = 3;
-    let record = registry.create(record, None).await.unwrap();
-    queue.enqueue(record.id, &iris_job()).await.unwrap();
+    let (registry, queue, record) = queued(record).await;
     assert_eq!(
         worker(registry.clone(), queue.clone())
             .try_execute_job()
