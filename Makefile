@@ -42,6 +42,7 @@ test: ort test-tools lint ## Install test tools, lint, and run every test
 	scripts/check-kubernetes.sh
 	scripts/check-docker.sh
 	scripts/check-observability.sh
+	scripts/loadtest.sh ci
 
 .PHONY: k8s-check
 k8s-check: ## Chart + k8s/: lint, render, schemas 1.30-1.35, checkov, drift
@@ -60,7 +61,7 @@ observability-check: ort ## deploy/: promtool rules and tests, dashboards, compo
 	scripts/check-observability.sh
 
 .PHONY: cluster-up
-cluster-up: ## Local replica of the Kubernetes topology on loopback (Redis, 2 replicas, worker, nginx, Prometheus)
+cluster-up: build ## Local replica of the Kubernetes topology on loopback (Redis, 2 replicas, worker, nginx, Prometheus)
 	scripts/cluster-up.sh
 
 .PHONY: cluster-down
@@ -68,7 +69,7 @@ cluster-down: ## Stop the local cluster (by PID)
 	scripts/cluster-down.sh
 
 .PHONY: loadtest
-loadtest: ## k6 daily-1m.js against the local cluster; non-zero when a threshold fails
+loadtest: build ## k6 daily-1m.js against the local cluster; non-zero when a threshold fails
 	scripts/loadtest.sh
 
 .PHONY: bench

@@ -26,36 +26,13 @@ started=$SECONDS
 say() { echo "check-observability: $*"; }
 fail() { echo "check-observability: FAILED, $*" >&2; exit 1; }
 
-# Tools (idempotent) -------------------------------------------------------------------------
-need_apt=()
-command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
-command -v prometheus-redis-exporter >/dev/null 2>&1 || need_apt+=(prometheus-redis-exporter)
-command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
-command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-command -v jq >/dev/null 2>&1 || need_apt+=(jq)
-if ((${#need_apt[@]})); then
-  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
-  say "apt-get install ${need_apt[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin"
-VENV=.tools/venv-obs
-VENV_STAMP="check-jsonschema==0.39.0 pyyaml==6.0.3"
-mkdir -p .tools
-exec 9>.tools/.install.lock
-flock 9
-if [[ ! -x "$VENV/bin/check-jsonschema" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$VENV_STAMP" ]]; then
-  say "$VENV_STAMP into $VENV" >&2
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
-  # shellcheck disable=SC2086
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check $VENV_STAMP
-  echo "$VENV_STAMP" >"$VENV/.stamp"
-fi
-flock -u 9
-PY="$VENV/bin/python"
+# Tools (idempotent): Debian's redis, redis_exporter, nginx, Prometheus, curl, jq and a venv
+# with PyYAML and check-jsonschema (scripts/lib/cluster.sh, shared with the local cluster).
+# shellcheck source=scripts/lib/cluster.sh
+source scripts/lib/cluster.sh
+ensure_stack_tools
+VENV="$STACK_VENV"
+PY="$STACK_PY"
 
 WORK="$(mktemp -d)"
 chmod 755 "$WORK"
@@ -273,20 +250,13 @@ print(f"check-observability: docker-compose.yml: compose-spec schema and cross-r
       f"({len(services)} services)")
 PY
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port() { free_port; }
 NG="$WORK/nginx"
-mkdir -p "$NG"
-# deploy/nginx/nginx.conf with the compose hosts, port and /tmp rewritten for loopback.
-render_nginx() { # APP_PORT NGINX_PORT
-  sed -e "s#/tmp/#$NG/#g" -e "s#listen 8080;#listen 127.0.0.1:$2;#" \
-      -e "s#server predictor-[0-9]*:5001#server 127.0.0.1:$1#" deploy/nginx/nginx.conf >"$NG/nginx.conf"
-  if ! grep -q "listen 127.0.0.1:$2;" "$NG/nginx.conf" \
-    || grep -v '^[[:space:]]*#' "$NG/nginx.conf" | sed "s#$NG/##g" | grep -qE 'predictor-|/tmp/'; then
-    fail "could not rewrite deploy/nginx/nginx.conf for loopback"
-  fi
-}
+# deploy/nginx/nginx.conf with the compose hosts, port and /tmp rewritten for loopback (both
+# upstream entries on the one test replica's port).
+render_nginx_for() { render_nginx "$NG" "$2" "$1" "$1"; }   # APP_PORT NGINX_PORT
 DEAD_PORT="$(port)"; NGINX_PORT="$(port)"
-render_nginx "$DEAD_PORT" "$NGINX_PORT"   # replicas on a port where nothing listens
+render_nginx_for "$DEAD_PORT" "$NGINX_PORT"   # replicas on a port where nothing listens
 nginx -t -q -p "$NG" -c "$NG/nginx.conf" -e stderr || fail "nginx -t on deploy/nginx/nginx.conf"
 # With every replica down, nginx answers in ml-api's error shape (503 unavailable, Retry-After).
 nginx -p "$NG" -c "$NG/nginx.conf" -e stderr -g 'daemon off;' >"$WORK/nginx-dead.log" 2>&1 &
@@ -306,12 +276,8 @@ say "nginx: deploy/nginx/nginx.conf passes nginx -t; with no replica up it answe
 
 # 5. Live ------------------------------------------------------------------------------------
 REDIS_PORT="$(port)"; EXPORTER_PORT="$(port)"; WORKER_PORT="$(port)"; PROM_PORT="$(port)"
-mkdir -p "$WORK/redis"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes \
-  --appendfsync everysec --save '' --daemonize no --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis redis "$REDIS_PORT" "$WORK/redis" "$WORK/redis.log"   # also in PIDS
+REDIS_PID=$SPAWNED_PID
 prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$REDIS_PORT" \
   -web.listen-address "127.0.0.1:$EXPORTER_PORT" >"$WORK/exporter.log" 2>&1 &
 PIDS+=($!)
@@ -325,26 +291,14 @@ BIN="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
   >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 APP_PORT="${BASE_URL##*:}"
-render_nginx "$APP_PORT" "$NGINX_PORT"
+render_nginx_for "$APP_PORT" "$NGINX_PORT"
 nginx -p "$NG" -c "$NG/nginx.conf" -e stderr -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
 PIDS+=($!)
 
-# Prometheus with the repo's scrape jobs and rules, targets pointed at the processes above.
-"$PY" - "$WORK/prometheus.yml" "$APP_PORT" "$WORKER_PORT" "$EXPORTER_PORT" "$PROM_PORT" <<'PY'
-import os, sys
-import yaml
-out, app, worker, exporter, prom = sys.argv[1:]
-c = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
-c["global"].update({"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"})
-c["rule_files"] = [os.path.abspath(os.path.join("deploy/prometheus", f)) for f in c["rule_files"]]
-where = {"predictor-1:5001": f"127.0.0.1:{app}", "predictor-2:5001": None,  # one test replica
-         "worker:9091": f"127.0.0.1:{worker}", "redis-exporter:9121": f"127.0.0.1:{exporter}",
-         "localhost:9090": f"127.0.0.1:{prom}"}
-for job in c["scrape_configs"]:
-    for sc in job["static_configs"]:
-        sc["targets"] = [where[t] for t in sc["targets"] if where[t]]
-yaml.safe_dump(c, open(out, "w"))
-PY
+# Prometheus with the repo's scrape jobs and rules, targets pointed at the processes above (one
+# test replica), everything every second.
+render_prometheus "$WORK/prometheus.yml" 1s "ml-api=127.0.0.1:$APP_PORT" "ml-api-worker=127.0.0.1:$WORKER_PORT" \
+  "redis=127.0.0.1:$EXPORTER_PORT" "prometheus=127.0.0.1:$PROM_PORT"
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
 PIDS+=($!)
