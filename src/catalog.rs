@@ -189,6 +189,37 @@ impl Catalog {
             .map(|(_, model)| model.clone())
     }
 
+    /// The drift window of each loaded model that has a contract, one per name: the version
+    /// `name` (its `latest` alias) points at, else any loaded version.
+    pub fn drift_reports(&self) -> Vec<(String, crate::drift::DriftReport)> {
+        let loaded: Vec<(Uuid, Arc<LoadedModel>)> = match self.cache.lock() {
+            Ok(cache) => cache.iter().map(|(id, m)| (*id, m.clone())).collect(),
+            Err(_) => return Vec::new(),
+        };
+        let mut chosen: std::collections::BTreeMap<String, (bool, Arc<LoadedModel>)> =
+            Default::default();
+        for (id, model) in loaded {
+            if model.drift.is_none() {
+                continue;
+            }
+            let current = self.resolve(&ModelRef::Alias {
+                name: model.name.clone(),
+                alias: LATEST.to_owned(),
+            }) == Some(id);
+            match chosen.get(&model.name) {
+                Some((true, _)) => {}
+                Some((false, _)) if !current => {}
+                _ => {
+                    chosen.insert(model.name.clone(), (current, model));
+                }
+            }
+        }
+        chosen
+            .into_iter()
+            .filter_map(|(name, (_, model))| Some((name, model.drift.as_ref()?.report())))
+            .collect()
+    }
+
     /// The loaded model only if it is in the cache (never touches the registry).
     pub fn cached(&self, reference: &ModelRef) -> Option<Arc<LoadedModel>> {
         self.cached_id(self.resolve(reference)?)

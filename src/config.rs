@@ -195,6 +195,26 @@ pub struct InferenceConfig {
     /// Requests that may wait for an inference thread before new ones get 503.
     #[arg(long, env = "ML_API_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
+    /// Drift: the sliding window over which each replica compares the features it serves
+    /// with the model's contract (PSI per feature; see `GET /models/{name}/drift`).
+    #[arg(long, env = "ML_API_DRIFT_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub drift_window: Duration,
+    /// Drift: time slots in the window (it slides by window / slots).
+    #[arg(long, env = "ML_API_DRIFT_SLOTS", default_value_t = 10)]
+    pub drift_slots: usize,
+    /// Drift: rows the window must hold before PSI is reported.
+    #[arg(long, env = "ML_API_DRIFT_MIN_SAMPLES", default_value_t = 200)]
+    pub drift_min_samples: u64,
+}
+
+impl InferenceConfig {
+    pub fn drift(&self) -> crate::drift::DriftSettings {
+        crate::drift::DriftSettings {
+            window: self.drift_window,
+            slots: self.drift_slots,
+            min_samples: self.drift_min_samples,
+        }
+    }
 }
 
 /// HTTP server behaviour.

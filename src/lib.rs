@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod http;
 pub mod inference;

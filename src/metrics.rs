@@ -3,6 +3,7 @@
 //! Names follow Prometheus conventions (`ml_api_<thing>_<unit>`, `_total` for counters).
 //! Route labels come from axum's `MatchedPath`, never from raw URIs or request bodies.
 
+use crate::drift::DriftReport;
 use prometheus::{
     exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
     IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -24,6 +25,9 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub predictions: IntCounterVec,
     pub validation_failures: IntCounterVec,
+    pub feature_drift: GaugeVec,
+    pub prediction_drift: GaugeVec,
+    pub drift_samples: IntGaugeVec,
     pub model_load_seconds: GaugeVec,
     pub model_info: IntGaugeVec,
     pub rate_limited: IntCounter,
@@ -96,9 +100,34 @@ impl Metrics {
         let validation_failures = IntCounterVec::new(
             Opts::new(
                 "ml_api_validation_failures_total",
-                "Rejected request fields, by model, feature and reason.",
+                "Request fields that broke a model's schema or contract, by model, feature, \
+                 reason and action (`reject`: refused with 422; `warn`: served under the \
+                 contract's warn policy).",
             ),
-            &["model", "feature", "reason"],
+            &["model", "feature", "reason", "action"],
+        )?;
+        let feature_drift = GaugeVec::new(
+            Opts::new(
+                "ml_api_feature_drift_psi",
+                "Population stability index of a feature over the drift window against the \
+                 model's contract (set once the window holds --drift-min-samples rows).",
+            ),
+            &["model", "feature"],
+        )?;
+        let prediction_drift = GaugeVec::new(
+            Opts::new(
+                "ml_api_prediction_drift_psi",
+                "Population stability index of the predicted label over the drift window \
+                 against the contract's reference.",
+            ),
+            &["model"],
+        )?;
+        let drift_samples = IntGaugeVec::new(
+            Opts::new(
+                "ml_api_drift_window_samples",
+                "Rows in a model's drift window on this replica.",
+            ),
+            &["model"],
         )?;
         let model_load_seconds = GaugeVec::new(
             Opts::new(
@@ -165,6 +194,9 @@ impl Metrics {
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(predictions.clone()))?;
         registry.register(Box::new(validation_failures.clone()))?;
+        registry.register(Box::new(feature_drift.clone()))?;
+        registry.register(Box::new(prediction_drift.clone()))?;
+        registry.register(Box::new(drift_samples.clone()))?;
         registry.register(Box::new(model_load_seconds.clone()))?;
         registry.register(Box::new(model_info.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
@@ -189,6 +221,9 @@ impl Metrics {
             queue_depth,
             predictions,
             validation_failures,
+            feature_drift,
+            prediction_drift,
+            drift_samples,
             model_load_seconds,
             model_info,
             rate_limited,
@@ -205,6 +240,30 @@ impl Metrics {
             inference_seconds: self.inference_duration.with_label_values(&[model]),
             batch_rows: self.batch_rows.with_label_values(&[model]),
             queue_depth: self.queue_depth.with_label_values(&[model]),
+        }
+    }
+
+    /// Sets the drift gauges from the models loaded on this replica (called before a scrape),
+    /// dropping the series of models no longer loaded.
+    pub fn set_drift(&self, reports: &[(String, DriftReport)]) {
+        self.feature_drift.reset();
+        self.prediction_drift.reset();
+        self.drift_samples.reset();
+        for (model, report) in reports {
+            let model = model.as_str();
+            self.drift_samples
+                .with_label_values(&[model])
+                .set(i64::try_from(report.samples).unwrap_or(i64::MAX));
+            for feature in &report.features {
+                if let Some(psi) = feature.psi {
+                    self.feature_drift
+                        .with_label_values(&[model, &feature.feature])
+                        .set(psi);
+                }
+            }
+            if let Some(psi) = report.predictions_psi {
+                self.prediction_drift.with_label_values(&[model]).set(psi);
+            }
         }
     }
 

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     config::InferenceConfig,
+    drift::DriftMonitor,
     inference::{
         batcher::Batching,
         ort::{self as ort_backend, OrtBackend, SessionOptions},
@@ -20,7 +21,7 @@ use crate::{
         Backend, InferenceError,
     },
     metrics::Metrics,
-    model::{decode, FeatureBatch, ModelCard, ModelSchema, Scores},
+    model::{contract::CompiledContract, decode, FeatureBatch, ModelCard, ModelSchema, Scores},
 };
 
 pub struct LoadedModel {
@@ -34,6 +35,10 @@ pub struct LoadedModel {
     /// The registry record it was loaded from, kept so seed 2's `GET /models/{id}?...` is
     /// answered while the registry is unreachable.
     pub record: Option<crate::registry::ModelRecord>,
+    /// The card's feature contract, checked against the schema; None when the card has none.
+    pub contract: Option<CompiledContract>,
+    /// Sliding-window histograms of served features, for drift (with a contract only).
+    pub drift: Option<DriftMonitor>,
     pool: InferencePool,
 }
 
@@ -110,7 +115,7 @@ impl LoadedModel {
         };
         // Session creation is CPU work: keep it off the async threads.
         let card_for_schema = card.clone();
-        let (sessions, schema, inputs) =
+        let (sessions, schema, inputs, contract) =
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let env = ort_backend::environment(&dylib)?;
                 let mut sessions = Vec::with_capacity(workers);
@@ -123,7 +128,12 @@ impl LoadedModel {
                 let signature = signature.context("no inference worker configured")?;
                 let schema =
                     ModelSchema::build(&signature.inputs, &signature.outputs, &card_for_schema)?;
-                Ok((sessions, schema, signature.inputs))
+                let contract = card_for_schema
+                    .contract
+                    .as_ref()
+                    .map(|contract| contract.compile(&schema))
+                    .transpose()?;
+                Ok((sessions, schema, signature.inputs, contract))
             })
             .await??;
         let inputs: Arc<[_]> = inputs.into();
@@ -155,6 +165,9 @@ impl LoadedModel {
             batching,
             metrics.for_model(&name),
         )?;
+        let drift = contract
+            .as_ref()
+            .map(|contract| DriftMonitor::new(contract, config.drift()));
         let mut model = Self {
             name,
             version,
@@ -163,6 +176,8 @@ impl LoadedModel {
             sha256,
             load_seconds: 0.0,
             record: None,
+            contract,
+            drift,
             pool,
         };
         warm_up(&model, workers).await?;

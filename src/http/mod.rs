@@ -1,6 +1,7 @@
 //! The HTTP API: one function assembles every route and layer.
 
 pub mod auth;
+pub mod drift;
 pub mod extract;
 pub mod health;
 pub mod middleware;
@@ -38,6 +39,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .route("/models", post(models::create).get(models::list))
         .route("/models/{id}", get(models::get).delete(models::delete))
         .route("/models/{model}/predict", post(models::predict_with))
+        .route("/models/{model}/drift", get(drift::drift))
         .route("/models/{id}/onnx", get(models::onnx))
         .route(
             "/models/upload",

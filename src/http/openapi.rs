@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{health, models, predict, v2};
+use super::{drift, health, models, predict, v2};
 use crate::{
     error::{ErrorBody, ErrorDetail, FieldError},
     model::{schema::Field, ElementType},
@@ -28,6 +28,7 @@ use crate::{
         models::set_alias,
         models::onnx,
         models::upload,
+        drift::drift,
         v2::server_metadata,
         v2::live,
         v2::ready,
@@ -51,6 +52,9 @@ use crate::{
         health::Health,
         models::Created,
         models::AliasTarget,
+        drift::DriftResponse,
+        crate::drift::DriftReport,
+        crate::drift::FeatureDrift,
         v2::tensor::InferRequest,
         v2::tensor::InputTensor,
         v2::tensor::RequestedOutput,

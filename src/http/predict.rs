@@ -21,7 +21,10 @@ use crate::{
     catalog::CatalogError,
     error::{ApiError, ErrorBody, FieldError},
     inference::InferenceError,
-    model::{decode, Scores},
+    model::{
+        contract::{Action, CompiledContract},
+        decode, FeatureBatch, Scores,
+    },
     models::LoadedModel,
 };
 
@@ -127,12 +130,18 @@ pub async fn score(
     model: &LoadedModel,
     body: &serde_json::Value,
 ) -> Result<Scores, ApiError> {
-    let batch = decode::records(body, state.max_batch_records)
-        .and_then(|records| decode::decode(&model.schema, &records))
-        .map_err(|errors| {
-            count_validation_failures(state, &model.name, &errors);
-            ApiError::validation(errors)
-        })?;
+    let rejected = |errors: Vec<FieldError>| {
+        count_validation_failures(state, &model.name, &errors);
+        ApiError::validation(errors)
+    };
+    let records = decode::records(body, state.max_batch_records).map_err(rejected)?;
+    let batch = decode::decode(&model.schema, &records).map_err(rejected)?;
+    if let Some(contract) = &model.contract {
+        enforce_contract(state, model, contract, &batch, records.is_batch)?;
+        if let Some(drift) = &model.drift {
+            drift.observe(contract, &batch);
+        }
+    }
     let rows = batch.rows;
     let scores = model.infer(batch).await.map_err(|error| match error {
         InferenceError::QueueFull => ApiError::Overloaded,
@@ -146,7 +155,69 @@ pub async fn score(
         .predictions
         .with_label_values(&[&model.name])
         .inc_by(rows as u64);
+    if let Some(drift) = &model.drift {
+        drift.observe_predictions(&scores);
+    }
     Ok(scores)
+}
+
+/// Checks a decoded batch against the model's contract: departures under a `reject` policy
+/// refuse the request with the same field-level 422 as a schema error; under `warn` they are
+/// served, counted and logged. Both are counted by feature, reason and action.
+fn enforce_contract(
+    state: &AppState,
+    model: &LoadedModel,
+    contract: &CompiledContract,
+    batch: &FeatureBatch,
+    is_batch: bool,
+) -> Result<(), ApiError> {
+    let violations = contract.check(batch, decode::MAX_REPORTED_ERRORS);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    for violation in &violations {
+        let feature = model
+            .schema
+            .fields
+            .get(violation.field)
+            .map_or("record", |f| f.name.as_str());
+        state
+            .metrics
+            .validation_failures
+            .with_label_values(&[
+                &model.name,
+                feature,
+                violation.reason,
+                violation.action.as_str(),
+            ])
+            .inc();
+        if violation.action == Action::Reject {
+            let path = if is_batch {
+                format!("[{}].{feature}", violation.row)
+            } else {
+                feature.to_owned()
+            };
+            errors.push(FieldError::new(
+                path,
+                violation.reason,
+                violation.message.clone(),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let first = &violations[0];
+    tracing::warn!(
+        model = %model.name,
+        departures = violations.len(),
+        first_feature = %model.schema.fields.get(first.field).map_or("", |f| f.name.as_str()),
+        first_reason = first.reason,
+        first = %first.message,
+        "served a request outside the model's contract (policy: warn)"
+    );
+    Ok(())
 }
 
 fn count_validation_failures(state: &AppState, model: &str, errors: &[FieldError]) {
@@ -160,7 +231,7 @@ fn count_validation_failures(state: &AppState, model: &str, errors: &[FieldError
         state
             .metrics
             .validation_failures
-            .with_label_values(&[model, feature, error.reason])
+            .with_label_values(&[model, feature, error.reason, "reject"])
             .inc();
     }
 }

@@ -30,6 +30,10 @@ pub struct ModelCard {
     pub batching: Option<BatchingCard>,
     /// Free-form training provenance and metrics.
     pub training: Option<serde_json::Value>,
+    /// What the model saw in training, per input, and the policy for requests that leave it
+    /// (see `crate::model::contract`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<super::Contract>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -3,9 +3,11 @@
 
 pub mod batch;
 pub mod card;
+pub mod contract;
 pub mod decode;
 pub mod schema;
 
 pub use batch::{Column, FeatureBatch, Scores};
 pub use card::ModelCard;
+pub use contract::Contract;
 pub use schema::{ElementType, InputSpec, ModelSchema, OutputSpec};

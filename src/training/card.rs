@@ -7,13 +7,17 @@ use super::design::Encoder;
 use super::graph::{self, Head};
 use super::model::{LinearModel, ModelKind};
 use super::{TrainedModel, TrainingJob, TrainingMetrics};
-use crate::model::card::{FieldCard, ModelCard, UnknownCategory};
+use crate::model::{
+    card::{FieldCard, ModelCard, UnknownCategory},
+    contract::{self, Contract, ContractPolicy, FieldContract},
+};
 
 pub fn finish(
     job: &TrainingJob,
     model: LinearModel,
     classes: &[ClassValue],
     metrics: TrainingMetrics,
+    contract: Contract,
 ) -> TrainedModel {
     let kind = match model.kind {
         ModelKind::Binary => "binary",
@@ -51,7 +55,7 @@ pub fn finish(
                 },
                 Encoder::Categorical { categories } => FieldCard {
                     description: Some(
-                        "categorical feature (one-hot; a value not seen in training counts as none of the categories)"
+                        "categorical feature (one-hot; a category not seen in training is refused under the contract's default policy)"
                             .to_owned(),
                     ),
                     categories: Some(categories.clone()),
@@ -100,6 +104,7 @@ pub fn finish(
         example: Some(example(job)),
         batching: None,
         training: Some(training),
+        contract: Some(contract),
     };
     TrainedModel {
         onnx,
@@ -126,4 +131,31 @@ fn example(job: &TrainingJob) -> Value {
         })
         .collect();
     Value::Object(record)
+}
+
+/// The feature contract of the training rows (`rows`: their indices), with the share of rows
+/// the fitted model gives to each of its `width` output columns.
+pub fn contract(job: &TrainingJob, rows: &[usize], winners: &[usize], width: usize) -> Contract {
+    let fields = job
+        .features
+        .iter()
+        .zip(&job.columns)
+        .map(|(name, column)| {
+            let field = match column {
+                FeatureValues::Numeric(v) => {
+                    FieldContract::numeric(rows.iter().filter_map(|&i| v.get(i).copied()))
+                }
+                FeatureValues::Categorical(v) => FieldContract::categorical(
+                    rows.iter().filter_map(|&i| v.get(i).map(String::as_str)),
+                ),
+            };
+            (name.clone(), field)
+        })
+        .collect();
+    Contract {
+        policy: ContractPolicy::default(),
+        fields,
+        predictions: Some(contract::winner_shares(winners, width)),
+        samples: rows.len() as u64,
+    }
 }

@@ -232,7 +232,20 @@ pub fn train(
             )
         }),
     };
-    Ok(card::finish(job, model, &class_values, metrics))
+    // The contract: what the training rows looked like, and which class the fitted model
+    // picked for them (the reference for prediction drift).
+    let winners: Vec<usize> = model
+        .proba_matrix(&x)
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i)
+        })
+        .collect();
+    let contract = card::contract(job, &train_rows, &winners, class_values.len());
+    Ok(card::finish(job, model, &class_values, metrics, contract))
 }
 
 /// The stratification key of each row: its class, or its combination of labels.

@@ -3,6 +3,7 @@
 mod batching;
 mod child;
 mod cluster;
+mod contract;
 mod helpers;
 mod operations;
 mod predict;

@@ -42,7 +42,7 @@ async fn predict_returns_422_listing_every_offending_field() {
         assert!(!detail["message"].as_str().unwrap().is_empty());
     }
     assert_eq!(
-        app.metric("ml_api_validation_failures_total{feature=\"sexo\",model=\"santander\",reason=\"category\"}").await,
+        app.metric("ml_api_validation_failures_total{action=\"reject\",feature=\"sexo\",model=\"santander\",reason=\"category\"}").await,
         Some(1.0)
     );
     app.stop().await;

@@ -1,0 +1,561 @@
+//! Feature contracts: what a model saw in training, per input, and what happens to a request
+//! that leaves it.
+//!
+//! A contract lives in the model card (`contract`) and travels with the model through the
+//! registry. Training writes it from the training rows; an upload takes it from its card or
+//! profiles the reference sample sent with it; `ml-api contract` profiles any sample.
+//!
+//! Per input it records the kind, whether nulls were seen, the numeric range seen, the
+//! categories seen, and a reference distribution (quantile bins for numbers, frequencies for
+//! categories) that the drift monitor (`crate::drift`) compares live traffic against.
+//!
+//! The card's `fields` rules (min/max/categories with `unknown: reject`) are hard limits and
+//! always refuse a request; a contract is what training saw, and its per-model `policy` says
+//! whether leaving it refuses the request (`reject`) or serves it and counts it (`warn`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::{bail, ensure};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    batch::{Column, FeatureBatch},
+    schema::{ElementType, ModelSchema},
+};
+
+/// Quantile bins per numeric input (deciles).
+pub const NUMERIC_BINS: usize = 10;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contract {
+    #[serde(default)]
+    pub policy: ContractPolicy,
+    /// Per graph input (inputs without an entry are not checked).
+    pub fields: BTreeMap<String, FieldContract>,
+    /// Share of the reference rows whose highest score was each output column: the
+    /// reference for prediction drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<Vec<f64>>,
+    /// Rows the contract was profiled from.
+    #[serde(default)]
+    pub samples: u64,
+}
+
+/// What leaving the contract does, per kind of departure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContractPolicy {
+    /// A category never seen in training.
+    pub category: Action,
+    /// A number outside the range seen in training.
+    pub range: Action,
+    /// A null (missing number) where training had none.
+    pub null: Action,
+}
+
+impl Default for ContractPolicy {
+    /// Unseen categories are refused (the model has no weight for them, so its answer would
+    /// silently ignore the field); numbers beyond the training range are served and counted
+    /// (a linear model extrapolates, which may be fine); nulls never seen are refused.
+    fn default() -> Self {
+        Self {
+            category: Action::Reject,
+            range: Action::Warn,
+            null: Action::Reject,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Refuse the request with a field-level 422.
+    Reject,
+    /// Serve it; count it in `ml_api_validation_failures_total{action="warn"}` and log it.
+    Warn,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Warn => "warn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldContract {
+    #[serde(rename = "type")]
+    pub kind: FeatureKind,
+    /// Whether nulls (NaN) were seen.
+    #[serde(default)]
+    pub nullable: bool,
+    /// Numeric: the range seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Categorical: the reference frequency of each category seen (they sum to 1 with
+    /// `null_fraction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<BTreeMap<String, f64>>,
+    /// Numeric: inner bin edges (quantiles of the reference); bin `i` holds values in
+    /// `(edges[i-1], edges[i]]`, the first bin everything up to `edges[0]`, the last
+    /// everything above the last edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edges: Option<Vec<f64>>,
+    /// Numeric: the reference share of each bin (`edges.len() + 1` values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fractions: Option<Vec<f64>>,
+    /// Share of nulls in the reference.
+    #[serde(default)]
+    pub null_fraction: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureKind {
+    Numeric,
+    Categorical,
+    Boolean,
+}
+
+impl FieldContract {
+    /// Profiles numeric values (NaN = null).
+    pub fn numeric(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut seen: Vec<f64> = Vec::new();
+        let mut nulls = 0usize;
+        for v in values {
+            if v.is_nan() {
+                nulls += 1;
+            } else {
+                seen.push(v);
+            }
+        }
+        seen.sort_by(f64::total_cmp);
+        let total = seen.len() + nulls;
+        let mut edges: Vec<f64> = (1..NUMERIC_BINS)
+            .filter_map(|i| quantile(&seen, i as f64 / NUMERIC_BINS as f64))
+            .collect();
+        edges.dedup();
+        let mut counts = vec![0usize; edges.len() + 1];
+        for &v in &seen {
+            counts[numeric_bin(&edges, v)] += 1;
+        }
+        Self {
+            kind: FeatureKind::Numeric,
+            nullable: nulls > 0,
+            min: seen.first().copied(),
+            max: seen.last().copied(),
+            categories: None,
+            fractions: Some(counts.iter().map(|&c| share(c, total)).collect()),
+            edges: Some(edges),
+            null_fraction: share(nulls, total),
+        }
+    }
+
+    /// Profiles categorical values.
+    pub fn categorical<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut total = 0usize;
+        for v in values {
+            *counts.entry(v.to_owned()).or_default() += 1;
+            total += 1;
+        }
+        Self {
+            kind: FeatureKind::Categorical,
+            nullable: false,
+            min: None,
+            max: None,
+            categories: Some(
+                counts
+                    .into_iter()
+                    .map(|(k, c)| (k, share(c, total)))
+                    .collect(),
+            ),
+            edges: None,
+            fractions: None,
+            null_fraction: 0.0,
+        }
+    }
+
+    fn boolean(values: &[bool]) -> Self {
+        let trues = values.iter().filter(|&&b| b).count();
+        let mut categories = BTreeMap::new();
+        categories.insert(
+            "false".to_owned(),
+            share(values.len() - trues, values.len()),
+        );
+        categories.insert("true".to_owned(), share(trues, values.len()));
+        Self {
+            kind: FeatureKind::Boolean,
+            categories: Some(categories),
+            ..Self::categorical([])
+        }
+    }
+}
+
+impl Contract {
+    /// Profiles a validated batch (e.g. an upload's reference sample), with the scores the
+    /// model gave it.
+    pub fn profile(schema: &ModelSchema, batch: &FeatureBatch, scores: Option<&[usize]>) -> Self {
+        let fields = schema
+            .fields
+            .iter()
+            .zip(&batch.columns)
+            .map(|(field, column)| {
+                let contract = match column {
+                    Column::String(v) => FieldContract::categorical(v.iter().map(String::as_str)),
+                    Column::Float32(v) => FieldContract::numeric(v.iter().map(|&x| f64::from(x))),
+                    Column::Float64(v) => FieldContract::numeric(v.iter().copied()),
+                    Column::Int64(v) => FieldContract::numeric(v.iter().map(|&x| x as f64)),
+                    Column::Int32(v) => FieldContract::numeric(v.iter().map(|&x| f64::from(x))),
+                    Column::Bool(v) => FieldContract::boolean(v),
+                };
+                (field.name.clone(), contract)
+            })
+            .collect();
+        Self {
+            policy: ContractPolicy::default(),
+            fields,
+            predictions: scores.map(|winners| winner_shares(winners, schema.labels.len())),
+            samples: batch.rows as u64,
+        }
+    }
+}
+
+/// Share of rows whose best output column was each column (`width` columns, at least the
+/// largest index seen).
+pub fn winner_shares(winners: &[usize], width: usize) -> Vec<f64> {
+    let width = width.max(winners.iter().max().map_or(0, |m| m + 1));
+    let mut counts = vec![0usize; width];
+    for &w in winners {
+        counts[w] += 1;
+    }
+    counts.iter().map(|&c| share(c, winners.len())).collect()
+}
+
+fn share(count: usize, total: usize) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        count as f64 / total as f64
+    }
+}
+
+/// The `q` quantile of sorted values (nearest rank below, as numpy's `lower`).
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).floor() as usize;
+    sorted.get(index).copied()
+}
+
+/// The bin of `v` among inner `edges`: right-closed, as in the doc of [`FieldContract::edges`].
+pub fn numeric_bin(edges: &[f64], v: f64) -> usize {
+    edges.partition_point(|&edge| edge < v)
+}
+
+/// A contract checked against a model's schema, ready for the request path.
+#[derive(Debug)]
+pub struct CompiledContract {
+    pub policy: ContractPolicy,
+    /// Aligned with `schema.fields` (None: not checked, no drift).
+    pub fields: Vec<Option<CompiledField>>,
+    pub predictions: Option<Vec<f64>>,
+}
+
+#[derive(Debug)]
+pub struct CompiledField {
+    pub name: String,
+    pub nullable: bool,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub bins: Bins,
+    /// Reference share of each bin; the last bin is nulls (numeric) or unseen categories.
+    pub reference: Vec<f64>,
+}
+
+#[derive(Debug)]
+pub enum Bins {
+    /// Value bins from the edges, then one bin for nulls.
+    Numeric { edges: Vec<f64> },
+    /// One bin per known category (in `names` order), then one for unseen categories.
+    Categorical {
+        index: HashMap<String, usize>,
+        names: Vec<String>,
+        known: HashSet<String>,
+    },
+    /// false, true.
+    Boolean,
+}
+
+impl CompiledField {
+    /// Number of histogram bins.
+    pub fn len(&self) -> usize {
+        self.reference.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reference.is_empty()
+    }
+}
+
+/// One departure from the contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub row: usize,
+    pub field: usize,
+    pub reason: &'static str,
+    pub action: Action,
+    pub message: String,
+}
+
+impl Contract {
+    /// Checks the contract against the schema and prepares it for the request path.
+    pub fn compile(&self, schema: &ModelSchema) -> anyhow::Result<CompiledContract> {
+        for name in self.fields.keys() {
+            ensure!(
+                schema.fields.iter().any(|f| &f.name == name),
+                "the contract describes field `{name}`, which is not a graph input"
+            );
+        }
+        let fields = schema
+            .fields
+            .iter()
+            .map(|field| {
+                let Some(contract) = self.fields.get(&field.name) else {
+                    return Ok(None);
+                };
+                compile_field(&field.name, field.element, contract).map(Some)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let (Some(predictions), false) = (&self.predictions, schema.labels.is_empty()) {
+            ensure!(
+                predictions.len() == schema.labels.len(),
+                "the contract has {} prediction shares but the model has {} labels",
+                predictions.len(),
+                schema.labels.len()
+            );
+        }
+        Ok(CompiledContract {
+            policy: self.policy,
+            fields,
+            predictions: self.predictions.clone(),
+        })
+    }
+}
+
+fn compile_field(
+    name: &str,
+    element: ElementType,
+    contract: &FieldContract,
+) -> anyhow::Result<CompiledField> {
+    let expected = match element {
+        ElementType::String => FeatureKind::Categorical,
+        ElementType::Bool => FeatureKind::Boolean,
+        _ => FeatureKind::Numeric,
+    };
+    ensure!(
+        contract.kind == expected,
+        "contract field `{name}`: type {:?} does not match the graph input {}",
+        contract.kind,
+        element.onnx_name()
+    );
+    let (bins, mut reference) = match contract.kind {
+        FeatureKind::Numeric => {
+            let edges = contract.edges.clone().unwrap_or_default();
+            ensure!(
+                edges.windows(2).all(|w| w[0] < w[1]),
+                "contract field `{name}`: edges must be strictly increasing"
+            );
+            let fractions = contract
+                .fractions
+                .clone()
+                .unwrap_or_else(|| vec![0.0; edges.len() + 1]);
+            ensure!(
+                fractions.len() == edges.len() + 1,
+                "contract field `{name}`: {} fractions for {} edges (expected edges + 1)",
+                fractions.len(),
+                edges.len()
+            );
+            (Bins::Numeric { edges }, fractions)
+        }
+        FeatureKind::Categorical | FeatureKind::Boolean => {
+            let categories = contract.categories.clone().unwrap_or_default();
+            if contract.kind == FeatureKind::Boolean {
+                let get = |k: &str| categories.get(k).copied().unwrap_or(0.0);
+                (Bins::Boolean, vec![get("false"), get("true")])
+            } else {
+                if categories.is_empty() {
+                    bail!("contract field `{name}`: a categorical field needs its categories");
+                }
+                let names: Vec<String> = categories.keys().cloned().collect();
+                let index = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.clone(), i))
+                    .collect();
+                let known = names.iter().cloned().collect();
+                let shares = categories.values().copied().collect();
+                (
+                    Bins::Categorical {
+                        index,
+                        names,
+                        known,
+                    },
+                    shares,
+                )
+            }
+        }
+    };
+    // Last bin: nulls for numbers, unseen categories for strings (never seen: share 0).
+    reference.push(match contract.kind {
+        FeatureKind::Numeric => contract.null_fraction,
+        _ => 0.0,
+    });
+    ensure!(
+        reference.iter().all(|f| f.is_finite() && *f >= 0.0),
+        "contract field `{name}`: shares must be finite and non-negative"
+    );
+    Ok(CompiledField {
+        name: name.to_owned(),
+        nullable: contract.nullable,
+        min: contract.min,
+        max: contract.max,
+        bins,
+        reference,
+    })
+}
+
+impl CompiledContract {
+    /// Every departure of `batch` from the contract (at most `limit`).
+    pub fn check(&self, batch: &FeatureBatch, limit: usize) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for (index, (field, column)) in self.fields.iter().zip(&batch.columns).enumerate() {
+            let Some(field) = field else { continue };
+            let mut push = |row: usize, reason: &'static str, action: Action, message: String| {
+                if out.len() < limit {
+                    out.push(Violation {
+                        row,
+                        field: index,
+                        reason,
+                        action,
+                        message,
+                    });
+                }
+            };
+            match (column, &field.bins) {
+                (Column::String(values), Bins::Categorical { known, .. }) => {
+                    for (row, v) in values.iter().enumerate() {
+                        if !known.contains(v) {
+                            push(
+                                row,
+                                "category",
+                                self.policy.category,
+                                format!(
+                                    "`{v}` was never seen in training ({} known categories)",
+                                    known.len()
+                                ),
+                            );
+                        }
+                    }
+                }
+                (Column::Bool(_), _) | (Column::String(_), _) => {}
+                (numeric, _) => {
+                    for_each_number(numeric, |row, v| {
+                        if v.is_nan() {
+                            if !field.nullable {
+                                push(
+                                    row,
+                                    "null",
+                                    self.policy.null,
+                                    "null, but training had no nulls in this field".to_owned(),
+                                );
+                            }
+                            return;
+                        }
+                        let below = field.min.is_some_and(|min| v < min);
+                        let above = field.max.is_some_and(|max| v > max);
+                        if below || above {
+                            push(
+                                row,
+                                "range",
+                                self.policy.range,
+                                format!(
+                                    "{v} is outside the range seen in training [{}, {}]",
+                                    field.min.map_or("-inf".to_owned(), |m| m.to_string()),
+                                    field.max.map_or("inf".to_owned(), |m| m.to_string()),
+                                ),
+                            );
+                        }
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Calls `f(row, value)` for each value of a numeric column (as f64; NaN for nulls).
+pub fn for_each_number(column: &Column, mut f: impl FnMut(usize, f64)) {
+    match column {
+        Column::Float32(v) => v.iter().enumerate().for_each(|(i, &x)| f(i, f64::from(x))),
+        Column::Float64(v) => v.iter().enumerate().for_each(|(i, &x)| f(i, x)),
+        Column::Int64(v) => v.iter().enumerate().for_each(|(i, &x)| f(i, x as f64)),
+        Column::Int32(v) => v.iter().enumerate().for_each(|(i, &x)| f(i, f64::from(x))),
+        Column::String(_) | Column::Bool(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_profile_bins_its_own_values_by_decile() {
+        let values: Vec<f64> = (0..1000).map(f64::from).collect();
+        let field = FieldContract::numeric(values.iter().copied().chain([f64::NAN]));
+        let edges = field.edges.clone().unwrap();
+        assert_eq!(edges.len(), NUMERIC_BINS - 1);
+        let fractions = field.fractions.clone().unwrap();
+        assert_eq!(fractions.len(), NUMERIC_BINS);
+        for f in &fractions {
+            assert!((f - 0.0999).abs() < 0.002, "{fractions:?}");
+        }
+        assert!(field.nullable);
+        assert_eq!((field.min, field.max), (Some(0.0), Some(999.0)));
+        let total: f64 = fractions.iter().sum::<f64>() + field.null_fraction;
+        assert!((total - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_constant_column_gets_one_edge() {
+        let field = FieldContract::numeric([5.0; 50]);
+        assert_eq!(field.edges.as_deref(), Some(&[5.0][..]));
+        assert_eq!(field.fractions.as_deref(), Some(&[1.0, 0.0][..]));
+    }
+
+    #[test]
+    fn bins_are_right_closed() {
+        let edges = [1.0, 2.0];
+        assert_eq!(numeric_bin(&edges, 0.5), 0);
+        assert_eq!(numeric_bin(&edges, 1.0), 0);
+        assert_eq!(numeric_bin(&edges, 1.5), 1);
+        assert_eq!(numeric_bin(&edges, 2.0), 1);
+        assert_eq!(numeric_bin(&edges, 9.0), 2);
+    }
+
+    #[test]
+    fn categorical_profile_and_winner_shares() {
+        let field = FieldContract::categorical(["a", "b", "a", "a"]);
+        let cats = field.categories.unwrap();
+        assert_eq!(cats["a"], 0.75);
+        assert_eq!(cats["b"], 0.25);
+        assert_eq!(winner_shares(&[0, 2, 2, 2], 3), vec![0.25, 0.0, 0.75]);
+    }
+}

@@ -1,0 +1,240 @@
+//! Feature contracts and drift, over HTTP: training records the contract; every prediction
+//! route enforces it (reject or warn); the replica's drift window sees a shifted feature and
+//! only that one.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, spawn_app_with, TestApp};
+
+/// A small deterministic generator (no extra dev-dependency): uniform in [0, 1).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One customer-like row: `x` uniform on [0, 10), `y` on [-1, 1), `colour` 50/30/20 % red,
+/// green, blue; `shift` moves `x` only.
+fn row(rng: &mut Lcg, shift: f64) -> Value {
+    let x = rng.next() * 10.0 + shift;
+    let y = rng.next() * 2.0 - 1.0;
+    let u = rng.next();
+    let colour = if u < 0.5 {
+        "red"
+    } else if u < 0.8 {
+        "green"
+    } else {
+        "blue"
+    };
+    json!({"x": x, "y": y, "colour": colour})
+}
+
+async fn train(app: &TestApp, name: &str) -> Value {
+    let mut rng = Lcg(7);
+    let records: Vec<Value> = (0..800)
+        .map(|_| {
+            let mut r = row(&mut rng, 0.0);
+            let x = r["x"].as_f64().unwrap();
+            let noise = rng.next() - 0.5;
+            r["label"] = json!(if x + noise > 5.0 { "high" } else { "low" });
+            r
+        })
+        .collect();
+    let body = json!({"name": name, "records": records, "target": "label"});
+    let created = app.post_json("/models", &body).await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let id = created["model_id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let record: Value = app
+            .get(&format!("/models/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if record["status"] == "ready" {
+            return record;
+        }
+        assert_ne!(record["status"], "failed", "{record}");
+        assert!(tokio::time::Instant::now() < deadline, "{record}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn training_records_a_contract_and_every_route_enforces_it() {
+    let app = spawn_app_with(|_| {}).await;
+    let record = train(&app, "contracted").await;
+    let id = record["id"].as_str().unwrap();
+
+    let contract = &record["card"]["contract"];
+    assert_eq!(
+        contract["policy"],
+        json!({"category": "reject", "range": "warn", "null": "reject"})
+    );
+    assert_eq!(contract["fields"]["x"]["type"], "numeric");
+    assert_eq!(contract["fields"]["colour"]["type"], "categorical");
+    let colours = contract["fields"]["colour"]["categories"]
+        .as_object()
+        .unwrap();
+    assert_eq!(colours.len(), 3);
+    assert!(
+        (colours["red"].as_f64().unwrap() - 0.5).abs() < 0.06,
+        "{colours:?}"
+    );
+    let x = &contract["fields"]["x"];
+    assert!(x["min"].as_f64().unwrap() >= 0.0 && x["max"].as_f64().unwrap() < 10.0);
+    assert_eq!(x["edges"].as_array().unwrap().len(), 9);
+    assert_eq!(x["fractions"].as_array().unwrap().len(), 10);
+    assert_eq!(contract["predictions"].as_array().unwrap().len(), 2);
+    assert!(contract["samples"].as_u64().unwrap() > 500);
+
+    // An unseen category: the same field-level 422 on each route (V2: the protocol's 400).
+    let purple = json!({"x": 3.0, "y": 0.0, "colour": "purple"});
+    let body = assert_error(
+        app.post_json("/models/contracted/predict", &purple).await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["error"]["details"][0]["field"], "colour");
+    assert_eq!(body["error"]["details"][0]["reason"], "category");
+    let batch = json!([{"x": 1.0, "y": 0.0, "colour": "red"}, purple]);
+    let body = assert_error(
+        app.post_json("/models/contracted/predict", &batch).await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["error"]["details"][0]["field"], "[1].colour");
+    let seed_2 = app
+        .get(&format!("/models/{id}?x=3&y=0&colour=purple"))
+        .await;
+    let body = assert_error(seed_2, 422, "validation").await;
+    assert_eq!(body["error"]["details"][0]["reason"], "category");
+    let v2 = app
+        .post_json(
+            "/v2/models/contracted/infer",
+            &json!({"inputs": [
+                {"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [3.0]},
+                {"name": "y", "shape": [1, 1], "datatype": "FP32", "data": [0.0]},
+                {"name": "colour", "shape": [1, 1], "datatype": "BYTES", "data": ["purple"]}
+            ]}),
+        )
+        .await;
+    assert_eq!(v2.status(), 400);
+    let v2: Value = v2.json().await.unwrap();
+    assert!(v2["error"].as_str().unwrap().contains("colour"), "{v2}");
+
+    // Out of the training range: served under the default `warn` policy, and counted.
+    let far = app
+        .post_json(
+            "/models/contracted/predict",
+            &json!({"x": 250.0, "y": 0.0, "colour": "red"}),
+        )
+        .await;
+    assert_eq!(far.status(), 200);
+    let warned = app
+        .metric(r#"ml_api_validation_failures_total{action="warn",feature="x",model="contracted",reason="range"}"#)
+        .await;
+    assert_eq!(warned, Some(1.0));
+    let rejected = app
+        .metric(r#"ml_api_validation_failures_total{action="reject",feature="colour",model="contracted",reason="category"}"#)
+        .await;
+    assert_eq!(rejected, Some(4.0));
+    app.stop().await;
+}
+
+async fn send(app: &TestApp, rng: &mut Lcg, rows: usize, shift: f64) {
+    for _ in 0..rows / 100 {
+        let batch: Vec<Value> = (0..100).map(|_| row(rng, shift)).collect();
+        let response = app
+            .post_json("/models/drifty/predict", &Value::Array(batch))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+}
+
+fn psi_of(report: &Value, feature: &str) -> f64 {
+    report["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == feature)
+        .and_then(|f| f["psi"].as_f64())
+        .unwrap_or_else(|| panic!("no PSI for {feature}: {report}"))
+}
+
+#[tokio::test]
+async fn drift_stays_low_on_the_training_distribution_and_rises_on_the_shifted_feature_only() {
+    const WINDOW: Duration = Duration::from_secs(3);
+    let app = spawn_app_with(|config| {
+        config.inference.drift_window = WINDOW;
+        config.inference.drift_slots = 3;
+        config.inference.drift_min_samples = 500;
+    })
+    .await;
+    train(&app, "drifty").await;
+    let mut rng = Lcg(12345);
+
+    send(&app, &mut rng, 200, 0.0).await;
+    let report: Value = app.get("/models/drifty/drift").await.json().await.unwrap();
+    assert_eq!(report["samples"], 200);
+    assert!(
+        report["features"][0]["psi"].is_null(),
+        "below min_samples: {report}"
+    );
+
+    send(&app, &mut rng, 1000, 0.0).await;
+    let report: Value = app.get("/models/drifty/drift").await.json().await.unwrap();
+    for feature in ["x", "y", "colour"] {
+        let psi = psi_of(&report, feature);
+        assert!(
+            psi < 0.1,
+            "{feature}: PSI {psi} on the training distribution ({report})"
+        );
+    }
+    let gauge = app
+        .metric(r#"ml_api_feature_drift_psi{feature="x",model="drifty"}"#)
+        .await
+        .expect("the PSI gauge is exported");
+    assert!(gauge < 0.1, "{gauge}");
+
+    // Let the window slide past the first traffic, then shift `x` by a third of its range.
+    tokio::time::sleep(WINDOW + Duration::from_millis(1100)).await;
+    send(&app, &mut rng, 1000, 3.5).await;
+    let report: Value = app.get("/models/drifty/drift").await.json().await.unwrap();
+    assert_eq!(
+        report["samples"], 1000,
+        "only the shifted traffic is in the window"
+    );
+    let x = psi_of(&report, "x");
+    assert!(x > 0.2, "x: PSI {x} after the shift ({report})");
+    for feature in ["y", "colour"] {
+        let psi = psi_of(&report, feature);
+        assert!(psi < 0.1, "{feature}: PSI {psi}, not shifted ({report})");
+    }
+    let predictions = report["predictions_psi"].as_f64().unwrap();
+    assert!(
+        predictions > 0.1,
+        "x drives the label, so the predictions shift too: {predictions}"
+    );
+    let gauge = app
+        .metric(r#"ml_api_feature_drift_psi{feature="x",model="drifty"}"#)
+        .await
+        .unwrap();
+    assert!(gauge > 0.2, "{gauge}");
+
+    // A model without a contract has no drift to report.
+    assert_error(app.get("/models/santander/drift").await, 409, "conflict").await;
+    app.stop().await;
+}
