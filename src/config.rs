@@ -28,6 +28,22 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Run a training worker: takes jobs from the Redis queue, stores models in the registry.
     Worker(Box<WorkerConfig>),
+    /// Profile a sample of records into a model's feature contract (printed as JSON, for the
+    /// `contract` of its card.json or an upload's card).
+    Contract(Box<ContractConfig>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ContractConfig {
+    /// The model's directory (`model.onnx`, optional `card.json`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A JSON file holding an array of records in the shape `POST /predict` takes, drawn from
+    /// the model's training data.
+    #[arg(long)]
+    pub sample: PathBuf,
+    #[command(flatten)]
+    pub inference: InferenceConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -195,6 +211,10 @@ pub struct InferenceConfig {
     /// Requests that may wait for an inference thread before new ones get 503.
     #[arg(long, env = "ML_API_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
+    /// Drift: keep per-feature histograms of served requests for models with a contract
+    /// (`false` turns drift off; contracts are still enforced).
+    #[arg(long = "drift", env = "ML_API_DRIFT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub drift_enabled: bool,
     /// Drift: the sliding window over which each replica compares the features it serves
     /// with the model's contract (PSI per feature; see `GET /models/{name}/drift`).
     #[arg(long, env = "ML_API_DRIFT_WINDOW", default_value = "10m", value_parser = parse_duration)]

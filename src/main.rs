@@ -42,5 +42,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown::signal()).await
         }
         Command::Worker(config) => startup::run_worker(*config, shutdown::signal()).await,
+        Command::Contract(config) => {
+            let contract = startup::profile_contract(&config).await?;
+            println!("{}", serde_json::to_string_pretty(&contract)?);
+            Ok(())
+        }
     }
 }

@@ -21,7 +21,9 @@ use crate::{
         Backend, InferenceError,
     },
     metrics::Metrics,
-    model::{contract::CompiledContract, decode, FeatureBatch, ModelCard, ModelSchema, Scores},
+    model::{
+        contract::CompiledContract, decode, Contract, FeatureBatch, ModelCard, ModelSchema, Scores,
+    },
 };
 
 pub struct LoadedModel {
@@ -75,7 +77,8 @@ pub fn read_model_dir(dir: &Path) -> anyhow::Result<Vec<ModelSource>> {
         .collect()
 }
 
-fn read_model(dir: &Path) -> anyhow::Result<ModelSource> {
+/// Reads one model directory (`model.onnx` and an optional `card.json`).
+pub fn read_model(dir: &Path) -> anyhow::Result<ModelSource> {
     let card_path = dir.join("card.json");
     let card: ModelCard = if card_path.is_file() {
         let text = std::fs::read_to_string(&card_path)?;
@@ -167,6 +170,7 @@ impl LoadedModel {
         )?;
         let drift = contract
             .as_ref()
+            .filter(|_| config.drift_enabled)
             .map(|contract| DriftMonitor::new(contract, config.drift()));
         let mut model = Self {
             name,
@@ -187,6 +191,38 @@ impl LoadedModel {
         model.load_seconds = seconds;
         Ok(model)
     }
+}
+
+impl LoadedModel {
+    /// Profiles a reference sample (records in `POST /predict`'s shape) into a feature
+    /// contract, with the share of rows this model gives each output column. Invalid records
+    /// are refused with their field errors.
+    pub async fn profile(&self, records: &serde_json::Value) -> Result<Contract, ProfileError> {
+        let records = decode::records(records, usize::MAX).map_err(ProfileError::Invalid)?;
+        let batch = decode::decode(&self.schema, &records).map_err(ProfileError::Invalid)?;
+        let scores = self
+            .infer(batch.clone())
+            .await
+            .map_err(|e| ProfileError::Inference(e.to_string()))?;
+        let winners: Vec<usize> = scores
+            .iter_rows()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i)
+            })
+            .collect();
+        Ok(Contract::profile(&self.schema, &batch, Some(&winners)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("the sample does not validate against the model: {0:?}")]
+    Invalid(Vec<crate::error::FieldError>),
+    #[error("the model failed on the sample: {0}")]
+    Inference(String),
 }
 
 /// Runs the card's example (when it has one) through every thread, so the first real request

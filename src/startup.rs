@@ -8,11 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::{Catalog, ModelRef},
-    config::{RegistryConfig, RegistryKind, ServeConfig, WorkerConfig},
+    config::{ContractConfig, RegistryConfig, RegistryKind, ServeConfig, WorkerConfig},
     http::{self, AppState, Lifecycle},
     jobs::{embedded::EmbeddedQueue, redis::RedisQueue, JobQueue},
     metrics::Metrics,
-    models::read_model_dir,
+    model::Contract,
+    models::{read_model, read_model_dir, LoadedModel},
     registry::{embedded::EmbeddedRegistry, redis::RedisRegistry, ModelRegistry},
     worker::{Worker, WorkerSettings},
 };
@@ -235,4 +236,18 @@ pub async fn run_worker(
     stopped.cancel();
     work.await?;
     Ok(())
+}
+
+/// `ml-api contract`: loads one model directory and profiles a sample of its training data
+/// into a feature contract.
+pub async fn profile_contract(config: &ContractConfig) -> anyhow::Result<Contract> {
+    let source = read_model(&config.model)?;
+    let metrics = Metrics::new()?;
+    let model = LoadedModel::load(source, "0".to_owned(), &config.inference, &metrics).await?;
+    let text = tokio::fs::read_to_string(&config.sample)
+        .await
+        .with_context(|| format!("cannot read `{}`", config.sample.display()))?;
+    let sample: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not JSON", config.sample.display()))?;
+    Ok(model.profile(&sample).await?)
 }

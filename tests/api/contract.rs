@@ -234,7 +234,19 @@ async fn drift_stays_low_on_the_training_distribution_and_rises_on_the_shifted_f
         .unwrap();
     assert!(gauge > 0.2, "{gauge}");
 
-    // A model without a contract has no drift to report.
-    assert_error(app.get("/models/santander/drift").await, 409, "conflict").await;
+    // The bundled model carries the contract of its training rows; an unknown model is a 404.
+    let santander: Value = app
+        .get("/models/santander/drift")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        santander["features"].as_array().unwrap().len(),
+        20,
+        "{santander}"
+    );
+    assert_eq!(santander["samples"], 0);
+    assert_error(app.get("/models/nope/drift").await, 404, "not_found").await;
     app.stop().await;
 }
