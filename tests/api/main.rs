@@ -4,6 +4,7 @@ mod batching;
 mod child;
 mod cluster;
 mod helpers;
+mod import;
 mod operations;
 mod predict;
 mod process;
