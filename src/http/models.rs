@@ -23,7 +23,7 @@ use super::{
 use crate::{
     catalog::ModelRef,
     error::{ApiError, ErrorBody, FieldError},
-    model::{decode, ModelCard},
+    model::ModelCard,
     models::ModelSource,
     onnx_import::{self, Reference},
     registry::{ListQuery, ModelRecord, ModelStatus, Page},
@@ -454,7 +454,7 @@ pub async fn upload(
     })
     .await
     .map_err(anyhow::Error::from)??;
-    let class_values = label_zipmap_output(&mut card, &imported.zipmaps);
+    let class_values = onnx_import::label_card(&mut card, &imported.zipmaps);
     let source = ModelSource {
         name: name.clone(),
         card: card.clone(),
@@ -474,7 +474,7 @@ pub async fn upload(
         })?
         .map_err(|error| unservable(format!("{error:#}")))?;
     if let Some(reference) = &upload.reference {
-        check_reference(&loaded, reference).await?;
+        reference.check(&loaded).await?;
     }
     let mut record = ModelRecord::new(&name, "uploaded", ModelStatus::Ready);
     record.labels = loaded.schema.labels.clone();
@@ -501,61 +501,6 @@ pub async fn upload(
 
 /// How long an upload may take to load and warm up before it is refused.
 const UPLOAD_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Points the card at the normalised ZipMap output and names its columns with the class
-/// labels, where the uploaded card says nothing else. Returns the class values (JSON strings
-/// or integers) when the labels came from the ZipMap.
-fn label_zipmap_output(
-    card: &mut ModelCard,
-    zipmaps: &[onnx_import::ZipMapOutput],
-) -> Option<Vec<Value>> {
-    let zipmap = match &card.output {
-        Some(output) => zipmaps.iter().find(|z| &z.output == output),
-        None => zipmaps.first(),
-    }?;
-    card.output.get_or_insert_with(|| zipmap.output.clone());
-    if !card.labels.is_empty() {
-        return None;
-    }
-    card.labels.clone_from(&zipmap.classes);
-    Some(zipmap.class_values.clone())
-}
-
-/// Scores the reference records (validated like `/predict` records) and compares the scores
-/// with the reference's outputs.
-async fn check_reference(
-    model: &crate::models::LoadedModel,
-    reference: &Reference,
-) -> Result<(), ApiError> {
-    let records = decode::Records {
-        items: reference.inputs.iter().collect(),
-        is_batch: true,
-    };
-    let batch = decode::decode(&model.schema, &records).map_err(|errors| {
-        let errors = errors
-            .into_iter()
-            .map(|e| FieldError {
-                field: format!("reference.inputs{}", e.field),
-                ..e
-            })
-            .collect();
-        ApiError::validation(errors)
-    })?;
-    let scores = model.infer(batch).await.map_err(|error| {
-        ApiError::validation(vec![FieldError::new(
-            "reference",
-            "unservable",
-            format!("the model cannot score the reference records: {error}"),
-        )])
-    })?;
-    match reference.compare(&scores) {
-        Ok(None) => Ok(()),
-        Ok(Some(difference)) => Err(ApiError::validation(vec![
-            difference.to_field_error(reference.tolerance, &model.schema.labels)
-        ])),
-        Err(error) => Err(ApiError::validation(vec![error])),
-    }
-}
 
 /// The parts of an upload, read and (for `reference`) parsed.
 #[derive(Default)]

@@ -24,6 +24,7 @@ pub use reference::{Difference, Reference};
 
 use crate::{
     error::{ApiError, FieldError},
+    model::ModelCard,
     training::onnx as writer,
 };
 use proto::{GraphView, ModelView, NodeView};
@@ -334,6 +335,22 @@ fn zipmap_edits(
         edits.add_opsets.push(opset.encode_to_vec());
     }
     Ok((edits, zipmaps))
+}
+
+/// Points the card at the first normalised ZipMap output (or the one it names) and names its
+/// columns with the class labels, where the uploaded card says nothing else. Returns the class
+/// values (JSON strings, or integers) when the labels came from the ZipMap.
+pub fn label_card(card: &mut ModelCard, zipmaps: &[ZipMapOutput]) -> Option<Vec<Value>> {
+    let zipmap = match &card.output {
+        Some(output) => zipmaps.iter().find(|z| &z.output == output),
+        None => zipmaps.first(),
+    }?;
+    card.output.get_or_insert_with(|| zipmap.output.clone());
+    if !card.labels.is_empty() {
+        return None;
+    }
+    card.labels.clone_from(&zipmap.classes);
+    Some(zipmap.class_values.clone())
 }
 
 fn zipmap_labels(node: &NodeView) -> Option<(Vec<String>, Vec<Value>)> {

@@ -5,7 +5,11 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{error::FieldError, model::Scores};
+use crate::{
+    error::{ApiError, FieldError},
+    model::{decode, Scores},
+    models::LoadedModel,
+};
 
 /// Absolute tolerance when the reference gives none.
 pub const DEFAULT_TOLERANCE: f64 = 1e-4;
@@ -71,6 +75,39 @@ impl Reference {
             ));
         }
         Ok(reference)
+    }
+
+    /// Scores the records with `model` (validated like `/predict` records, field paths under
+    /// `reference.inputs`) and refuses with the largest difference when it is over tolerance.
+    pub async fn check(&self, model: &LoadedModel) -> Result<(), ApiError> {
+        let records = decode::Records {
+            items: self.inputs.iter().collect(),
+            is_batch: true,
+        };
+        let batch = decode::decode(&model.schema, &records).map_err(|errors| {
+            let errors = errors
+                .into_iter()
+                .map(|e| FieldError {
+                    field: format!("reference.inputs{}", e.field),
+                    ..e
+                })
+                .collect();
+            ApiError::validation(errors)
+        })?;
+        let scores = model.infer(batch).await.map_err(|error| {
+            ApiError::validation(vec![FieldError::new(
+                "reference",
+                "unservable",
+                format!("the model cannot score the reference records: {error}"),
+            )])
+        })?;
+        match self.compare(&scores) {
+            Ok(None) => Ok(()),
+            Ok(Some(difference)) => Err(ApiError::validation(vec![
+                difference.to_field_error(self.tolerance, &model.schema.labels)
+            ])),
+            Err(error) => Err(ApiError::validation(vec![error])),
+        }
     }
 
     /// The largest absolute difference between `scores` and the expected outputs (`None`

@@ -218,3 +218,30 @@ fn graphs_over_the_node_limit_are_refused() {
     );
     assert_eq!(error.reason(), "size");
 }
+
+#[test]
+fn the_card_takes_the_zipmap_output_and_labels_only_where_it_says_nothing() {
+    let zipmaps = inspect(fixture("import/iris_ints.onnx"), &Limits::default())
+        .unwrap()
+        .zipmaps;
+    let mut empty = crate::model::ModelCard::default();
+    let values = super::label_card(&mut empty, &zipmaps);
+    assert_eq!(empty.output.as_deref(), Some("output_probability"));
+    assert_eq!(empty.labels, ["0", "1", "2"]);
+    assert_eq!(values, Some(vec![json!(0), json!(1), json!(2)]));
+
+    let mut named = crate::model::ModelCard {
+        labels: vec!["a".into(), "b".into(), "c".into()],
+        ..Default::default()
+    };
+    assert_eq!(super::label_card(&mut named, &zipmaps), None);
+    assert_eq!(named.labels, ["a", "b", "c"], "the uploader's labels win");
+    assert_eq!(named.output.as_deref(), Some("output_probability"));
+
+    let mut elsewhere = crate::model::ModelCard {
+        output: Some("scores".into()),
+        ..Default::default()
+    };
+    assert_eq!(super::label_card(&mut elsewhere, &zipmaps), None);
+    assert!(elsewhere.labels.is_empty());
+}
