@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod models;
+pub mod onnx_import;
 pub mod registry;
 pub mod shutdown;
 pub mod startup;

@@ -25,6 +25,7 @@ use crate::{
     error::{ApiError, ErrorBody, FieldError},
     model::ModelCard,
     models::ModelSource,
+    onnx_import::{self, Reference},
     registry::{ListQuery, ModelRecord, ModelStatus, Page},
     training::TrainingRequest,
 };
@@ -395,16 +396,24 @@ pub async fn onnx(
 }
 
 /// Bring your own ONNX model: `multipart/form-data` with a `model` part (the `.onnx` file), an
-/// optional `card` part (JSON model card) and an optional `name` part. The model is loaded and
-/// warmed up (on its card's example) before it is stored: a graph ml-api cannot serve is a 422
-/// saying why, and is never stored.
+/// optional `card` part (JSON model card), an optional `name` part and an optional `reference`
+/// part (`{"inputs": [records], "outputs": [[scores]], "tolerance": 1e-4}`).
+///
+/// Before ONNX Runtime sees the file it is decoded and checked: opsets ONNX Runtime 1.31.1
+/// implements, standard `ai.onnx` / `ai.onnx.ml` operators only, no external data, at most
+/// 50,000 nodes. A `ZipMap` output (scikit-learn's list of maps) is rewritten into its float
+/// `[N, K]` probability tensor, and its class labels become the card's `labels` (and `output`)
+/// when the card gives none. The model is then loaded and warmed up (on its card's example),
+/// and the reference records, when sent, are scored and compared. A refused upload is a 422
+/// naming the part (`model`, `card`, `reference`) and the reason (`format`, `opset`,
+/// `operator`, `external_data`, `size`, `unservable`, `mismatch`), and is never stored.
 #[utoipa::path(post, path = "/models/upload", tag = "models",
-    request_body(content = String, description = "multipart/form-data: `model` (ONNX file), `card` (JSON, optional), `name` (optional)", content_type = "multipart/form-data"),
+    request_body(content = String, description = "multipart/form-data: `model` (ONNX file), `card` (JSON, optional), `name` (optional), `reference` (JSON `{\"inputs\": [records], \"outputs\": [[number]], \"tolerance\": number}`, optional; default tolerance 1e-4, absolute)", content_type = "multipart/form-data"),
     responses((status = 201, description = "Stored and ready", body = Created),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 400, description = "Malformed multipart body", body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-              (status = 422, description = "Not a model ml-api can serve", body = ErrorBody),
+              (status = 422, description = "Not a model ml-api accepts or can serve, or its outputs differ from the reference (`details`: the part, the reason and, for `mismatch`, the largest difference with its record and column)", body = ErrorBody),
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
@@ -421,39 +430,58 @@ pub async fn upload(
                 rejection.body_text()
             )),
         })?;
-    let upload = read_upload(multipart, state.max_upload_bytes).await?;
-    let card: ModelCard = match upload.card {
-        Some(text) => serde_json::from_slice(&text).map_err(|e| {
+    let upload = read_upload(multipart, state.max_upload_bytes, state.max_batch_records).await?;
+    let mut card: ModelCard = match &upload.card {
+        Some(text) => serde_json::from_slice(text).map_err(|e| {
             ApiError::validation(vec![FieldError::new("card", "format", e.to_string())])
         })?,
         None => ModelCard::default(),
     };
-    let name = match upload.name {
-        Some(name) => model_name(Some(Value::String(name)))?,
+    let name = match &upload.name {
+        Some(name) => model_name(Some(Value::String(name.clone())))?,
         None => model_name(card.name.clone().map(Value::String))?,
     };
-    let bytes = upload.model.ok_or_else(|| {
+    let bytes = upload.model.clone().ok_or_else(|| {
         ApiError::validation(vec![FieldError::new(
             "model",
             "missing",
             "the `model` part (an ONNX file) is required",
         )])
     })?;
+    // Decoding is CPU work on up to `max_upload_bytes`: off the async threads.
+    let imported = tokio::task::spawn_blocking(move || {
+        onnx_import::inspect(bytes.to_vec(), &onnx_import::Limits::default())
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    let class_values = onnx_import::label_card(&mut card, &imported.zipmaps);
     let source = ModelSource {
         name: name.clone(),
         card: card.clone(),
-        bytes: bytes.to_vec(),
+        bytes: imported.bytes.clone(),
     };
-    let loaded = state.catalog.check(source).await.map_err(|error| {
-        ApiError::validation(vec![FieldError::new(
-            "model",
-            "unservable",
-            format!("{error:#}"),
-        )])
-    })?;
+    let unservable = |message: String| {
+        ApiError::validation(vec![FieldError::new("model", "unservable", message)])
+    };
+    // Session creation runs on a blocking thread (a panic there is an error, not a crash);
+    // a load that never finishes is answered instead of holding the request forever.
+    let loaded = tokio::time::timeout(UPLOAD_LOAD_TIMEOUT, state.catalog.check(source))
+        .await
+        .map_err(|_| {
+            unservable(format!(
+                "ONNX Runtime did not load and warm up the model within {UPLOAD_LOAD_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|error| unservable(format!("{error:#}")))?;
+    if let Some(reference) = &upload.reference {
+        reference.check(&loaded).await?;
+    }
     let mut record = ModelRecord::new(&name, "uploaded", ModelStatus::Ready);
     record.labels = loaded.schema.labels.clone();
-    record.class_values = record.labels.iter().cloned().map(Value::String).collect();
+    record.class_values = match class_values {
+        Some(values) => values,
+        None => record.labels.iter().cloned().map(Value::String).collect(),
+    };
     record.columns = loaded
         .schema
         .fields
@@ -461,26 +489,32 @@ pub async fn upload(
         .map(|f| f.name.clone())
         .collect();
     record.sha256 = Some(loaded.sha256.clone());
-    record.size_bytes = Some(bytes.len() as u64);
+    record.size_bytes = Some(imported.bytes.len() as u64);
     record.card = Some(card);
     let registry = state.catalog.registry();
-    let record = registry.create(record, Some(bytes)).await?;
+    let record = registry.create(record, Some(imported.bytes.into())).await?;
     registry
         .set_alias(&record.name, crate::catalog::LATEST, record.id)
         .await?;
     Ok(created(record))
 }
 
+/// How long an upload may take to load and warm up before it is refused.
+const UPLOAD_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The parts of an upload, read and (for `reference`) parsed.
 #[derive(Default)]
-struct Upload {
-    model: Option<bytes::Bytes>,
-    card: Option<bytes::Bytes>,
-    name: Option<String>,
+pub struct Upload {
+    pub model: Option<bytes::Bytes>,
+    pub card: Option<bytes::Bytes>,
+    pub name: Option<String>,
+    pub reference: Option<Reference>,
 }
 
 async fn read_upload(
     mut multipart: axum::extract::Multipart,
     limit: usize,
+    max_records: usize,
 ) -> Result<Upload, ApiError> {
     let mut upload = Upload::default();
     loop {
@@ -495,11 +529,16 @@ async fn read_upload(
             "model" => upload.model = Some(data),
             "card" => upload.card = Some(data),
             "name" => upload.name = Some(String::from_utf8_lossy(&data).trim().to_owned()),
+            "reference" => {
+                let reference = Reference::parse(&data, max_records)
+                    .map_err(|error| ApiError::validation(vec![error]))?;
+                upload.reference = Some(reference);
+            }
             other => {
                 return Err(ApiError::validation(vec![FieldError::new(
                     other,
                     "unknown",
-                    "expected the parts `model`, `card` and `name`",
+                    "expected the parts `model`, `card`, `name` and `reference`",
                 )]))
             }
         }

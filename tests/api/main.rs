@@ -5,6 +5,7 @@ mod child;
 mod cluster;
 mod contract;
 mod helpers;
+mod import;
 mod operations;
 mod predict;
 mod process;
