@@ -475,6 +475,25 @@ pub async fn upload(
         .map_err(|error| unservable(format!("{error:#}")))?;
     if let Some(reference) = &upload.reference {
         reference.check(&loaded).await?;
+        // No contract in the card: the reference records are the sample it is profiled from.
+        if card.contract.is_none() {
+            let sample = Value::Array(
+                reference
+                    .inputs
+                    .iter()
+                    .cloned()
+                    .map(Value::Object)
+                    .collect(),
+            );
+            let contract = loaded.profile(&sample).await.map_err(|error| {
+                ApiError::validation(vec![FieldError::new(
+                    "reference",
+                    "unservable",
+                    error.to_string(),
+                )])
+            })?;
+            card.contract = Some(contract);
+        }
     }
     let mut record = ModelRecord::new(&name, "uploaded", ModelStatus::Ready);
     record.labels = loaded.schema.labels.clone();

@@ -186,6 +186,39 @@ async fn an_upload_is_stored_when_its_outputs_match_its_reference() {
     });
     let response = upload(&app, fixture("iris_strings.onnx"), "iris", Some(&reference)).await;
     assert_eq!(response.status(), 201);
+
+    // With no contract in the card, the reference records are profiled into one.
+    let created: Value = response.json().await.unwrap();
+    let id = created["model_id"].as_str().unwrap();
+    let record: Value = app
+        .get(&format!("/models/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let contract = &record["card"]["contract"];
+    let records = expected["records"].as_array().unwrap();
+    assert_eq!(contract["samples"], records.len(), "{contract}");
+    let petal = &contract["fields"]["petal_width"];
+    assert_eq!(petal["type"], "numeric");
+    let widths: Vec<f64> = records
+        .iter()
+        .map(|r| r["petal_width"].as_f64().unwrap())
+        .collect();
+    let (min, max) = widths
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &w| (lo.min(w), hi.max(w)));
+    assert!(
+        (petal["min"].as_f64().unwrap() - min).abs() < 1e-6,
+        "{petal}"
+    );
+    assert!(
+        (petal["max"].as_f64().unwrap() - max).abs() < 1e-6,
+        "{petal}"
+    );
+    assert_eq!(contract["predictions"].as_array().unwrap().len(), 3);
+    let drift: Value = app.get("/models/iris/drift").await.json().await.unwrap();
+    assert_eq!(drift["features"].as_array().unwrap().len(), 4, "{drift}");
     app.stop().await;
 }
 
