@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod models;
+pub mod quota;
 pub mod registry;
 pub mod shutdown;
 pub mod startup;

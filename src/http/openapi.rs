@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{health, models, predict, v2};
+use super::{health, keys, models, predict, v2};
 use crate::{
     error::{ErrorBody, ErrorDetail, FieldError},
     model::{schema::Field, ElementType},
@@ -37,6 +37,9 @@ use crate::{
         v2::model_version_ready,
         v2::infer,
         v2::infer_version,
+        keys::create,
+        keys::list,
+        keys::delete,
         health::healthz,
         health::readyz,
         health::metrics
@@ -58,12 +61,16 @@ use crate::{
         v2::tensor::OutputTensor,
         crate::registry::ModelRecord,
         crate::registry::ModelStatus,
-        crate::registry::Progress
+        crate::registry::Progress,
+        keys::CreatedKey,
+        keys::KeyList,
+        crate::quota::ApiKey
     )),
     tags(
         (name = "predict", description = "Predictions with the default model"),
         (name = "models", description = "Training, the model registry, and predictions by model"),
         (name = "v2", description = "Open Inference Protocol (KServe V2) over REST, for every registry model"),
+        (name = "keys", description = "API keys with per-key quotas shared by every replica (admin)"),
         (name = "operations", description = "Probes and metrics")
     )
 )]
