@@ -18,6 +18,21 @@ use crate::{
     quota::{ApiKey, KeySpec},
 };
 
+/// The body of `POST /keys` (documentation: the handler validates it field by field).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateKey {
+    /// Unique; the key's label in metrics.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "team-a")]
+    name: String,
+    /// Sustained requests per second, shared by every replica.
+    #[schema(minimum = 0.001, maximum = 1000000, example = 50)]
+    rate_per_s: f64,
+    /// Requests allowed at once above the rate. Default: the rate rounded up.
+    #[schema(minimum = 1, maximum = 100000, example = 10)]
+    burst: Option<u32>,
+}
+
 /// A new key, with its plaintext: store it now, it is never shown again.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedKey {
@@ -39,10 +54,12 @@ pub struct KeyList {
 /// Create an API key limited to `rate_per_s` requests per second (with bursts of `burst`)
 /// across every replica. The answer carries the key itself, shown once.
 #[utoipa::path(post, path = "/keys", tag = "keys",
-    request_body(content = Object, description = "`name` (1 to 64 letters, digits, `-`, `_` or `.`; unique), `rate_per_s` (above 0), optional `burst` (1 or more; default: the rate rounded up).", content_type = "application/json",
-        example = json!({"name": "team-a", "rate_per_s": 50, "burst": 10})),
+    request_body(content = CreateKey, content_type = "application/json"),
     responses((status = 201, description = "Created; `key` is shown only here", body = CreatedKey),
               (status = 400, description = "Malformed JSON", body = ErrorBody),
+              (status = 413, description = "Body over the size limit", body = ErrorBody),
+              (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+              (status = 429, description = "Rate limit exceeded", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 409, description = "A key of that name exists", body = ErrorBody),
               (status = 422, description = "Invalid field", body = ErrorBody),
@@ -74,6 +91,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/keys", tag = "keys",
     responses((status = 200, body = KeyList),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, description = "Rate limit exceeded", body = ErrorBody),
               (status = 503, description = "Key store unavailable", body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<KeyList>, ApiError> {
     Ok(Json(KeyList {
@@ -88,6 +106,7 @@ pub async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<K
     responses((status = 204, description = "Revoked"),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody),
+              (status = 429, description = "Rate limit exceeded", body = ErrorBody),
               (status = 503, description = "Key store unavailable", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -142,12 +161,16 @@ fn key_spec(body: &Value) -> Result<KeySpec, Vec<FieldError>> {
             None
         }
         Some(Value::Number(number)) => match number.as_f64() {
-            Some(rate) if rate > 0.0 && rate <= KeySpec::MAX_RATE => Some(rate),
+            Some(rate) if (KeySpec::MIN_RATE..=KeySpec::MAX_RATE).contains(&rate) => Some(rate),
             _ => {
                 errors.push(FieldError::new(
                     "rate_per_s",
                     "range",
-                    format!("above 0 and at most {}", KeySpec::MAX_RATE),
+                    format!(
+                        "from {} to {} requests per second",
+                        KeySpec::MIN_RATE,
+                        KeySpec::MAX_RATE
+                    ),
                 ));
                 None
             }
@@ -158,7 +181,9 @@ fn key_spec(body: &Value) -> Result<KeySpec, Vec<FieldError>> {
         }
     };
     let burst = match fields.get("burst") {
-        None | Some(Value::Null) => rate.map(|rate| (rate.ceil() as u32).max(1)),
+        None | Some(Value::Null) => {
+            rate.map(|rate| (rate.ceil() as u32).clamp(1, KeySpec::MAX_BURST))
+        }
         Some(Value::Number(number)) => match number.as_u64() {
             Some(burst) if (1..=u64::from(KeySpec::MAX_BURST)).contains(&burst) => {
                 u32::try_from(burst).ok()

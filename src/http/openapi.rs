@@ -62,6 +62,7 @@ use crate::{
         crate::registry::ModelRecord,
         crate::registry::ModelStatus,
         crate::registry::Progress,
+        keys::CreateKey,
         keys::CreatedKey,
         keys::KeyList,
         crate::quota::ApiKey

@@ -51,8 +51,11 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
+    /// One request per 1,000 s: slower rates are not a quota anyone needs, and the bounds
+    /// keep every bucket's full-refill time (burst / rate) far from overflowing.
+    pub const MIN_RATE: f64 = 0.001;
     pub const MAX_RATE: f64 = 1_000_000.0;
-    pub const MAX_BURST: u32 = 1_000_000;
+    pub const MAX_BURST: u32 = 100_000;
 
     /// A new key for this spec: its record, and the plaintext to hand to the client once.
     pub fn issue(&self) -> Result<(ApiKey, String), QuotaError> {
