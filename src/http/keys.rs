@@ -20,17 +20,16 @@ use crate::{
 
 /// The body of `POST /keys` (documentation: the handler validates it field by field).
 #[derive(Debug, ToSchema)]
-#[allow(dead_code)]
 pub struct CreateKey {
     /// Unique; the key's label in metrics.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "team-a")]
-    name: String,
+    pub name: String,
     /// Sustained requests per second, shared by every replica.
     #[schema(minimum = 0.001, maximum = 1000000, example = 50)]
-    rate_per_s: f64,
+    pub rate_per_s: f64,
     /// Requests allowed at once above the rate. Default: the rate rounded up.
     #[schema(minimum = 1, maximum = 100000, example = 10)]
-    burst: Option<u32>,
+    pub burst: Option<u32>,
 }
 
 /// A new key, with its plaintext: store it now, it is never shown again.
