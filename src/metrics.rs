@@ -208,15 +208,15 @@ impl Metrics {
         }
     }
 
-    /// The registry, for modules that register their own metrics (e.g. `quota::metrics`).
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> anyhow::Result<String> {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         Ok(String::from_utf8(buffer)?)
+    }
+
+    /// The registry, for modules that register their own metrics (e.g. `quota::metrics`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }

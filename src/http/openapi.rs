@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{health, keys, models, predict, v2};
+use super::{health, models, predict, v2};
 use crate::{
     error::{ErrorBody, ErrorDetail, FieldError},
     model::{schema::Field, ElementType},
@@ -37,9 +37,9 @@ use crate::{
         v2::model_version_ready,
         v2::infer,
         v2::infer_version,
-        keys::create,
-        keys::list,
-        keys::delete,
+        super::keys::create,
+        super::keys::list,
+        super::keys::delete,
         health::healthz,
         health::readyz,
         health::metrics
@@ -51,6 +51,10 @@ use crate::{
         ErrorBody,
         ErrorDetail,
         FieldError,
+        super::keys::CreateKey,
+        super::keys::CreatedKey,
+        super::keys::KeyList,
+        crate::quota::ApiKey,
         health::Health,
         models::Created,
         models::AliasTarget,
@@ -61,11 +65,7 @@ use crate::{
         v2::tensor::OutputTensor,
         crate::registry::ModelRecord,
         crate::registry::ModelStatus,
-        crate::registry::Progress,
-        keys::CreateKey,
-        keys::CreatedKey,
-        keys::KeyList,
-        crate::quota::ApiKey
+        crate::registry::Progress
     )),
     tags(
         (name = "predict", description = "Predictions with the default model"),

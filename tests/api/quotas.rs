@@ -81,6 +81,18 @@ async fn admins_create_list_and_revoke_keys_whose_plaintext_is_shown_once() {
     let app = spawn_app_with(with_admin).await;
     let body = json!({"name": "team-a", "rate_per_s": 5, "burst": 10});
 
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    for (path, method) in [
+        ("/keys", "post"),
+        ("/keys", "get"),
+        ("/keys/{id}", "delete"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is documented"
+        );
+    }
+
     let anonymous = app.post_json("/keys", &body).await;
     assert_error(anonymous, 401, "unauthorized").await;
     let invalid = create_key(
