@@ -13,7 +13,6 @@ use crate::{
     jobs::{embedded::EmbeddedQueue, redis::RedisQueue, JobQueue},
     metrics::Metrics,
     models::read_model_dir,
-    quota::{metrics::QuotaMetrics, QuotaSettings, Quotas},
     registry::{embedded::EmbeddedRegistry, redis::RedisRegistry, ModelRegistry},
     worker::{Worker, WorkerSettings},
 };
@@ -177,7 +176,11 @@ pub fn connect_registry(config: &RegistryConfig) -> anyhow::Result<Arc<dyn Model
 }
 
 /// API keys and quotas: in Redis with `--registry redis`, else in memory.
-pub fn connect_quotas(config: &ServeConfig, metrics: &Metrics) -> anyhow::Result<Arc<Quotas>> {
+pub fn connect_quotas(
+    config: &ServeConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<crate::quota::Quotas>> {
+    use crate::quota::{metrics::QuotaMetrics, QuotaSettings, Quotas};
     let settings = QuotaSettings::from(&config.quota);
     let metrics = QuotaMetrics::new(metrics.registry())?;
     Ok(Arc::new(match config.registry.registry {
