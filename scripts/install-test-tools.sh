@@ -3,6 +3,7 @@
 #   - ONNX Runtime shared library (from the PyPI wheel): scripts/fetch-onnxruntime.sh
 #   - headless Chromium (Debian) for the offline Swagger UI check
 #   - redis-server (Debian): tests start their own, on a free loopback port
+#   - nginx (Debian): the quota test runs the ingress configuration in front of two replicas
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi

@@ -178,6 +178,8 @@ pub struct ServeConfig {
     pub http: HttpConfig,
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
+    #[command(flatten)]
+    pub quota: QuotaConfig,
 }
 
 /// ONNX Runtime settings.
@@ -295,6 +297,26 @@ pub struct RateLimitConfig {
         default_value = "127.0.0.1/32,::1/128"
     )]
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Per-key quotas: API keys created with `POST /keys`, each with its own rate and burst,
+/// shared by every replica through Redis (in memory with the embedded registry).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "API keys and quotas")]
+pub struct QuotaConfig {
+    /// Longest wait for Redis on a request's quota check; past it (or when Redis is
+    /// unreachable) the replica decides alone, with a local limit.
+    #[arg(long, env = "ML_API_QUOTA_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+    /// How long a replica trusts its cached copy of a key (a revoked key may be accepted by
+    /// other replicas for this long).
+    #[arg(long, env = "ML_API_QUOTA_KEY_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub key_cache_ttl: Duration,
+    /// While Redis is unreachable, each replica allows a key its rate divided by this (set it
+    /// to the replica count to keep the total near the key's rate; 1 lets every replica
+    /// allow the full rate).
+    #[arg(long, env = "ML_API_QUOTA_FALLBACK_REPLICAS", default_value_t = 1)]
+    pub fallback_replicas: u32,
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.

@@ -56,6 +56,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("the admin API key is not valid")]
     Forbidden,
+    #[error("the API key is not valid (unknown or revoked)")]
+    InvalidApiKey,
     #[error("rate limit exceeded: retry in {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
     #[error("server is at capacity, retry shortly")]
@@ -89,6 +91,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::Timeout(_) | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -108,6 +111,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::InvalidApiKey => "invalid_api_key",
             Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::Timeout(_) => "timeout",

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod onnx_import;
+pub mod quota;
 pub mod registry;
 pub mod shutdown;
 pub mod startup;

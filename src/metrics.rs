@@ -273,4 +273,9 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         Ok(String::from_utf8(buffer)?)
     }
+
+    /// The registry, for modules that register their own metrics (e.g. `quota::metrics`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
 }

@@ -78,6 +78,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot load the default model `{default_model}`"))?;
         catalog.spawn_sync(config.registry.reconcile_interval, stopped.clone());
+        let quotas = connect_quotas(&config, &metrics)?;
         let state = AppState {
             catalog,
             jobs,
@@ -88,6 +89,7 @@ impl Application {
             max_batch_records: config.http.max_batch_records,
             max_upload_bytes: config.http.max_upload_bytes,
             request_timeout: config.http.request_timeout,
+            quotas,
         };
         let router = http::router(state.clone(), &config)?;
         let listener = TcpListener::bind(config.addr)
@@ -172,6 +174,26 @@ pub fn connect_registry(config: &RegistryConfig) -> anyhow::Result<Arc<dyn Model
                 .context("invalid --redis-url")?,
         ),
     })
+}
+
+/// API keys and quotas: in Redis with `--registry redis`, else in memory.
+pub fn connect_quotas(
+    config: &ServeConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<crate::quota::Quotas>> {
+    use crate::quota::{metrics::QuotaMetrics, QuotaSettings, Quotas};
+    let settings = QuotaSettings::from(&config.quota);
+    let metrics = QuotaMetrics::new(metrics.registry())?;
+    Ok(Arc::new(match config.registry.registry {
+        RegistryKind::Embedded => Quotas::embedded(settings, metrics),
+        RegistryKind::Redis => Quotas::redis(
+            &config.registry.redis_url,
+            &config.registry.redis_prefix,
+            settings,
+            metrics,
+        )
+        .context("invalid --redis-url")?,
+    }))
 }
 
 /// `ml-api worker`: trains jobs from the Redis queue until `stop`, serving `/healthz` and

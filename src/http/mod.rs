@@ -4,10 +4,12 @@ pub mod auth;
 pub mod drift;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod middleware;
 pub mod models;
 pub mod openapi;
 pub mod predict;
+pub mod quota;
 pub mod rate_limit;
 pub mod state;
 pub mod v2;
@@ -18,7 +20,7 @@ use axum::{
     http::{Request, Response, StatusCode},
     middleware::from_fn_with_state,
     response::IntoResponse,
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
     Extension, Router,
 };
 use tower_http::{
@@ -60,10 +62,18 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .route(
             "/v2/models/{name}/versions/{version}/infer",
             post(v2::infer_version),
-        );
-    if config.rate_limit.enabled {
-        api = api.route_layer(rate_limit::layer(&config.rate_limit, &state.metrics)?);
-    }
+        )
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{id}", delete(keys::delete));
+    let per_client = match config.rate_limit.enabled {
+        true => Some(rate_limit::layer(&config.rate_limit, &state.metrics)?),
+        false => None,
+    };
+    api = api.route_layer(quota::QuotaLayer::new(
+        state.quotas.clone(),
+        &config.rate_limit.api_key_header,
+        per_client,
+    )?);
     let operations = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -38,6 +38,9 @@ use crate::{
         v2::model_version_ready,
         v2::infer,
         v2::infer_version,
+        super::keys::create,
+        super::keys::list,
+        super::keys::delete,
         health::healthz,
         health::readyz,
         health::metrics
@@ -49,6 +52,10 @@ use crate::{
         ErrorBody,
         ErrorDetail,
         FieldError,
+        super::keys::CreateKey,
+        super::keys::CreatedKey,
+        super::keys::KeyList,
+        crate::quota::ApiKey,
         health::Health,
         models::Created,
         models::AliasTarget,
@@ -68,6 +75,7 @@ use crate::{
         (name = "predict", description = "Predictions with the default model"),
         (name = "models", description = "Training, the model registry, and predictions by model"),
         (name = "v2", description = "Open Inference Protocol (KServe V2) over REST, for every registry model"),
+        (name = "keys", description = "API keys with per-key quotas shared by every replica (admin)"),
         (name = "operations", description = "Probes and metrics")
     )
 )]

@@ -10,6 +10,7 @@ use crate::{
     catalog::{Catalog, ModelRef},
     jobs::JobQueue,
     metrics::Metrics,
+    quota::Quotas,
 };
 
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct AppState {
     pub max_batch_records: usize,
     pub max_upload_bytes: usize,
     pub request_timeout: Duration,
+    /// API keys and their shared quotas.
+    pub quotas: Arc<Quotas>,
 }
 
 /// Readiness as Kubernetes sees it: ready once models are loaded, not ready while draining.
