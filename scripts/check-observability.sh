@@ -283,6 +283,7 @@ prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$REDIS_PORT" \
 PIDS+=($!)
 
 export ML_API_REGISTRY=redis ML_API_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" ML_API_REDIS_PREFIX=obs
+export ML_API_DRIFT_MIN_SAMPLES=5   # the drift gauges appear after this check's few rows
 source scripts/lib/test-server.sh
 start_test_server              # the debug `ml-api serve`: BASE_URL, SERVER_PID, RUN_DIR
 trap cleanup EXIT              # (start_test_server set its own trap; ours also stops it)
@@ -350,6 +351,7 @@ train_and_use() {
 }
 traffic_round() {
   for _ in 1 2 3 4 5; do expect 200 POST /predict "${JSON[@]}" --data @"$SEED"; done
+  for _ in 1 2 3; do expect 200 POST /predict "${JSON[@]}" -H "X-API-Key: $API_KEY" --data @"$SEED"; done
   expect 200 POST /predict "${JSON[@]}" --data @"$WORK/batch.json"
   expect 200 POST '/predict?top_k=3' "${JSON[@]}" --data @"$SEED"
   expect 422 POST /predict "${JSON[@]}" --data @"$WORK/invalid.json"
@@ -359,6 +361,8 @@ traffic_round() {
   expect 200 GET /models
   train_and_use
 }
+expect 201 POST /keys "${JSON[@]}" --data '{"name": "obs-check", "rate_per_s": 100, "burst": 100}'
+API_KEY="$(jq -r .key "$WORK/body")"
 traffic_round
 expect 413 POST /predict "${JSON[@]}" --data @"$WORK/big.json"
 grep -q '"payload_too_large"' "$WORK/body" || fail "nginx's 413 is not in ml-api's error shape"
@@ -375,7 +379,7 @@ traffic_round
 ready_seen() { (( $(query 'sum(ml_api_training_jobs_total{job="ml-api-worker",status="ready"})' || echo 0) >= 2 )); }
 wait_for "Prometheus to scrape the worker's second training" 15 ready_seen
 sleep 2
-say "live: traffic sent through nginx (predictions, batches, 400/404/413/422, 2 trainings + predictions)"
+say "live: traffic sent through nginx (predictions, keyed predictions, batches, 400/404/413/422, 2 trainings + predictions)"
 
 # Every dashboard query, variables substituted as Grafana would, must return data.
 "$PY" - "$WORK/queries.json" "$PROM" <<'PY'
