@@ -42,6 +42,7 @@ test: ort test-tools lint ## Install test tools, lint, and run every test
 	scripts/check-kubernetes.sh
 	scripts/check-docker.sh
 	scripts/check-observability.sh
+	scripts/check-lifecycle-doc.sh
 	scripts/loadtest.sh ci
 
 .PHONY: k8s-check
@@ -59,6 +60,10 @@ docker-check: ort ## Dockerfile: hadolint, checkov, paths, runtime stage emulate
 .PHONY: observability-check
 observability-check: ort ## deploy/: promtool rules and tests, dashboards, compose, nginx; real Prometheus vs ml-api
 	scripts/check-observability.sh
+
+.PHONY: lifecycle-check
+lifecycle-check: ## Run docs/model-lifecycle.md's commands against a fresh ml-api and check the answers
+	scripts/check-lifecycle-doc.sh
 
 .PHONY: cluster-up
 cluster-up: build ## Local replica of the Kubernetes topology on loopback (Redis, 2 replicas, worker, nginx, Prometheus)

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub inference_duration: HistogramVec,
     pub batch_rows: HistogramVec,
     pub queue_depth: IntGaugeVec,
+    pub inference_in_flight: IntGauge,
+    pub inference_busy: prometheus::Counter,
     pub predictions: IntCounterVec,
     pub validation_failures: IntCounterVec,
     pub feature_drift: GaugeVec,
@@ -44,6 +46,10 @@ pub struct ModelMetrics {
     pub inference_seconds: Histogram,
     pub batch_rows: Histogram,
     pub queue_depth: IntGauge,
+    /// Replica-wide: requests waiting for or running on an inference thread (every model).
+    pub in_flight: IntGauge,
+    /// Replica-wide: the time-integral of `in_flight` (seconds).
+    pub busy_seconds: prometheus::Counter,
 }
 
 impl Metrics {
@@ -92,6 +98,16 @@ impl Metrics {
                 "Batches waiting for an inference thread, by model.",
             ),
             &["model"],
+        )?;
+        let inference_in_flight = IntGauge::new(
+            "ml_api_inference_in_flight",
+            "Requests waiting for or running on an inference thread, all models: the replica's \
+             instantaneous load.",
+        )?;
+        let inference_busy = prometheus::Counter::new(
+            "ml_api_inference_busy_seconds_total",
+            "Time-integral of ml_api_inference_in_flight: its rate() is the mean number of \
+             requests in inference over the window (Little's law), the autoscaling signal.",
         )?;
         let predictions = IntCounterVec::new(
             Opts::new("ml_api_predictions_total", "Records scored, by model."),
@@ -194,6 +210,8 @@ impl Metrics {
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(predictions.clone()))?;
         registry.register(Box::new(validation_failures.clone()))?;
+        registry.register(Box::new(inference_in_flight.clone()))?;
+        registry.register(Box::new(inference_busy.clone()))?;
         registry.register(Box::new(feature_drift.clone()))?;
         registry.register(Box::new(prediction_drift.clone()))?;
         registry.register(Box::new(drift_samples.clone()))?;
@@ -219,6 +237,8 @@ impl Metrics {
             inference_duration,
             batch_rows,
             queue_depth,
+            inference_in_flight,
+            inference_busy,
             predictions,
             validation_failures,
             feature_drift,
@@ -240,6 +260,8 @@ impl Metrics {
             inference_seconds: self.inference_duration.with_label_values(&[model]),
             batch_rows: self.batch_rows.with_label_values(&[model]),
             queue_depth: self.queue_depth.with_label_values(&[model]),
+            in_flight: self.inference_in_flight.clone(),
+            busy_seconds: self.inference_busy.clone(),
         }
     }
 

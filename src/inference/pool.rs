@@ -55,6 +55,7 @@ impl InferencePool {
 
     /// Runs `batch` on the first free thread.
     pub async fn infer(&self, batch: FeatureBatch) -> Result<Scores, InferenceError> {
+        let _load = InFlight::enter(&self.metrics);
         let (reply, answer) = oneshot::channel();
         let job = Job {
             batch,
@@ -136,4 +137,31 @@ fn run(
         .observe(started.elapsed().as_secs_f64());
     metrics.batch_rows.observe(batch.rows as f64);
     result
+}
+
+/// Counts a request as in inference from its submission until it is answered or abandoned
+/// (the guard also runs when a client's future is dropped), and adds that time to the
+/// replica's busy-seconds counter: the autoscaling signal.
+struct InFlight<'a> {
+    metrics: &'a ModelMetrics,
+    since: Instant,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a ModelMetrics) -> Self {
+        metrics.in_flight.inc();
+        Self {
+            metrics,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        self.metrics
+            .busy_seconds
+            .inc_by(self.since.elapsed().as_secs_f64());
+    }
 }

@@ -383,6 +383,7 @@ fn compile_field(
                 fractions.len(),
                 edges.len()
             );
+            let (edges, fractions) = in_precision(element, &edges, &fractions);
             (Bins::Numeric { edges }, fractions)
         }
         FeatureKind::Categorical | FeatureKind::Boolean => {
@@ -425,11 +426,40 @@ fn compile_field(
     Ok(CompiledField {
         name: name.to_owned(),
         nullable: contract.nullable,
-        min: contract.min,
-        max: contract.max,
+        min: contract.min.map(|v| round_to(element, v)),
+        max: contract.max.map(|v| round_to(element, v)),
         bins,
         reference,
     })
+}
+
+/// A bound in the precision the input is served in. A float32 input reaches the check as an
+/// f32 widened to f64, so a training value of 2.9 arrives as 2.9000000953674316: comparing it
+/// with the f64 2.9 would move it across a bin edge or out of the training range. Rounding
+/// is monotonic, so `v <= bound` in f64 still holds after both are rounded.
+fn round_to(element: ElementType, v: f64) -> f64 {
+    match element {
+        ElementType::Float32 => f64::from(v as f32),
+        _ => v,
+    }
+}
+
+/// Bin edges in the input's precision; two edges that round to one value merge their bins
+/// (values between them now land in the lower one).
+fn in_precision(element: ElementType, edges: &[f64], fractions: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let mut kept: Vec<f64> = Vec::with_capacity(edges.len());
+    let mut shares = vec![fractions[0]];
+    for (edge, &share) in edges.iter().zip(&fractions[1..]) {
+        let edge = round_to(element, *edge);
+        match (kept.last(), shares.last_mut()) {
+            (Some(&last), Some(previous)) if last == edge => *previous += share,
+            _ => {
+                kept.push(edge);
+                shares.push(share);
+            }
+        }
+    }
+    (kept, shares)
 }
 
 impl CompiledContract {
@@ -548,6 +578,55 @@ mod tests {
         assert_eq!(numeric_bin(&edges, 1.5), 1);
         assert_eq!(numeric_bin(&edges, 2.0), 1);
         assert_eq!(numeric_bin(&edges, 9.0), 2);
+    }
+
+    #[test]
+    fn float32_inputs_are_binned_and_ranged_in_their_own_precision() {
+        use crate::model::schema::{InputSpec, OutputSpec};
+        let training = [2.9, 3.0, 3.1, 2.9, 3.0, 3.1, 2.9, 3.0, 3.1, 3.3];
+        let mut contract = Contract::default();
+        contract
+            .fields
+            .insert("w".into(), FieldContract::numeric(training));
+        let schema = ModelSchema::build(
+            &[InputSpec {
+                name: "w".into(),
+                element: ElementType::Float32,
+                rank: 2,
+            }],
+            &[OutputSpec {
+                name: "p".into(),
+                width: Some(2),
+            }],
+            &crate::model::ModelCard::default(),
+        )
+        .unwrap();
+        let compiled = contract.compile(&schema).unwrap();
+        // The training rows, served as float32, are inside the range and in their own bins.
+        let served = FeatureBatch {
+            rows: training.len(),
+            columns: vec![Column::Float32(
+                training.iter().map(|&v| v as f32).collect(),
+            )],
+        };
+        assert_eq!(compiled.check(&served, 100), vec![]);
+        let Some(field) = &compiled.fields[0] else {
+            panic!("no field")
+        };
+        let Bins::Numeric { edges } = &field.bins else {
+            panic!("not numeric")
+        };
+        let mut counts = vec![0.0; field.len()];
+        for v in &training {
+            counts[numeric_bin(edges, f64::from(*v as f32))] += 0.1;
+        }
+        for (count, expected) in counts.iter().zip(&field.reference) {
+            assert!(
+                (count - expected).abs() < 1e-9,
+                "{counts:?} vs {:?}",
+                field.reference
+            );
+        }
     }
 
     #[test]

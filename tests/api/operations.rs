@@ -126,3 +126,34 @@ async fn responses_carry_a_request_id() {
     assert!(!response.headers()["x-request-id"].is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_autoscaling_signal_integrates_requests_in_inference_and_returns_to_idle() {
+    let app = spawn_app().await;
+    let batch = Value::Array(vec![seed_record(); 64]);
+    // The warm-up at start-up already ran through the pool.
+    let before = app
+        .metric("ml_api_inference_busy_seconds_total ")
+        .await
+        .expect("busy seconds exported");
+    let started = std::time::Instant::now();
+    let answers = futures::future::join_all(
+        (0..24).map(|_| async { app.post_json("/predict", &batch).await.status() }),
+    )
+    .await;
+    let wall = started.elapsed().as_secs_f64();
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    let busy = app
+        .metric("ml_api_inference_busy_seconds_total ")
+        .await
+        .unwrap()
+        - before;
+    // Each request spent some time in inference (> 0), and no more than the whole run each.
+    assert!(busy > 0.0, "{busy}");
+    assert!(
+        busy <= wall * 24.0,
+        "busy {busy} s over {wall} s with 24 requests"
+    );
+    assert_eq!(app.metric("ml_api_inference_in_flight ").await, Some(0.0));
+    app.stop().await;
+}
