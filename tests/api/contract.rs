@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app_with, TestApp};
+use crate::{
+    child::ServerProcess,
+    helpers::{assert_error, spawn_app_with, TestApp},
+    redis_server::RedisServer,
+};
 
 /// A small deterministic generator (no extra dev-dependency): uniform in [0, 1).
 struct Lcg(u64);
@@ -37,7 +41,8 @@ fn row(rng: &mut Lcg, shift: f64) -> Value {
     json!({"x": x, "y": y, "colour": colour})
 }
 
-async fn train(app: &TestApp, name: &str) -> Value {
+/// 800 rows of [`row`] labelled by `x` (plus noise): a training request for `name`.
+fn training_body(name: &str) -> Value {
     let mut rng = Lcg(7);
     let records: Vec<Value> = (0..800)
         .map(|_| {
@@ -48,16 +53,25 @@ async fn train(app: &TestApp, name: &str) -> Value {
             r
         })
         .collect();
-    let body = json!({"name": name, "records": records, "target": "label"});
-    let created = app.post_json("/models", &body).await;
+    json!({"name": name, "records": records, "target": "label"})
+}
+
+async fn train(app: &TestApp, name: &str) -> Value {
+    let created = app.post_json("/models", &training_body(name)).await;
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
     let id = created["model_id"].as_str().unwrap().to_owned();
+    wait_ready(&app.client, &app.url(&format!("/models/{id}"))).await
+}
+
+async fn wait_ready(client: &reqwest::Client, record_url: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let record: Value = app
-            .get(&format!("/models/{id}"))
+        let record: Value = client
+            .get(record_url)
+            .send()
             .await
+            .unwrap()
             .json()
             .await
             .unwrap();
@@ -249,4 +263,71 @@ async fn drift_stays_low_on_the_training_distribution_and_rises_on_the_shifted_f
     assert_eq!(santander["samples"], 0);
     assert_error(app.get("/models/nope/drift").await, 404, "not_found").await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_the_contract_a_worker_trained_is_enforced_and_measured_by_every_replica() {
+    let redis = RedisServer::start();
+    let env = [
+        ("ML_API_REGISTRY", "redis".to_owned()),
+        ("ML_API_REDIS_URL", redis.url()),
+        ("ML_API_REDIS_PREFIX", "contract".to_owned()),
+        ("ML_API_DRIFT_MIN_SAMPLES", "100".to_owned()),
+    ];
+    let replica_a = ServerProcess::start(&[], &env).await;
+    let replica_b = ServerProcess::start(&[], &env).await;
+    let _worker = ServerProcess::worker(&["--name", "contract-worker"], &env).await;
+    let client = reqwest::Client::new();
+
+    let created = client
+        .post(replica_a.url("/models"))
+        .json(&training_body("shared"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["model_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let record = wait_ready(&client, &replica_a.url(&format!("/models/{id}"))).await;
+    assert_eq!(
+        record["card"]["contract"]["fields"]["colour"]["type"],
+        "categorical"
+    );
+
+    // Replica B loads the model from Redis with its contract and enforces it.
+    let predict_b = replica_b.url("/models/shared/predict");
+    let purple = client
+        .post(&predict_b)
+        .json(&json!({"x": 3.0, "y": 0.0, "colour": "purple"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(purple, 422, "validation").await;
+    assert_eq!(body["error"]["details"][0]["reason"], "category");
+
+    // Each replica measures drift on the traffic it serves.
+    let mut rng = Lcg(99);
+    for _ in 0..3 {
+        let batch: Vec<Value> = (0..100).map(|_| row(&mut rng, 0.0)).collect();
+        let answer = client.post(&predict_b).json(&batch).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let drift = |replica: &ServerProcess| {
+        let url = replica.url("/models/shared/drift");
+        let client = client.clone();
+        async move {
+            let report: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            report
+        }
+    };
+    let drift_b = drift(&replica_b).await;
+    assert_eq!(drift_b["samples"], 300, "{drift_b}");
+    for feature in ["x", "y", "colour"] {
+        let psi = psi_of(&drift_b, feature);
+        assert!(psi < 0.1, "{feature}: {psi}");
+    }
+    let drift_a = drift(&replica_a).await;
+    assert_eq!(drift_a["samples"], 0, "{drift_a}");
 }
