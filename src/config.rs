@@ -162,6 +162,8 @@ pub struct ServeConfig {
     pub http: HttpConfig,
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
+    #[command(flatten)]
+    pub shadow: ShadowConfig,
 }
 
 /// ONNX Runtime settings.
@@ -275,6 +277,19 @@ pub struct RateLimitConfig {
         default_value = "127.0.0.1/32,::1/128"
     )]
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Challenger shadow scoring (see `PUT /models/{name}/aliases/{alias}`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Shadow scoring")]
+pub struct ShadowConfig {
+    /// Sampled requests that may wait for the challenger; when the queue is full, samples are
+    /// dropped (and counted), never slowing the answer.
+    #[arg(long, env = "ML_API_SHADOW_QUEUE", default_value_t = 256)]
+    pub shadow_queue: usize,
+    /// How often a replica adds its comparison counts to the registry's shared statistics.
+    #[arg(long, env = "ML_API_SHADOW_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub shadow_flush_interval: Duration,
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.

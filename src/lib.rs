@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod registry;
+pub mod shadow;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

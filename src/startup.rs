@@ -14,6 +14,7 @@ use crate::{
     metrics::Metrics,
     models::read_model_dir,
     registry::{embedded::EmbeddedRegistry, redis::RedisRegistry, ModelRegistry},
+    shadow::Shadow,
     worker::{Worker, WorkerSettings},
 };
 
@@ -77,6 +78,16 @@ impl Application {
             .await
             .with_context(|| format!("cannot load the default model `{default_model}`"))?;
         catalog.spawn_sync(config.registry.reconcile_interval, stopped.clone());
+        let shadow = Shadow::new(
+            catalog.clone(),
+            &metrics,
+            &config.shadow,
+            config.http.max_batch_records,
+        )?;
+        if let Err(error) = shadow.reload().await {
+            tracing::warn!(%error, "cannot read challengers yet; retrying in the background");
+        }
+        shadow.spawn(config.registry.reconcile_interval, stopped.clone());
         let state = AppState {
             catalog,
             jobs,
@@ -87,6 +98,7 @@ impl Application {
             max_batch_records: config.http.max_batch_records,
             max_upload_bytes: config.http.max_upload_bytes,
             request_timeout: config.http.request_timeout,
+            shadow,
         };
         let router = http::router(state.clone(), &config)?;
         let listener = TcpListener::bind(config.addr)

@@ -10,6 +10,7 @@ use crate::{
     catalog::{Catalog, ModelRef},
     jobs::JobQueue,
     metrics::Metrics,
+    shadow::Shadow,
 };
 
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct AppState {
     pub max_batch_records: usize,
     pub max_upload_bytes: usize,
     pub request_timeout: Duration,
+    /// Challenger shadow scoring: requests are offered to it after the champion answered.
+    pub shadow: Arc<Shadow>,
 }
 
 /// Readiness as Kubernetes sees it: ready once models are loaded, not ready while draining.

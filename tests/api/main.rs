@@ -11,6 +11,7 @@ mod process;
 mod rate_limit;
 mod redis_server;
 mod registry;
+mod shadow;
 mod training_api;
 mod upload;
 mod v2;
