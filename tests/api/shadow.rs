@@ -267,7 +267,16 @@ async fn a_challenger_is_compared_in_the_shadow_and_promoted_only_through_its_ga
             &json!({"max_disagreement": 2}),
         )
         .await;
-    assert_error(invalid, 422, "validation").await;
+    let invalid = assert_error(invalid, 422, "validation").await;
+    assert_eq!(invalid["error"]["details"][0]["field"], "max_disagreement");
+    let typo = app
+        .post_json(
+            "/models/risk/aliases/prod/promote",
+            &json!({"min_sample": 2}),
+        )
+        .await;
+    let typo = assert_error(typo, 422, "validation").await;
+    assert_eq!(typo["error"]["details"][0]["reason"], "unknown");
 
     // Promoted: the challenger answers, the old champion becomes the challenger.
     let promoted = app
@@ -390,6 +399,18 @@ async fn identical_models_agree_fully_and_a_zero_fraction_samples_nothing() {
     let comparison: Value = app.get(path).await.json().await.unwrap();
     assert_eq!(comparison["samples"], 9, "{comparison}");
     assert_eq!(comparison["shadow_fraction"], 0.0);
+
+    // No body: promoted without conditions.
+    let promoted = app
+        .client
+        .post(app.url("/models/twin/aliases/latest/promote"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(promoted.status(), 200);
+    let promoted: Value = promoted.json().await.unwrap();
+    assert_eq!(promoted["model_id"], second);
+    assert_eq!(promoted["shadow_fraction"], 0.0);
     app.stop().await;
 }
 

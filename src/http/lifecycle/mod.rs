@@ -2,18 +2,20 @@
 //! the shadow of live traffic, read how the two compare, and promote the challenger
 //! (atomically, optionally gated on the comparison).
 
+mod bodies;
+
 use axum::{
-    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use self::bodies::{valid_alias, AliasChange, ChallengerChange, GateBody};
+pub use self::bodies::{AliasTarget, PromoteGate};
 use super::{auth::Admin, extract::JsonBody, state::AppState};
 use crate::{
     error::{ApiError, ErrorBody, ErrorDetail, FieldError},
@@ -22,19 +24,6 @@ use crate::{
         ShadowKey,
     },
 };
-
-/// `PUT /models/{name}/aliases/{alias}`: every field is optional, at least one is required.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct AliasTarget {
-    /// The model the alias points at (its champion): a ready model of that name.
-    pub model_id: Option<Uuid>,
-    /// A ready model of that name scored in the shadow of the champion; `null` removes it.
-    pub challenger: Option<Uuid>,
-    /// Fraction of the alias's requests also scored by the challenger, 0..=1 (required when
-    /// the alias has no challenger yet).
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    pub shadow_fraction: Option<f64>,
-}
 
 /// What an alias points at now.
 #[derive(Debug, Serialize, ToSchema)]
@@ -45,109 +34,6 @@ pub struct AliasState {
     pub challenger: Option<Uuid>,
     pub shadow_fraction: Option<f64>,
 }
-
-#[derive(Debug, Default)]
-enum ChallengerChange {
-    #[default]
-    Unchanged,
-    Remove,
-    Set(Uuid),
-}
-
-#[derive(Debug, Default)]
-struct AliasChange {
-    model_id: Option<Uuid>,
-    challenger: ChallengerChange,
-    shadow_fraction: Option<f64>,
-}
-
-fn uuid_field(name: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<Uuid> {
-    let id = value.as_str().and_then(|text| text.parse().ok());
-    if id.is_none() {
-        errors.push(FieldError::new(name, "type", "expected a model id (UUID)"));
-    }
-    id
-}
-
-fn fraction_field(name: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<f64> {
-    match value.as_f64() {
-        Some(f) if (0.0..=1.0).contains(&f) => Some(f),
-        Some(f) => {
-            errors.push(FieldError::new(
-                name,
-                "range",
-                format!("{f} is out of range: must be between 0 and 1"),
-            ));
-            None
-        }
-        None => {
-            errors.push(FieldError::new(name, "type", "expected a number"));
-            None
-        }
-    }
-}
-
-impl AliasChange {
-    fn parse(body: Value) -> Result<Self, ApiError> {
-        let Value::Object(fields) = body else {
-            return Err(ApiError::validation(vec![FieldError::new(
-                "body",
-                "type",
-                "expected a JSON object",
-            )]));
-        };
-        let mut change = Self::default();
-        let mut errors = Vec::new();
-        for (key, value) in &fields {
-            match key.as_str() {
-                "model_id" => change.model_id = uuid_field(key, value, &mut errors),
-                "challenger" if value.is_null() => change.challenger = ChallengerChange::Remove,
-                "challenger" => {
-                    if let Some(id) = uuid_field(key, value, &mut errors) {
-                        change.challenger = ChallengerChange::Set(id);
-                    }
-                }
-                "shadow_fraction" => {
-                    change.shadow_fraction = fraction_field(key, value, &mut errors);
-                }
-                other => errors.push(FieldError::new(
-                    other,
-                    "unknown",
-                    "expected `model_id`, `challenger` and `shadow_fraction`",
-                )),
-            }
-        }
-        if fields.is_empty() {
-            errors.push(FieldError::new(
-                "body",
-                "missing",
-                "give `model_id`, `challenger` or `shadow_fraction`",
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::validation(errors));
-        }
-        Ok(change)
-    }
-}
-
-fn valid_alias(alias: &str) -> Result<(), ApiError> {
-    let valid = !alias.is_empty()
-        && alias.len() <= 64
-        && alias
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::validation(vec![FieldError::new(
-            "alias",
-            "format",
-            "1 to 64 letters, digits, `-` or `_`",
-        )]))
-    }
-}
-
 /// A model an alias or challenger may point at: ready, and of the alias's name.
 async fn ensure_servable(
     registry: &dyn ModelRegistry,
@@ -380,18 +266,6 @@ pub async fn comparison(
 ) -> Result<Json<Comparison>, ApiError> {
     Ok(Json(compare(&state, &name, &alias).await?))
 }
-
-/// Conditions a promotion must meet (all optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PromoteGate {
-    /// Records compared at least.
-    pub min_samples: Option<u64>,
-    /// Disagreement rate (1 − agreement rate) at most, 0..=1.
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    pub max_disagreement: Option<f64>,
-}
-
 /// A promotion refused by its gate: the usual error shape (`code` `gate_failed`, one detail
 /// per failed condition) plus the comparison it was judged on.
 #[derive(Debug, Serialize, ToSchema)]
@@ -438,37 +312,6 @@ fn gate_failures(gate: &PromoteGate, comparison: &Comparison) -> Vec<FieldError>
     }
     failures
 }
-
-fn parse_gate(body: &Bytes) -> Result<PromoteGate, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(PromoteGate::default());
-    }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let gate: PromoteGate = serde_json::from_value(value.clone()).map_err(|e| {
-        let field = value
-            .as_object()
-            .and_then(|fields| {
-                fields
-                    .keys()
-                    .find(|k| !["min_samples", "max_disagreement"].contains(&k.as_str()))
-            })
-            .cloned()
-            .unwrap_or_else(|| "body".to_owned());
-        ApiError::validation(vec![FieldError::new(field, "type", e.to_string())])
-    })?;
-    if let Some(max) = gate.max_disagreement {
-        if !(0.0..=1.0).contains(&max) {
-            return Err(ApiError::validation(vec![FieldError::new(
-                "max_disagreement",
-                "range",
-                format!("{max} is out of range: must be between 0 and 1"),
-            )]));
-        }
-    }
-    Ok(gate)
-}
-
 /// Swap champion and challenger of `name:alias` atomically (every replica serves the new
 /// champion within a second). An optional JSON body gates it on the comparison:
 /// `{"min_samples": 1000, "max_disagreement": 0.05}`.
@@ -479,16 +322,17 @@ fn parse_gate(body: &Bytes) -> Result<PromoteGate, ApiError> {
               (status = 404, description = "Alias not set, or no challenger", body = ErrorBody),
               (status = 409, description = "Refused by the gate (`gate_failed`, with the comparison), or the alias changed meanwhile (`conflict`)", body = GateRefusal),
               (status = 400, description = "Malformed JSON", body = ErrorBody),
-              (status = 422, description = "Invalid gate", body = ErrorBody),
+              (status = 413, description = "Body over the size limit", body = ErrorBody),
+              (status = 415, description = "A body that is not `application/json`", body = ErrorBody),
+              (status = 422, description = "Invalid gate (field by field)", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn promote(
     State(state): State<AppState>,
     _admin: Admin,
     Path((name, alias)): Path<(String, String)>,
-    body: Bytes,
+    GateBody(gate): GateBody,
 ) -> Result<Response, ApiError> {
-    let gate = parse_gate(&body)?;
     let comparison = compare(&state, &name, &alias).await?;
     let failures = gate_failures(&gate, &comparison);
     if !failures.is_empty() {
