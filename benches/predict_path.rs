@@ -240,9 +240,15 @@ fn bench_end_to_end(c: &mut Criterion) {
                     .get(&fx.state.default_model)
                     .await
                     .expect("model");
-                let response = respond(&fx.state, &model, &query, &value)
-                    .await
-                    .expect("200");
+                let response = respond(
+                    &fx.state,
+                    &model,
+                    Some(&fx.state.default_model),
+                    &query,
+                    &value,
+                )
+                .await
+                .expect("200");
                 to_bytes(response.into_body(), usize::MAX)
                     .await
                     .expect("body")

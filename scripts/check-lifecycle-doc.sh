@@ -2,8 +2,9 @@
 # Runs docs/model-lifecycle.md: every ```sh block after the first (the setup block, which this
 # script replaces with a fresh `ml-api serve` on an embedded registry, like `make run`), in
 # order, in one bash with `set -euo pipefail`, then checks that the answers are what the page
-# says: the contract was recorded, the out-of-range record was counted as a warning, and after
-# the shifted traffic only petal_length's PSI is above 0.2.
+# says: the contract was recorded, the out-of-range record was counted as a warning, the
+# gated promotion was refused and then swapped champion and challenger, and after the
+# shifted traffic only petal_length's PSI is above 0.2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DOC=docs/model-lifecycle.md
@@ -22,7 +23,7 @@ with open(out, "w") as f:
     f.write("set -euo pipefail\n")
     for i, block in enumerate(blocks[1:], start=2):
         f.write(f"echo '--- {doc} block {i}' >&2\n{block}\n")
-    f.write('declare -p V1 > "$STATE"\n')
+    f.write('declare -p V1 V2 > "$STATE"\n')
 PY
 export BASE="$BASE_URL" STATE="$RUN_DIR/state"
 ( AUTH=(); source "$SCRIPT" ) >"$RUN_DIR/lifecycle.out" 2>&1 || {
@@ -39,4 +40,8 @@ jq -e '[.features[] | select(.feature == "petal_length") | .psi > 0.2] == [true]
   || fail "petal_length PSI not above 0.2: $drift"
 jq -e '[.features[] | select(.feature != "petal_length") | .psi < 0.1] | all' <<<"$drift" >/dev/null \
   || fail "an unshifted feature has PSI >= 0.1: $drift"
-echo "check-lifecycle-doc: every block of $DOC ran against ml-api; contract, warning and drift as described"
+comparison="$(curl -sf "$BASE/models/iris/aliases/prod/comparison")"
+jq -e --arg v2 "$V2" --arg v1 "$V1" '.champion.model_id == $v2 and .challenger.model_id == $v1' <<<"$comparison" >/dev/null \
+  || fail "the promotion did not swap champion (v2) and challenger (v1): $comparison"
+grep -q '^409$' "$RUN_DIR/lifecycle.out" || fail "the gated promotion was not refused with 409 first"
+echo "check-lifecycle-doc: every block of $DOC ran against ml-api; contract, warning, shadow, promotion and drift as described"

@@ -368,7 +368,7 @@ impl Catalog {
                 }
                 self.evict(id);
             }
-            RegistryEvent::Updated { .. } => {}
+            RegistryEvent::Updated { .. } | RegistryEvent::ChallengerChanged { .. } => {}
         }
     }
 

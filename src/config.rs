@@ -180,6 +180,8 @@ pub struct ServeConfig {
     pub rate_limit: RateLimitConfig,
     #[command(flatten)]
     pub quota: QuotaConfig,
+    #[command(flatten)]
+    pub shadow: ShadowConfig,
 }
 
 /// ONNX Runtime settings.
@@ -317,6 +319,19 @@ pub struct QuotaConfig {
     /// allow the full rate).
     #[arg(long, env = "ML_API_QUOTA_FALLBACK_REPLICAS", default_value_t = 1)]
     pub fallback_replicas: u32,
+}
+
+/// Challenger shadow scoring (see `PUT /models/{name}/aliases/{alias}`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Shadow scoring")]
+pub struct ShadowConfig {
+    /// Sampled requests that may wait for the challenger; when the queue is full, samples are
+    /// dropped (and counted), never slowing the answer.
+    #[arg(long, env = "ML_API_SHADOW_QUEUE", default_value_t = 256)]
+    pub shadow_queue: usize,
+    /// How often a replica adds its comparison counts to the registry's shared statistics.
+    #[arg(long, env = "ML_API_SHADOW_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub shadow_flush_interval: Duration,
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.

@@ -14,6 +14,7 @@ pub mod models;
 pub mod onnx_import;
 pub mod quota;
 pub mod registry;
+pub mod shadow;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

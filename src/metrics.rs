@@ -289,6 +289,12 @@ impl Metrics {
         }
     }
 
+    /// Registers a metric defined next to its feature (e.g. `shadow`'s) on this registry.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
+        self.registry.register(collector)?;
+        Ok(())
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> anyhow::Result<String> {
         let mut buffer = Vec::new();

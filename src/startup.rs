@@ -15,6 +15,7 @@ use crate::{
     model::Contract,
     models::{read_model, read_model_dir, LoadedModel},
     registry::{embedded::EmbeddedRegistry, redis::RedisRegistry, ModelRegistry},
+    shadow::Shadow,
     worker::{Worker, WorkerSettings},
 };
 
@@ -79,6 +80,16 @@ impl Application {
             .with_context(|| format!("cannot load the default model `{default_model}`"))?;
         catalog.spawn_sync(config.registry.reconcile_interval, stopped.clone());
         let quotas = connect_quotas(&config, &metrics)?;
+        let shadow = Shadow::new(
+            catalog.clone(),
+            &metrics,
+            &config.shadow,
+            config.http.max_batch_records,
+        )?;
+        if let Err(error) = shadow.reload().await {
+            tracing::warn!(%error, "cannot read challengers yet; retrying in the background");
+        }
+        shadow.spawn(config.registry.reconcile_interval, stopped.clone());
         let state = AppState {
             catalog,
             jobs,
@@ -90,6 +101,7 @@ impl Application {
             max_upload_bytes: config.http.max_upload_bytes,
             request_timeout: config.http.request_timeout,
             quotas,
+            shadow,
         };
         let router = http::router(state.clone(), &config)?;
         let listener = TcpListener::bind(config.addr)

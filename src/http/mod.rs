@@ -5,6 +5,7 @@ pub mod drift;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod lifecycle;
 pub mod middleware;
 pub mod models;
 pub mod openapi;
@@ -47,7 +48,15 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
             "/models/upload",
             post(models::upload).layer(DefaultBodyLimit::max(config.http.max_upload_bytes)),
         )
-        .route("/models/{name}/aliases/{alias}", put(models::set_alias))
+        .route("/models/{name}/aliases/{alias}", put(lifecycle::set_alias))
+        .route(
+            "/models/{name}/aliases/{alias}/comparison",
+            get(lifecycle::comparison),
+        )
+        .route(
+            "/models/{name}/aliases/{alias}/promote",
+            post(lifecycle::promote),
+        )
         .route("/v2/models/{name}", get(v2::model_metadata))
         .route("/v2/models/{name}/ready", get(v2::model_ready))
         .route("/v2/models/{name}/infer", post(v2::infer))

@@ -194,7 +194,7 @@ pub async fn get(
         .filter(|(key, _)| wanted.contains(&key.as_str()))
         .map(|(key, value)| (key, Value::String(value)))
         .collect();
-    let scores = predict::score(&state, &model, &Value::Object(features)).await?;
+    let scores = predict::score(&state, &model, &Value::Object(features), None).await?;
     let row: Vec<f64> = scores
         .iter_rows()
         .next()
@@ -306,59 +306,9 @@ pub async fn predict_with(
     ApiQuery(query): ApiQuery<PredictQuery>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let model = state.catalog.get(&ModelRef::parse(&model)).await?;
-    predict::respond(&state, &model, &query, &body).await
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct AliasTarget {
-    pub model_id: Uuid,
-}
-
-/// Point `name:alias` at a model of that name (every replica follows within a second).
-#[utoipa::path(put, path = "/models/{name}/aliases/{alias}", tag = "models",
-    params(("name" = String, Path), ("alias" = String, Path)),
-    request_body = AliasTarget,
-    responses((status = 200, description = "Alias moved"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, description = "Invalid alias or body", body = ErrorBody),
-              (status = 400, description = "Malformed JSON", body = ErrorBody),
-              (status = 413, description = "Body over the size limit", body = ErrorBody),
-              (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
-              (status = 429, description = "Rate limit exceeded", body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn set_alias(
-    State(state): State<AppState>,
-    _admin: Admin,
-    Path((name, alias)): Path<(String, String)>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let target: AliasTarget = serde_json::from_value(body).map_err(|e| {
-        ApiError::validation(vec![FieldError::new("model_id", "type", e.to_string())])
-    })?;
-    let valid_alias = !alias.is_empty()
-        && alias.len() <= 64
-        && alias
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid_alias {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "alias",
-            "format",
-            "1 to 64 letters, digits, `-` or `_`",
-        )]));
-    }
-    let registry = state.catalog.registry();
-    match registry.get(target.model_id).await? {
-        Some(record) if record.status != ModelStatus::Ready => {
-            return Err(ApiError::Conflict(format!(
-                "model {} is not ready",
-                target.model_id
-            )))
-        }
-        _ => {}
-    }
-    registry.set_alias(&name, &alias, target.model_id).await?;
-    Ok(Json(json!({"name": name, "alias": alias, "model_id": target.model_id})).into_response())
+    let reference = ModelRef::parse(&model);
+    let model = state.catalog.get(&reference).await?;
+    predict::respond(&state, &model, Some(&reference), &query, &body).await
 }
 
 /// Download a model's ONNX graph.

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{drift, health, models, predict, v2};
+use super::{drift, health, lifecycle, models, predict, v2};
 use crate::{
     error::{ErrorBody, ErrorDetail, FieldError},
     model::{schema::Field, ElementType},
@@ -25,7 +25,9 @@ use crate::{
         models::get,
         models::delete,
         models::predict_with,
-        models::set_alias,
+        lifecycle::set_alias,
+        lifecycle::comparison,
+        lifecycle::promote,
         models::onnx,
         models::upload,
         drift::drift,
@@ -58,7 +60,13 @@ use crate::{
         crate::quota::ApiKey,
         health::Health,
         models::Created,
-        models::AliasTarget,
+        lifecycle::AliasTarget,
+        lifecycle::AliasState,
+        lifecycle::Comparison,
+        lifecycle::Side,
+        lifecycle::PromoteGate,
+        lifecycle::GateRefusal,
+        lifecycle::Promoted,
         drift::DriftResponse,
         crate::drift::DriftReport,
         crate::drift::FeatureDrift,

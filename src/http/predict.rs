@@ -18,7 +18,7 @@ use super::{
     state::AppState,
 };
 use crate::{
-    catalog::CatalogError,
+    catalog::{CatalogError, ModelRef},
     error::{ApiError, ErrorBody, FieldError},
     inference::InferenceError,
     model::{
@@ -104,19 +104,20 @@ pub async fn predict(
             )),
             other => ApiError::from(other),
         })?;
-    respond(&state, &model, &query, &body).await
+    respond(&state, &model, Some(&state.default_model), &query, &body).await
 }
 
-/// Scores `body` with `model` and answers in the seed's shape (`/predict`, and
-/// `POST /models/{id}/predict`).
+/// Scores `body` with `model` (reached through `via`) and answers in the seed's shape
+/// (`/predict`, and `POST /models/{id}/predict`).
 pub async fn respond(
     state: &AppState,
     model: &LoadedModel,
+    via: Option<&ModelRef>,
     query: &PredictQuery,
     body: &serde_json::Value,
 ) -> Result<Response, ApiError> {
     let top_k = validated_top_k(query.top_k, model)?;
-    let scores = score(state, model, body).await?;
+    let scores = score(state, model, body, via).await?;
     let body =
         PredictResponse::from_scores(&scores, top_k.map(|k| (k, model.schema.labels.as_slice())));
     let mut response = Json(body).into_response();
@@ -124,11 +125,13 @@ pub async fn respond(
     Ok(response)
 }
 
-/// Validates `body` against the model's schema and runs it.
+/// Validates `body` against the model's schema and runs it. `via`: the alias (or id) the
+/// request named, for challenger shadow scoring.
 pub async fn score(
     state: &AppState,
     model: &LoadedModel,
     body: &serde_json::Value,
+    via: Option<&ModelRef>,
 ) -> Result<Scores, ApiError> {
     let rejected = |errors: Vec<FieldError>| {
         count_validation_failures(state, &model.name, &errors);
@@ -143,6 +146,7 @@ pub async fn score(
         }
     }
     let rows = batch.rows;
+    let started = std::time::Instant::now();
     let scores = model.infer(batch).await.map_err(|error| match error {
         InferenceError::QueueFull => ApiError::Overloaded,
         InferenceError::Stopped => ApiError::Unavailable("the model is unloading".to_owned()),
@@ -150,6 +154,9 @@ pub async fn score(
             ApiError::Internal(anyhow::anyhow!("model `{}`: {message}", model.name))
         }
     })?;
+    state
+        .shadow
+        .offer(via, model, body, &scores, started.elapsed());
     state
         .metrics
         .predictions

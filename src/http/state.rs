@@ -11,6 +11,7 @@ use crate::{
     jobs::JobQueue,
     metrics::Metrics,
     quota::Quotas,
+    shadow::Shadow,
 };
 
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// API keys and their shared quotas.
     pub quotas: Arc<Quotas>,
+    /// Challenger shadow scoring: requests are offered to it after the champion answered.
+    pub shadow: Arc<Shadow>,
 }
 
 /// Readiness as Kubernetes sees it: ready once models are loaded, not ready while draining.

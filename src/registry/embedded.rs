@@ -8,7 +8,8 @@ use tokio::sync::{broadcast, RwLock};
 use uuid::Uuid;
 
 use super::{
-    check_alias_target, ListQuery, ModelRecord, ModelRegistry, Page, RegistryError, RegistryEvent,
+    check_alias_target, shadow::promotion_outcome, Challenger, ListQuery, ModelRecord,
+    ModelRegistry, Page, Promotion, RegistryError, RegistryEvent, ShadowKey, Tally,
 };
 
 #[derive(Default)]
@@ -18,6 +19,8 @@ struct State {
     onnx: HashMap<Uuid, Bytes>,
     versions: HashMap<String, u64>,
     aliases: BTreeMap<(String, String), Uuid>,
+    challengers: BTreeMap<(String, String), Challenger>,
+    shadow_stats: HashMap<ShadowKey, Tally>,
 }
 
 pub struct EmbeddedRegistry {
@@ -114,6 +117,7 @@ impl ModelRegistry for EmbeddedRegistry {
         };
         state.onnx.remove(&id);
         state.aliases.retain(|_, target| *target != id);
+        state.challengers.retain(|_, c| c.challenger != id);
         drop(state);
         self.publish(RegistryEvent::Deleted {
             id,
@@ -144,6 +148,92 @@ impl ModelRegistry for EmbeddedRegistry {
             .iter()
             .map(|((name, alias), id)| (name.clone(), alias.clone(), *id))
             .collect())
+    }
+
+    async fn set_challenger(
+        &self,
+        name: &str,
+        alias: &str,
+        challenger: Option<Challenger>,
+    ) -> Result<(), RegistryError> {
+        let mut state = self.state.write().await;
+        let key = (name.to_owned(), alias.to_owned());
+        match challenger {
+            Some(challenger) => {
+                let id = challenger.challenger;
+                check_alias_target(state.records.get(&id), name, id)?;
+                state.challengers.insert(key, challenger);
+            }
+            None => {
+                state.challengers.remove(&key);
+            }
+        }
+        drop(state);
+        self.publish(RegistryEvent::ChallengerChanged {
+            name: name.to_owned(),
+            alias: alias.to_owned(),
+        });
+        Ok(())
+    }
+
+    async fn challengers(&self) -> Result<Vec<(String, String, Challenger)>, RegistryError> {
+        let state = self.state.read().await;
+        Ok(state
+            .challengers
+            .iter()
+            .map(|((name, alias), c)| (name.clone(), alias.clone(), *c))
+            .collect())
+    }
+
+    async fn promote(
+        &self,
+        name: &str,
+        alias: &str,
+        expected: Promotion,
+    ) -> Result<(), RegistryError> {
+        let mut guard = self.state.write().await;
+        let state = &mut *guard;
+        let key = (name.to_owned(), alias.to_owned());
+        if state.aliases.get(&key) != Some(&expected.champion) {
+            return promotion_outcome(0, name, alias);
+        }
+        let Some(challenger) = state
+            .challengers
+            .get_mut(&key)
+            .filter(|c| c.challenger == expected.challenger)
+        else {
+            return promotion_outcome(-1, name, alias);
+        };
+        challenger.challenger = expected.champion;
+        state.aliases.insert(key, expected.challenger);
+        drop(guard);
+        self.publish(RegistryEvent::AliasMoved {
+            name: name.to_owned(),
+            alias: alias.to_owned(),
+            id: expected.challenger,
+        });
+        self.publish(RegistryEvent::ChallengerChanged {
+            name: name.to_owned(),
+            alias: alias.to_owned(),
+        });
+        Ok(())
+    }
+
+    async fn add_shadow_stats(&self, tallies: &[(ShadowKey, Tally)]) -> Result<(), RegistryError> {
+        let mut state = self.state.write().await;
+        for (key, tally) in tallies {
+            state
+                .shadow_stats
+                .entry(key.clone())
+                .or_default()
+                .merge(tally);
+        }
+        Ok(())
+    }
+
+    async fn shadow_stats(&self, key: &ShadowKey) -> Result<Tally, RegistryError> {
+        let state = self.state.read().await;
+        Ok(state.shadow_stats.get(key).cloned().unwrap_or_default())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<RegistryEvent> {

@@ -8,6 +8,7 @@
 pub mod embedded;
 pub mod record;
 pub mod redis;
+pub mod shadow;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use record::{ModelRecord, ModelStatus, Page, Progress};
+pub use shadow::{Challenger, Promotion, ShadowKey, Tally};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -46,6 +48,11 @@ pub enum RegistryEvent {
         name: String,
         alias: String,
         id: Uuid,
+    },
+    /// An alias's challenger was set, changed or removed: replicas re-read the challengers.
+    ChallengerChanged {
+        name: String,
+        alias: String,
     },
 }
 
@@ -121,6 +128,28 @@ pub trait ModelRegistry: Send + Sync + 'static {
     async fn set_alias(&self, name: &str, alias: &str, id: Uuid) -> Result<(), RegistryError>;
     /// Every alias of every name: `(name, alias, id)`; replicas cache this map.
     async fn aliases(&self) -> Result<Vec<(String, String, Uuid)>, RegistryError>;
+    /// Sets (or with `None` removes) the challenger of `name:alias`; it must be a model of
+    /// that name.
+    async fn set_challenger(
+        &self,
+        name: &str,
+        alias: &str,
+        challenger: Option<Challenger>,
+    ) -> Result<(), RegistryError>;
+    /// Every challenger: `(name, alias, challenger)`; replicas cache this too.
+    async fn challengers(&self) -> Result<Vec<(String, String, Challenger)>, RegistryError>;
+    /// Atomically points `name:alias` at its challenger and makes the old champion the
+    /// challenger (same fraction), if both are still as `expected` (`Conflict` otherwise).
+    async fn promote(
+        &self,
+        name: &str,
+        alias: &str,
+        expected: Promotion,
+    ) -> Result<(), RegistryError>;
+    /// Adds replicas' shadow-scoring counts to the shared comparison statistics.
+    async fn add_shadow_stats(&self, tallies: &[(ShadowKey, Tally)]) -> Result<(), RegistryError>;
+    /// The comparison statistics of one champion/challenger pair, from every replica.
+    async fn shadow_stats(&self, key: &ShadowKey) -> Result<Tally, RegistryError>;
     /// Changes, as they happen. A lagging receiver may miss some: replicas also reconcile.
     fn subscribe(&self) -> broadcast::Receiver<RegistryEvent>;
     /// Whether the backing store answers now.

@@ -7,6 +7,7 @@
 //! - `{p}:version:{name}` the last version number of a name (INCR)
 //! - `{p}:aliases`       hash `name/alias` → id
 //! - `{p}:events`        pub/sub channel of [`RegistryEvent`]s
+//! - `{p}:challengers`, `{p}:shadow:*`  shadow scoring (see [`super::shadow`])
 //!
 //! Writes that touch several keys run in one MULTI/EXEC transaction.
 
@@ -20,7 +21,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{
-    check_alias_target, ListQuery, ModelRecord, ModelRegistry, Page, RegistryError, RegistryEvent,
+    check_alias_target, shadow, Challenger, ListQuery, ModelRecord, ModelRegistry, Page, Promotion,
+    RegistryError, RegistryEvent, ShadowKey, Tally,
 };
 
 pub struct RedisRegistry {
@@ -246,6 +248,17 @@ impl ModelRegistry for RedisRegistry {
         if !stale.is_empty() {
             pipe.hdel(&aliases_key, stale).ignore();
         }
+        let stale_challengers: Vec<String> = self
+            .challengers()
+            .await?
+            .into_iter()
+            .filter(|(_, _, challenger)| challenger.challenger == id)
+            .map(|(name, alias, _)| shadow::field(&name, &alias))
+            .collect();
+        if !stale_challengers.is_empty() {
+            pipe.hdel(self.key(&["challengers"]), stale_challengers)
+                .ignore();
+        }
         let mut connection = self.connection.clone();
         pipe.query_async::<()>(&mut connection)
             .await
@@ -291,6 +304,80 @@ impl ModelRegistry for RedisRegistry {
                 Some((name.to_owned(), alias.to_owned(), id.parse().ok()?))
             })
             .collect())
+    }
+
+    async fn set_challenger(
+        &self,
+        name: &str,
+        alias: &str,
+        challenger: Option<Challenger>,
+    ) -> Result<(), RegistryError> {
+        let mut connection = self.connection.clone();
+        let key = self.key(&["challengers"]);
+        let field = shadow::field(name, alias);
+        match challenger {
+            Some(challenger) => {
+                let id = challenger.challenger;
+                check_alias_target(self.get(id).await?.as_ref(), name, id)?;
+                let json = serde_json::to_string(&challenger)
+                    .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+                connection
+                    .hset::<_, _, _, ()>(key, field, json)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            None => connection
+                .hdel::<_, _, ()>(key, field)
+                .await
+                .map_err(unavailable)?,
+        }
+        self.publish(&RegistryEvent::ChallengerChanged {
+            name: name.to_owned(),
+            alias: alias.to_owned(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn challengers(&self) -> Result<Vec<(String, String, Challenger)>, RegistryError> {
+        let mut connection = self.connection.clone();
+        let all: Vec<(String, String)> = connection
+            .hgetall(self.key(&["challengers"]))
+            .await
+            .map_err(unavailable)?;
+        Ok(shadow::parse_challengers(all))
+    }
+
+    async fn promote(
+        &self,
+        name: &str,
+        alias: &str,
+        expected: Promotion,
+    ) -> Result<(), RegistryError> {
+        let keys = [
+            self.key(&["aliases"]),
+            self.key(&["challengers"]),
+            self.key(&["events"]),
+        ];
+        let mut connection = self.connection.clone();
+        shadow::redis_promote(
+            &mut connection,
+            [&keys[0], &keys[1], &keys[2]],
+            name,
+            alias,
+            expected,
+        )
+        .await
+    }
+
+    async fn add_shadow_stats(&self, tallies: &[(ShadowKey, Tally)]) -> Result<(), RegistryError> {
+        let mut connection = self.connection.clone();
+        shadow::redis_add_stats(&mut connection, &self.prefix, tallies).await
+    }
+
+    async fn shadow_stats(&self, key: &ShadowKey) -> Result<Tally, RegistryError> {
+        let mut connection = self.connection.clone();
+        shadow::redis_stats(&mut connection, &self.prefix, key).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<RegistryEvent> {

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::{child::ServerProcess, helpers::repo_path, redis_server::RedisServer};
 
-fn registry_env(redis: &RedisServer) -> Vec<(&'static str, String)> {
+pub(crate) fn registry_env(redis: &RedisServer) -> Vec<(&'static str, String)> {
     vec![
         ("ML_API_REGISTRY", "redis".to_owned()),
         ("ML_API_REDIS_URL", redis.url()),

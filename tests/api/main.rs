@@ -14,6 +14,7 @@ mod quotas;
 mod rate_limit;
 mod redis_server;
 mod registry;
+mod shadow;
 mod training_api;
 mod upload;
 mod v2;

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, repo_path, spawn_app, spawn_app_with, TestApp};
 
-fn tiny() -> (Vec<u8>, Value) {
+pub(crate) fn tiny() -> (Vec<u8>, Value) {
     let dir = repo_path("tests/fixtures/models/tiny");
     let model = std::fs::read(dir.join("model.onnx")).unwrap();
     let card = serde_json::from_slice(&std::fs::read(dir.join("card.json")).unwrap()).unwrap();

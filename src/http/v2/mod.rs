@@ -237,7 +237,8 @@ pub async fn infer(
     Body(body): Body,
 ) -> Result<Json<InferResponse>, V2Error> {
     let model = resolve(&state, &name, None).await?;
-    run(&state, &model, &headers, &body).await
+    let via = ModelRef::parse(&name);
+    run(&state, &model, Some(&via), &headers, &body).await
 }
 
 /// Inference at a registry version.
@@ -254,12 +255,13 @@ pub async fn infer_version(
     Body(body): Body,
 ) -> Result<Json<InferResponse>, V2Error> {
     let model = resolve(&state, &name, Some(&version)).await?;
-    run(&state, &model, &headers, &body).await
+    run(&state, &model, None, &headers, &body).await
 }
 
 async fn run(
     state: &AppState,
     model: &LoadedModel,
+    via: Option<&ModelRef>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Json<InferResponse>, V2Error> {
@@ -363,7 +365,7 @@ async fn run(
             Value::Object(record)
         })
         .collect();
-    let scores = predict::score(state, model, &Value::Array(records)).await?;
+    let scores = predict::score(state, model, &Value::Array(records), via).await?;
     Ok(Json(InferResponse {
         model_name: model.name.clone(),
         model_version: model.version.clone(),
