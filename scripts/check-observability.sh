@@ -346,6 +346,7 @@ train_and_use() {
     sleep 0.1
   done
   [[ "$status" == ready ]] || fail "training $id did not finish"
+  TRAINED+=("$id")
   expect 200 GET "/models/$id?sepal_length=5.9&sepal_width=3.0&petal_length=5.1&petal_width=1.8"
   expect 200 GET "/models/$id?sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 }
@@ -361,6 +362,7 @@ traffic_round() {
   expect 200 GET /models
   train_and_use
 }
+TRAINED=()
 expect 201 POST /keys "${JSON[@]}" --data '{"name": "obs-check", "rate_per_s": 100, "burst": 100}'
 API_KEY="$(jq -r .key "$WORK/body")"
 traffic_round
@@ -376,10 +378,21 @@ grep -qi '^x-request-id: [0-9a-f]\{32\}' "$WORK/headers" || fail "nginx did not 
 # two samples of a change).
 sleep 2.5
 traffic_round
+# A challenger on half of `model:prod` (versions 1 and 2, trained above), scored in the shadow
+# in two bursts so the dashboard's challenger rates see a change.
+expect 200 PUT /models/model/aliases/prod "${JSON[@]}" \
+  --data "{\"model_id\": \"${TRAINED[0]}\", \"challenger\": \"${TRAINED[1]}\", \"shadow_fraction\": 1.0}"
+for _ in 1 2; do
+  for _ in $(seq 1 10); do
+    expect 200 POST /models/model:prod/predict "${JSON[@]}" \
+      --data '{"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}'
+  done
+  sleep 2.5
+done
 ready_seen() { (( $(query 'sum(ml_api_training_jobs_total{job="ml-api-worker",status="ready"})' || echo 0) >= 2 )); }
 wait_for "Prometheus to scrape the worker's second training" 15 ready_seen
 sleep 2
-say "live: traffic sent through nginx (predictions, keyed predictions, batches, 400/404/413/422, 2 trainings + predictions)"
+say "live: traffic sent through nginx (predictions, keyed predictions, batches, 400/404/413/422, 2 trainings + predictions, a shadowed challenger)"
 
 # Every dashboard query, variables substituted as Grafana would, must return data.
 "$PY" - "$WORK/queries.json" "$PROM" <<'PY'
