@@ -20,6 +20,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::model::{
+    batch::argmax,
     contract::{for_each_number, numeric_bin, Bins, CompiledContract, CompiledField},
     Column, FeatureBatch, Scores,
 };
@@ -237,13 +238,6 @@ fn count_column(field: &CompiledField, column: &Column, bins: &[AtomicU64]) {
         }),
         _ => {}
     }
-}
-
-fn argmax(row: &[f32]) -> Option<usize> {
-    row.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
 }
 
 /// Population stability index of `actual` against `expected` shares.

@@ -22,7 +22,8 @@ use crate::{
     },
     metrics::Metrics,
     model::{
-        contract::CompiledContract, decode, Contract, FeatureBatch, ModelCard, ModelSchema, Scores,
+        batch::argmax, contract::CompiledContract, decode, Contract, FeatureBatch, ModelCard,
+        ModelSchema, Scores,
     },
 };
 
@@ -206,12 +207,7 @@ impl LoadedModel {
             .map_err(|e| ProfileError::Inference(e.to_string()))?;
         let winners: Vec<usize> = scores
             .iter_rows()
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(i, _)| i)
-            })
+            .map(|row| argmax(row).unwrap_or(0))
             .collect();
         Ok(Contract::profile(&self.schema, &batch, Some(&winners)))
     }

@@ -40,8 +40,34 @@ pub struct Scores {
     pub values: Vec<f32>,
 }
 
+/// Index of the largest value: the first on ties; NaN is never chosen.
+pub fn argmax<T: Copy + PartialOrd>(row: &[T]) -> Option<usize> {
+    row.iter()
+        .enumerate()
+        .filter(|(_, v)| v.partial_cmp(v).is_some())
+        .fold(None, |best: Option<(usize, T)>, (i, &v)| match best {
+            Some((_, b)) if v <= b => best,
+            _ => Some((i, v)),
+        })
+        .map(|(i, _)| i)
+}
+
 impl Scores {
     pub fn iter_rows(&self) -> impl Iterator<Item = &[f32]> {
         self.values.chunks(self.width.max(1)).take(self.rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_takes_the_first_largest_and_never_nan() {
+        assert_eq!(argmax(&[0.1_f32, 0.7, 0.2]), Some(1));
+        assert_eq!(argmax(&[0.5_f64, 0.5]), Some(0));
+        assert_eq!(argmax(&[f32::NAN, 0.2, f32::NAN]), Some(1));
+        assert_eq!(argmax::<f32>(&[]), None);
+        assert_eq!(argmax(&[f64::NAN]), None);
     }
 }

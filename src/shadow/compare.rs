@@ -1,6 +1,6 @@
 //! How a challenger's answer compares with the champion's, record by record.
 
-use crate::model::Scores;
+use crate::model::{batch::argmax, Scores};
 
 /// The comparison of one request's scores.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,17 +19,6 @@ impl Comparison {
     pub fn abs_diff_sum(&self) -> f64 {
         self.abs_diffs.iter().sum()
     }
-}
-
-/// The index of the highest score (the first one on ties).
-fn argmax(row: &[f32]) -> Option<usize> {
-    let mut best: Option<(usize, f32)> = None;
-    for (index, &value) in row.iter().enumerate() {
-        if best.is_none_or(|(_, top)| value.total_cmp(&top).is_gt()) {
-            best = Some((index, value));
-        }
-    }
-    best.map(|(index, _)| index)
 }
 
 /// Compares two answers to the same records; they must have the same shape (a challenger

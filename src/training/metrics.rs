@@ -59,13 +59,7 @@ fn clip(p: f64) -> f64 {
 }
 
 fn argmax(row: &[f64]) -> usize {
-    let mut best = 0;
-    for (j, &p) in row.iter().enumerate() {
-        if p > row.get(best).copied().unwrap_or(f64::NEG_INFINITY) {
-            best = j;
-        }
-    }
-    best
+    crate::model::batch::argmax(row).unwrap_or(0)
 }
 
 fn f1(tp: u64, fp: u64, fn_: u64) -> f64 {

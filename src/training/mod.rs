@@ -35,6 +35,7 @@ pub use model::{LinearModel, ModelKind};
 pub use params::{ClassWeight, Params, Penalty, Solver};
 pub use request::{TrainingJob, TrainingRequest};
 
+use crate::model::batch::argmax;
 use objective::Labels;
 
 /// Reported after every optimiser iteration. For multi-label targets the labels are fitted one
@@ -237,12 +238,7 @@ pub fn train(
     let winners: Vec<usize> = model
         .proba_matrix(&x)
         .iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i)
-        })
+        .map(|row| argmax(row).unwrap_or(0))
         .collect();
     let contract = card::contract(job, &train_rows, &winners, class_values.len());
     Ok(card::finish(job, model, &class_values, metrics, contract))

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::{
     child::ServerProcess,
-    helpers::{assert_error, spawn_app_with, TestApp},
+    helpers::{assert_error, spawn_app_with, wait_for_training, TestApp},
     redis_server::RedisServer,
 };
 
@@ -65,23 +65,9 @@ async fn train(app: &TestApp, name: &str) -> Value {
 }
 
 async fn wait_ready(client: &reqwest::Client, record_url: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let record: Value = client
-            .get(record_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if record["status"] == "ready" {
-            return record;
-        }
-        assert_ne!(record["status"], "failed", "{record}");
-        assert!(tokio::time::Instant::now() < deadline, "{record}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let record = wait_for_training(client, record_url).await;
+    assert_eq!(record["status"], "ready", "{record}");
+    record
 }
 
 #[tokio::test]

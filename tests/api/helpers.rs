@@ -116,3 +116,27 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     assert!(body["error"]["details"].is_array());
     body
 }
+
+/// Polls a model record (`GET /models/{id}` at `record_url`) until training ends, and returns
+/// the final record (`ready` or `failed`); panics after 30 s.
+pub async fn wait_for_training(client: &reqwest::Client, record_url: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let record: Value = client
+            .get(record_url)
+            .send()
+            .await
+            .expect("GET the record")
+            .json()
+            .await
+            .expect("a JSON record");
+        if matches!(record["status"].as_str(), Some("ready" | "failed")) {
+            return record;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "training did not finish in 30 s: {record}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::{
     child::ServerProcess,
     cluster::registry_env,
-    helpers::{assert_error, spawn_app, spawn_app_with, TestApp},
+    helpers::{assert_error, spawn_app, spawn_app_with, wait_for_training, TestApp},
     redis_server::RedisServer,
     upload::tiny,
 };
@@ -44,21 +44,9 @@ async fn train(app: &TestApp, name: &str, rule: fn(f64, f64) -> bool) -> String 
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let record: Value = app
-            .get(&format!("/models/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if record["status"] == "ready" {
-            return id;
-        }
-        assert_ne!(record["status"], "failed", "{record}");
-        assert!(Instant::now() < deadline, "{record}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let record = wait_for_training(&app.client, &app.url(&format!("/models/{id}"))).await;
+    assert_eq!(record["status"], "ready", "{record}");
+    id
 }
 
 /// Uploads the `tiny` fixture as `name` through `base`; returns its id.

@@ -1,11 +1,11 @@
 //! Seed 2's training API, exactly as its clients used it, on the embedded registry
 //! (`make run`'s mode: training runs in-process on the blocking pool).
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, repo_path, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{
+    assert_error, repo_path, spawn_app, spawn_app_with, wait_for_training, TestApp,
+};
 
 fn seed_train_body() -> Value {
     serde_json::from_str(&std::fs::read_to_string(repo_path("train.json")).unwrap()).unwrap()
@@ -14,24 +14,7 @@ fn seed_train_body() -> Value {
 const SEED_QUERY: &str = "sepal_length=5.9&sepal_width=3.0&petal_length=5.1&petal_width=1.8";
 
 async fn wait_until_ready(app: &TestApp, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let record: Value = app
-            .get(&format!("/models/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        match record["status"].as_str() {
-            Some("ready") | Some("failed") => return record,
-            _ => {}
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "training finished in time: {record}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_training(&app.client, &app.url(&format!("/models/{id}"))).await
 }
 
 #[tokio::test]
