@@ -78,7 +78,7 @@ loadtest: build ## k6 daily-1m.js against the local cluster; non-zero when a thr
 	scripts/loadtest.sh
 
 .PHONY: bench
-bench: ort ## Load-test a release build (wrk) and run the criterion bench; see docs/performance.md
+bench: ort ## Performance bar: ml-api vs a bare axum baseline (wrk, oha), targets, criterion benches; see docs/performance.md
 	scripts/bench.sh
 
 .PHONY: model

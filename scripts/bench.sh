@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# Load-tests a release build of ml-api on loopback with wrk, then runs the criterion bench.
-# Called by `make bench` (after `make ort`); see docs/performance.md for what it measures.
+# The performance bar of ml-api (issue 7): load-tests a release build on loopback against a
+# bare axum baseline, checks the targets, then runs the criterion benches.
+# Called by `make bench` (after `make ort`); docs/performance.md says what it measures.
 #
-# Steps: build (`cargo build --release --locked`); start `ml-api serve` on a free 127.0.0.1
-# port with rate limiting off, pinned to CPU 1; time start -> first `/readyz` 200; drive
-# `POST /predict` with wrk pinned to CPU 0 (warm-up; the seed request over 1, 16 and 64
-# connections; a batch of 32 seed records over 16 connections); record the server's peak RSS;
-# stop the server; print a table and write .run/bench/results.json; run
-# `cargo bench --bench predict_path` unless BENCH_SKIP_CRITERION=1.
+# The load generator (wrk, 1 thread; oha for the constant-rate and 1M-request runs) is pinned
+# to CPU 0 and every server to CPU 1 with taskset. Steps:
+#  1. build `ml-api` and the bench-only baseline (`examples/bench_baseline.rs`), release;
+#  2. `baseline`: the bare axum handler, POST /predict with the seed record, wrk at 1, 16, 64
+#     and 256 connections;
+#  3. ml-api with batching OFF (`--batch-max-size 1`): POST /predict at 16, 64, 256;
+#  4. ml-api with the default flags (batching ON, 64 rows, no delay): time exec -> first
+#     `/readyz` 200; POST /predict at 1, 16, 64, 256; a batch of 32 records at 16; V2
+#     `POST /v2/models/santander/infer` (the seed record as V2 JSON tensors, built from
+#     `GET /v2/models/santander`) at 64 and 256; a constant-rate run (oha `-q`, latency
+#     correction) at half the highest /predict rate; then at least 1,000,000 more requests
+#     (oha `-n`) and VmRSS/VmHWM from /proc;
+#  5. prints one table and PASS/MISS per target, writes .run/bench/results.json and (unless
+#     BENCH_WRITE_DOC=0) the generated block of docs/performance.md;
+#  6. `cargo bench --bench predict_path` and `--bench batcher` (pinned to CPU 1) unless
+#     BENCH_SKIP_CRITERION=1; their medians go into results.json.
 #
-# Exits non-zero when any wrk run saw a non-2xx response or a socket error.
+# Exits non-zero when any load run saw a non-2xx response or a socket/request error. A missed
+# performance target prints a MISS line but does not change the exit code.
 #
 # Environment:
 #   BENCH_WARMUP=5s  BENCH_DURATION=15s   wrk durations (warm-up, each measured run)
+#   BENCH_RATE_DURATION=30s               the constant-rate (oha -q) run
+#   BENCH_MEMORY_REQUESTS=1000000         requests of the memory run (oha -n)
 #   BENCH_SKIP_CRITERION=1                skip `cargo bench`
+#   BENCH_WRITE_DOC=0                     do not rewrite docs/performance.md (trial runs)
 #   ORT_DYLIB_PATH                        ONNX Runtime library (default .ort/lib/...so.1.31.1)
-#   CARGO_TARGET_DIR                      honoured when looking for the binary
+#   CARGO_TARGET_DIR                      honoured when looking for the binaries
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,14 +38,21 @@ cd "$ROOT"
 
 WARMUP="${BENCH_WARMUP:-5s}"
 DURATION="${BENCH_DURATION:-15s}"
+RATE_DURATION="${BENCH_RATE_DURATION:-30s}"
+MEMORY_REQUESTS="${BENCH_MEMORY_REQUESTS:-1000000}"
+WRITE_DOC="${BENCH_WRITE_DOC:-1}"
 OUT=".run/bench"
 LUA="loadtest/wrk/predict.lua"
 SEED="tests/fixtures/seed_request.json"
+MODEL="santander"
 BATCH_RECORDS=32
+OHA_VERSION="1.16.0"
+OHA="$ROOT/.tools/oha/bin/oha"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ROOT/.ort/lib/libonnxruntime.so.1.31.1}"
 CARGO="${CARGO:-cargo}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET_DIR/release/ml-api"
+BASELINE_BIN="$TARGET_DIR/release/examples/bench_baseline"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -46,10 +68,16 @@ if ! command -v wrk >/dev/null 2>&1; then
     || { apt-get update >/dev/null && apt-get install -y --no-install-recommends wrk >/dev/null; } \
     || die "cannot install wrk (apt-get install wrk)"
 fi
+# oha (crates.io) does constant-rate load with latency correction, which wrk cannot.
+if ! { [[ -x "$OHA" ]] && "$OHA" --version 2>/dev/null | grep -q " $OHA_VERSION"; }; then
+  log "installing oha $OHA_VERSION (crates.io) into .tools/oha; this takes a few minutes once"
+  "$CARGO" install --locked --quiet oha --version "$OHA_VERSION" --root "$ROOT/.tools/oha" \
+    || die "cannot build oha (cargo install --locked oha --version $OHA_VERSION)"
+fi
 command -v curl >/dev/null 2>&1 || die "curl is required"
 command -v python3 >/dev/null 2>&1 || die "python3 is required"
 
-# Pin server and client to different CPUs when there are at least two.
+# Pin servers and clients to different CPUs when there are at least two.
 SERVER_PIN=()
 CLIENT_PIN=()
 CPUS="$(nproc)"
@@ -57,16 +85,21 @@ if [[ "$CPUS" -ge 2 ]] && command -v taskset >/dev/null 2>&1; then
   SERVER_PIN=(taskset -c 1)
   CLIENT_PIN=(taskset -c 0)
 else
-  log "fewer than 2 CPUs (or no taskset): server and wrk are not pinned"
+  log "fewer than 2 CPUs (or no taskset): servers and load generators are not pinned"
 fi
 
 # --- build ---------------------------------------------------------------------------------
-log "building the release binary"
+log "building the release binaries (ml-api and examples/bench_baseline)"
+# Two commands: building the example enables the dev-dependencies' features, and ml-api must
+# be the product binary exactly as `cargo build --release` makes it.
 "$CARGO" build --release --locked
+"$CARGO" build --release --locked --example bench_baseline
 [[ -x "$BIN" ]] || die "no binary at $BIN"
+[[ -x "$BASELINE_BIN" ]] || die "no binary at $BASELINE_BIN"
 
 # --- request bodies ------------------------------------------------------------------------
 BATCH_BODY="$OUT/batch${BATCH_RECORDS}.json"
+V2_BODY="$OUT/v2-infer.json"
 python3 - "$SEED" "$BATCH_BODY" "$BATCH_RECORDS" <<'PY'
 import json, sys
 seed, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -75,11 +108,15 @@ with open(out, "w") as f:
     json.dump([record] * n, f, separators=(",", ":"))
 PY
 
-# --- server --------------------------------------------------------------------------------
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-BASE="http://127.0.0.1:$PORT"
-SERVER_LOG="$OUT/server.log"
+# --- servers -------------------------------------------------------------------------------
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 SERVER_PID=""
+SERVER_LOG=""
+BASE=""
+READY_MS=""
 
 stop_server() {
   [[ -n "$SERVER_PID" ]] || return 0
@@ -97,114 +134,322 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-log "load average before: $LOAD_BEFORE (on $CPUS CPUs)"
+# start_server NAME CMD... : starts CMD pinned to the server CPU (with `{addr}` replaced by a
+# free loopback address), waits for `/readyz` 200 and sets SERVER_PID, BASE and READY_MS.
+start_server() {
+  local name="$1"
+  shift
+  local port
+  port="$(free_port)"
+  BASE="http://127.0.0.1:$port"
+  SERVER_LOG="$OUT/server-$name.log"
+  local args=() arg
+  for arg in "$@"; do args+=("${arg//\{addr\}/127.0.0.1:$port}"); done
+  local started_ns
+  started_ns="$(date +%s%N)"
+  RUST_LOG=warn "${SERVER_PIN[@]}" "${args[@]}" >"$SERVER_LOG" 2>&1 &
+  SERVER_PID=$!
+  local deadline=$((started_ns + 60 * 1000000000))
+  while :; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      tail -n 20 "$SERVER_LOG" >&2 || true
+      die "$name exited before it was ready (log: $SERVER_LOG)"
+    fi
+    if curl -fsS -o /dev/null --max-time 1 "$BASE/readyz" 2>/dev/null; then
+      READY_MS=$((($(date +%s%N) - started_ns) / 1000000))
+      break
+    fi
+    [[ "$(date +%s%N)" -lt "$deadline" ]] || die "$name: /readyz not 200 after 60 s (log: $SERVER_LOG)"
+    sleep 0.02
+  done
+  log "$name ready after ${READY_MS} ms on $BASE (pid $SERVER_PID)"
+}
 
-STARTED_NS="$(date +%s%N)"
-RUST_LOG=warn "${SERVER_PIN[@]}" "$BIN" serve \
-  --addr "127.0.0.1:$PORT" --model-dir models --default-model santander \
-  --rate-limit false --log-format json >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
-
-READY_MS=""
-DEADLINE=$((STARTED_NS + 60 * 1000000000))
-while :; do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    tail -n 20 "$SERVER_LOG" >&2 || true
-    die "the server exited before it was ready (log: $SERVER_LOG)"
-  fi
-  if curl -fsS -o /dev/null --max-time 1 "$BASE/readyz" 2>/dev/null; then
-    READY_MS=$((($(date +%s%N) - STARTED_NS) / 1000000))
-    break
-  fi
-  [[ "$(date +%s%N)" -lt "$DEADLINE" ]] || die "/readyz not 200 after 60 s (log: $SERVER_LOG)"
-  sleep 0.02
-done
-log "ready after ${READY_MS} ms on $BASE (pid $SERVER_PID)"
-
-# Sanity: the seed answers 200 with predictions.
-curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$SEED" \
-  "$BASE/predict" | grep -q '"predictions"' || die "POST /predict with the seed did not answer 200"
+ML_API=("$BIN" serve --addr "{addr}" --model-dir models --default-model "$MODEL"
+  --rate-limit false --log-format json)
 
 # --- load ----------------------------------------------------------------------------------
 RESULTS_JSONL="$OUT/runs.jsonl"
 : >"$RESULTS_JSONL"
+rm -f "$OUT"/wrk-*.txt "$OUT"/oha-*.json
 
-# run_wrk SCENARIO CONNECTIONS DURATION BODY RECORDS [record]
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# run_wrk SCENARIO SERVER PATH CONNECTIONS DURATION BODY RECORDS [record|discard]
 run_wrk() {
-  local scenario="$1" conns="$2" duration="$3" body="$4" records="$5" keep="${6:-record}"
+  local scenario="$1" server="$2" path="$3" conns="$4" duration="$5" body="$6" records="$7"
+  local keep="${8:-record}"
   local text="$OUT/wrk-$scenario-c$conns.txt"
   log "wrk: $scenario, $conns connections, $duration"
   WRK_BODY_FILE="$body" "${CLIENT_PIN[@]}" wrk -t1 -c"$conns" -d"$duration" --timeout 5s \
-    -s "$LUA" "$BASE/predict" >"$text" 2>&1 || { cat "$text" >&2; die "wrk failed"; }
+    -s "$LUA" "$BASE$path" >"$text" 2>&1 || { cat "$text" >&2; die "wrk failed"; }
   local line
   line="$(grep '^WRK_RESULT ' "$text" | tail -n 1 | cut -d' ' -f2-)" \
     || { cat "$text" >&2; die "no WRK_RESULT line from wrk (see $text)"; }
   if [[ "$keep" == record ]]; then
-    printf '{"scenario":"%s","connections":%d,"records_per_request":%d,"wrk":%s}\n' \
-      "$scenario" "$conns" "$records" "$line" >>"$RESULTS_JSONL"
+    printf '{"scenario":"%s","server":"%s","path":"%s","tool":"wrk","connections":%d,"records_per_request":%d,"load_after":"%s","wrk":%s}\n' \
+      "$scenario" "$server" "$path" "$conns" "$records" "$(loadavg)" "$line" >>"$RESULTS_JSONL"
   fi
 }
 
-run_wrk warmup 16 "$WARMUP" "$SEED" 1 discard
-run_wrk single 1 "$DURATION" "$SEED" 1
-run_wrk single 16 "$DURATION" "$SEED" 1
-run_wrk single 64 "$DURATION" "$SEED" 1
-run_wrk batch$BATCH_RECORDS 16 "$DURATION" "$BATCH_BODY" "$BATCH_RECORDS"
+# run_oha SCENARIO SERVER PATH CONNECTIONS BODY OHA-ARGS... : one oha run, JSON kept.
+run_oha() {
+  local scenario="$1" server="$2" path="$3" conns="$4" body="$5"
+  shift 5
+  local json="$OUT/oha-$scenario-c$conns.json"
+  log "oha: $scenario, $conns connections, $*"
+  "${CLIENT_PIN[@]}" "$OHA" --no-tui --output-format json -c "$conns" -m POST \
+    -H 'Content-Type: application/json' -D "$body" "$@" "$BASE$path" >"$json" \
+    || die "oha failed (see $json)"
+  printf '{"scenario":"%s","server":"%s","path":"%s","tool":"oha","connections":%d,"records_per_request":1,"load_after":"%s","oha_args":"%s","oha":%s}\n' \
+    "$scenario" "$server" "$path" "$conns" "$(loadavg)" "$*" "$(tr -d '\n' <"$json")" \
+    >>"$RESULTS_JSONL"
+}
 
-PEAK_RSS_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
-LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_BEFORE="$(loadavg)"
+log "load average before: $LOAD_BEFORE (on $CPUS CPUs)"
+
+# 1. baseline: the bare axum handler.
+start_server baseline "$BASELINE_BIN" "{addr}"
+BASELINE_READY_MS="$READY_MS"
+curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$SEED" \
+  "$BASE/predict" | grep -q '"predictions"' || die "baseline POST /predict did not answer 200"
+run_wrk warmup baseline /predict 64 "$WARMUP" "$SEED" 1 discard
+for c in 1 16 64 256; do run_wrk baseline baseline /predict "$c" "$DURATION" "$SEED" 1; done
+stop_server
+
+# 2. ml-api, batching off.
+start_server batching-off "${ML_API[@]}" --batch-max-size 1
+OFF_READY_MS="$READY_MS"
+run_wrk warmup batching-off /predict 64 "$WARMUP" "$SEED" 1 discard
+for c in 16 64 256; do run_wrk predict-batch-off ml-api-batching-off /predict "$c" "$DURATION" "$SEED" 1; done
+stop_server
+
+# 3. ml-api, default flags (batching on): the one whose start-up and memory are the targets.
+start_server default "${ML_API[@]}"
+DEFAULT_READY_MS="$READY_MS"
+SERVER_UNDER_TEST_PID="$SERVER_PID"
+curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$SEED" \
+  "$BASE/predict" | grep -q '"predictions"' || die "POST /predict with the seed did not answer 200"
+# The seed record as V2 JSON tensors: one [1, 1] tensor per model input, named and typed as
+# the server's own model metadata says (as tritonclient builds them).
+curl -fsS --max-time 5 "$BASE/v2/models/$MODEL" >"$OUT/v2-metadata.json" \
+  || die "GET /v2/models/$MODEL failed"
+python3 - "$SEED" "$OUT/v2-metadata.json" "$V2_BODY" <<'PY'
+import json, sys
+seed, metadata, out = sys.argv[1:]
+record = json.load(open(seed))
+inputs = []
+for spec in json.load(open(metadata))["inputs"]:
+    value = record.get(spec["name"])
+    if value is None:
+        sys.exit(f"the seed record has no value for model input {spec['name']}")
+    inputs.append({"name": spec["name"], "shape": [1, 1], "datatype": spec["datatype"],
+                   "data": [value]})
+with open(out, "w") as f:
+    json.dump({"id": "bench", "inputs": inputs}, f, separators=(",", ":"))
+PY
+V2_PATH="/v2/models/$MODEL/infer"
+curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$V2_BODY" \
+  "$BASE$V2_PATH" | grep -q '"outputs"' || die "POST $V2_PATH did not answer 200"
+
+run_wrk warmup default /predict 64 "$WARMUP" "$SEED" 1 discard
+for c in 1 16 64 256; do run_wrk predict ml-api /predict "$c" "$DURATION" "$SEED" 1; done
+run_wrk batch$BATCH_RECORDS ml-api /predict 16 "$DURATION" "$BATCH_BODY" "$BATCH_RECORDS"
+for c in 64 256; do run_wrk v2-infer ml-api "$V2_PATH" "$c" "$DURATION" "$V2_BODY" 1; done
+
+# Constant rate at half of the highest /predict (default flags) rate measured above.
+MAX_RPS="$(python3 - "$RESULTS_JSONL" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(int(max(r["wrk"]["rps"] for r in runs if r["scenario"] == "predict")))
+PY
+)"
+HALF_RPS=$((MAX_RPS / 2))
+run_oha constant-rate ml-api /predict 64 "$SEED" -z "$RATE_DURATION" -q "$HALF_RPS" \
+  --latency-correction
+
+# Memory: at least 1,000,000 more requests, then the server's resident set.
+run_oha memory ml-api /predict 64 "$SEED" -n "$MEMORY_REQUESTS"
+RSS_KB="$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_UNDER_TEST_PID/status")"
+HWM_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_UNDER_TEST_PID/status")"
+LOAD_AFTER="$(loadavg)"
 stop_server
 
 # --- report --------------------------------------------------------------------------------
+MACHINE_CPU="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+MACHINE_MEM_KB="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+VIRT="$(systemd-detect-virt 2>/dev/null || true)"
+TOOLS="$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2); $("$OHA" --version); $(rustc --version | cut -d' ' -f1-2)"
 STATUS=0
-python3 - "$RESULTS_JSONL" "$OUT/results.json" "$READY_MS" "$PEAK_RSS_KB" "$CPUS" \
-  "$LOAD_BEFORE" "$LOAD_AFTER" "${#SERVER_PIN[@]}" "$DURATION" <<'PY' || STATUS=$?
-import json, platform, sys, time
-runs_path, out, ready_ms, rss_kb, cpus, load_before, load_after, pinned, duration = sys.argv[1:]
+export DEFAULT_READY_MS OFF_READY_MS BASELINE_READY_MS RSS_KB HWM_KB MAX_RPS HALF_RPS \
+  LOAD_BEFORE LOAD_AFTER CPUS MACHINE_CPU MACHINE_MEM_KB VIRT TOOLS DURATION WARMUP \
+  RATE_DURATION MEMORY_REQUESTS
+export PINNED="${#SERVER_PIN[@]}"
+python3 - "$RESULTS_JSONL" "$OUT/results.json" "$OUT/table.md" <<'PY' || STATUS=$?
+import json, os, platform, sys, time
+E = os.environ
+runs_path, out, table_md = sys.argv[1:]
+env = {
+    "ready_ms": {"default": int(E["DEFAULT_READY_MS"]), "batching_off": int(E["OFF_READY_MS"]),
+                 "baseline": int(E["BASELINE_READY_MS"])},
+    "rss_kib": int(E["RSS_KB"]), "hwm_kib": int(E["HWM_KB"]),
+    "max_rps": int(E["MAX_RPS"]), "half_rps": int(E["HALF_RPS"]),
+}
 runs = [json.loads(line) for line in open(runs_path) if line.strip()]
-failed = False
+
+def norm(run):
+    """requests, req/s, p50/p99 in ms and error count, whatever the tool."""
+    if run["tool"] == "wrk":
+        w = run["wrk"]
+        errors = w["non_2xx"] + sum(w["socket_errors"].values())
+        return dict(requests=w["requests"], rps=w["rps"], p50=w["latency_ms"]["p50"],
+                    p99=w["latency_ms"]["p99"], errors=errors)
+    o = run["oha"]
+    codes = {int(k): v for k, v in (o.get("statusCodeDistribution") or {}).items()}
+    ok = sum(v for k, v in codes.items() if 200 <= k < 300)
+    # oha cancels the requests still in flight when a -z run ends: not an error of the server.
+    errs = {k: v for k, v in (o.get("errorDistribution") or {}).items()
+            if "aborted due to deadline" not in k}
+    errors = sum(v for k, v in codes.items() if not 200 <= k < 300) + sum(errs.values())
+    pct = o["latencyPercentiles"]
+    return dict(requests=ok + errors, rps=o["summary"]["requestsPerSec"],
+                p50=pct["p50"] * 1000, p99=pct["p99"] * 1000, errors=errors)
+
 for run in runs:
-    w = run["wrk"]
-    run["records_per_s"] = round(w["rps"] * run["records_per_request"], 1)
-    run["socket_errors_total"] = sum(w["socket_errors"].values())
-    if w["non_2xx"] or run["socket_errors_total"] or not w["requests"]:
-        failed = True
+    run["result"] = norm(run)
+baseline = {r["connections"]: r["result"]["rps"] for r in runs if r["scenario"] == "baseline"}
+for run in runs:
+    b = baseline.get(run["connections"])
+    run["pct_of_baseline"] = (round(100 * run["result"]["rps"] / b, 1)
+                              if b and run["tool"] == "wrk" and run["records_per_request"] == 1
+                              else None)
+
+LABELS = {
+    "baseline": "baseline (bare axum, no model)",
+    "predict-batch-off": "ml-api /predict, batching off",
+    "predict": "ml-api /predict, batching on (default)",
+    "batch32": "ml-api /predict, 32 records/request",
+    "v2-infer": "ml-api V2 infer, batching on",
+    "constant-rate": f"ml-api /predict, constant {env['half_rps']} req/s (oha)",
+    "memory": "ml-api /predict, memory run (oha)",
+}
+header = ["scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "% of baseline"]
+rows = []
+for run in runs:
+    r = run["result"]
+    pct = run["pct_of_baseline"]
+    rows.append([LABELS.get(run["scenario"], run["scenario"]), str(run["connections"]),
+                 f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", str(r["errors"]),
+                 "-" if pct is None else f"{pct:.0f} %"])
+widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+def line(cells):
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+print()
+print(line(header))
+print("-" * len(line(header)))
+for row in rows:
+    print(line(row))
+
+# Targets.
+served = sum(run["result"]["requests"] for run in runs if run["server"] == "ml-api")
+predict = [run for run in runs if run["scenario"] == "predict" and run["connections"] >= 16]
+worst = min(predict, key=lambda run: run["pct_of_baseline"])
+rate = next(run for run in runs if run["scenario"] == "constant-rate")
+predict_errors = sum(run["result"]["errors"] for run in runs if run["path"] == "/predict"
+                     and run["server"].startswith("ml-api"))
+targets = [
+    ("/predict >= 50 % of baseline req/s (default flags, 16/64/256 conns), 0 errors",
+     worst["pct_of_baseline"] >= 50 and predict_errors == 0,
+     f"lowest {worst['pct_of_baseline']:.0f} % at {worst['connections']} conns; "
+     f"{predict_errors} errors on /predict"),
+    (f"p99 <= 5 ms at half the max rate ({env['half_rps']} of {env['max_rps']} req/s, constant rate)",
+     rate["result"]["p99"] <= 5.0 and rate["result"]["errors"] == 0,
+     f"p99 {rate['result']['p99']:.2f} ms, p50 {rate['result']['p50']:.2f} ms, "
+     f"achieved {rate['result']['rps']:,.0f} req/s, {rate['result']['errors']} errors"),
+    ("resident memory <= 64 MiB after >= 1,000,000 requests",
+     served >= 1_000_000 and env["rss_kib"] <= 64 * 1024,
+     f"VmRSS {env['rss_kib'] / 1024:.1f} MiB, VmHWM {env['hwm_kib'] / 1024:.1f} MiB "
+     f"after {served:,} requests"),
+    ("exec -> /readyz 200 under 1 s (default model)",
+     env["ready_ms"]["default"] < 1000,
+     f"{env['ready_ms']['default']} ms (batching off: {env['ready_ms']['batching_off']} ms)"),
+]
+print()
+for name, ok, detail in targets:
+    print(f"{'PASS' if ok else 'MISS'}  {name}: {detail}")
+failed = any(run["result"]["errors"] or not run["result"]["requests"] for run in runs)
+load_before, load_after = E["LOAD_BEFORE"], E["LOAD_AFTER"]
+print(f"\nload average before/after: {load_before} / {load_after} (on {E['CPUS']} CPUs)")
+
+machine = {"cpus": int(E["CPUS"]), "cpu_model": E["MACHINE_CPU"], "arch": platform.machine(),
+           "mem_gib": round(int(E["MACHINE_MEM_KB"]) / 1024 / 1024, 1), "virt": E["VIRT"],
+           "kernel": platform.release(), "load_before": load_before, "load_after": load_after}
 result = {
     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "machine": {"cpus": int(cpus), "arch": platform.machine(),
-                "load_before": load_before, "load_after": load_after},
-    "setup": {"server_cpu": "1" if int(pinned) else "any", "client_cpu": "0" if int(pinned) else "any",
-              "wrk_threads": 1, "duration": duration, "rate_limit": False, "build": "release"},
-    "server": {"startup_to_ready_ms": int(ready_ms), "peak_rss_kib": int(rss_kb)},
+    "machine": machine,
+    "setup": {"server_cpu": "1" if int(E["PINNED"]) else "any",
+              "client_cpu": "0" if int(E["PINNED"]) else "any",
+              "wrk_threads": 1, "duration": E["DURATION"], "warmup": E["WARMUP"],
+              "rate_duration": E["RATE_DURATION"], "memory_requests": int(E["MEMORY_REQUESTS"]),
+              "rate_limit": False, "build": "release", "tools": E["TOOLS"]},
+    "server": {"startup_to_ready_ms": env["ready_ms"], "rss_kib": env["rss_kib"],
+               "peak_rss_kib": env["hwm_kib"], "requests_served": served},
+    "targets": [{"target": n, "pass": ok, "detail": d} for n, ok, d in targets],
     "runs": runs,
 }
 with open(out, "w") as f:
     json.dump(result, f, indent=2)
     f.write("\n")
-head = f"{'scenario':<10} {'conns':>5} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>7} {'sock err':>8}"
-print()
-print(head)
-print("-" * len(head))
-for run in runs:
-    w, l = run["wrk"], run["wrk"]["latency_ms"]
-    print(f"{run['scenario']:<10} {run['connections']:>5} {w['rps']:>9.0f} {run['records_per_s']:>10.0f} "
-          f"{l['p50']:>8.2f} {l['p90']:>8.2f} {l['p99']:>8.2f} {w['non_2xx']:>7} {run['socket_errors_total']:>8}")
-print(f"\nstartup to /readyz 200: {ready_ms} ms   peak RSS (VmHWM): {int(rss_kb)/1024:.1f} MiB")
-print(f"load average before/after: {load_before} / {load_after}   results: {out}")
+
+# The same as Markdown, for docs/performance.md.
+md = [f"Generated by `make bench` on {result['when']}: {machine['cpus']} vCPUs "
+      f"({machine['cpu_model']}{', ' + machine['virt'] if machine['virt'] else ''}), "
+      f"{machine['mem_gib']} GiB RAM, Linux {machine['kernel']}; {result['setup']['tools']}. "
+      f"Server on CPU {result['setup']['server_cpu']}, load generator on CPU "
+      f"{result['setup']['client_cpu']}; wrk runs {result['setup']['duration']} each "
+      f"(after a {result['setup']['warmup']} warm-up per server). "
+      f"**Load average before/after: {load_before} / {load_after}.**", "",
+      "| " + " | ".join(header) + " |",
+      "| --- | " + " | ".join("---:" for _ in header[1:]) + " |"]
+md += ["| " + " | ".join(row) + " |" for row in rows]
+md += ["", "| target | result | measured |", "| --- | --- | --- |"]
+md += [f"| {n} | {'PASS' if ok else '**MISS**'} | {d} |" for n, ok, d in targets]
+with open(table_md, "w") as f:
+    f.write("\n".join(md) + "\n")
 sys.exit(1 if failed else 0)
 PY
 if [[ "$STATUS" -ne 0 ]]; then
-  log "FAILED: a wrk run saw non-2xx responses or socket errors (see $OUT/wrk-*.txt)"
+  log "FAILED: a load run saw non-2xx responses or request errors (see $OUT/wrk-*.txt, $OUT/oha-*.json)"
+fi
+
+# The generated block of docs/performance.md (between the bench markers).
+if [[ "$WRITE_DOC" == 1 ]]; then
+  python3 - docs/performance.md "$OUT/table.md" <<'PY'
+import sys
+doc, table = sys.argv[1:]
+text = open(doc).read()
+begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+if begin not in text or end not in text:
+    sys.exit(f"{doc} has no {begin} ... {end} block")
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(doc, "w").write(head + begin + "\n" + open(table).read() + end + tail)
+PY
+  log "wrote the table into docs/performance.md"
 fi
 
 # --- criterion -----------------------------------------------------------------------------
 # Criterion prints a confidence interval; the median of each benchmark is read from its
-# estimates.json and added to results.json (only benchmarks written by this run).
+# estimates.json and added to results.json (only benchmarks written by this run). The batcher
+# bench runs pinned to the server's CPU, the shape the server has under taskset.
 if [[ "${BENCH_SKIP_CRITERION:-0}" != 1 ]]; then
-  log "cargo bench --bench predict_path"
   touch "$OUT/.criterion-start"
+  "$CARGO" bench --locked --no-run --bench predict_path --bench batcher
+  log "cargo bench --bench predict_path"
   "$CARGO" bench --locked --bench predict_path 2>&1 | tee "$OUT/criterion.txt"
+  log "cargo bench --bench batcher (pinned like the server)"
+  "${SERVER_PIN[@]}" "$CARGO" bench --locked --bench batcher 2>&1 | tee -a "$OUT/criterion.txt"
   python3 - "$TARGET_DIR/criterion" "$OUT/.criterion-start" "$OUT/results.json" <<'PY'
 import json, os, sys
 root, marker, out = sys.argv[1:]
@@ -228,9 +473,12 @@ for dirpath, _, files in os.walk(root):
         "records": elements,
         "records_per_s": round(elements * 1e9 / median["point_estimate"]),
     })
-ORDER = ["json_decode", "validate", "infer", "infer_raw", "encode", "end_to_end"]
-rows.sort(key=lambda r: (ORDER.index(r["id"].split("/")[0]) if r["id"].split("/")[0] in ORDER
-                         else len(ORDER), r["id"]))
+ORDER = ["json_decode", "validate", "infer", "infer_raw", "encode", "end_to_end", "batcher"]
+def key(r):
+    parts = r["id"].split("/")
+    group = ORDER.index(parts[0]) if parts[0] in ORDER else len(ORDER)
+    return (group, [int(p) if p.isdigit() else 0 for p in parts[1:]], r["id"])
+rows.sort(key=key)
 result = json.load(open(out))
 result["criterion"] = rows
 with open(out, "w") as f:

@@ -95,7 +95,7 @@ impl Application {
             jobs,
             admin_key: config.admin_api_key.as_deref().map(Into::into),
             default_model: Arc::new(default_model),
-            metrics,
+            metrics: Arc::new(metrics),
             lifecycle: Arc::new(Lifecycle::default()),
             max_batch_records: config.http.max_batch_records,
             max_upload_bytes: config.http.max_upload_bytes,

@@ -1,11 +1,12 @@
--- wrk script for `POST /predict` (used by scripts/bench.sh).
+-- wrk script for a JSON `POST` (used by scripts/bench.sh for ml-api's `/predict` and V2
+-- `/v2/models/{name}/infer`, and for the bench-only baseline server's `/predict`).
 --
 --   WRK_BODY_FILE=tests/fixtures/seed_request.json wrk -t1 -c16 -d15s \
 --     -s loadtest/wrk/predict.lua http://127.0.0.1:5001/predict
 --
 -- Sends the file's bytes unchanged as the body with Content-Type: application/json, and at the
 -- end prints one line `WRK_RESULT {json}` (latencies in milliseconds) after wrk's own summary.
--- `non_2xx` is wrk's `errors.status` (responses with status >= 400; ml-api never redirects).
+-- `non_2xx` is wrk's `errors.status` (responses with status >= 400; neither server redirects).
 
 local path = os.getenv("WRK_BODY_FILE") or "tests/fixtures/seed_request.json"
 local file = assert(io.open(path, "rb"), "cannot open WRK_BODY_FILE " .. path)

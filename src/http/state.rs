@@ -21,7 +21,9 @@ pub struct AppState {
     /// Required on write endpoints when set.
     pub admin_key: Option<Arc<str>>,
     pub default_model: Arc<ModelRef>,
-    pub metrics: Metrics,
+    /// Behind an `Arc`: the state is cloned several times per request (extractor, each
+    /// `from_fn_with_state` layer), and `Metrics` is ~20 handles, each a reference count.
+    pub metrics: Arc<Metrics>,
     pub lifecycle: Arc<Lifecycle>,
     pub max_batch_records: usize,
     pub max_upload_bytes: usize,
