@@ -20,6 +20,11 @@
 
 use std::net::SocketAddr;
 
+/// The same allocator as ml-api (`src/main.rs`), so the comparison is of the servers' work,
+/// not of the allocators.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use axum::{
     routing::{get, post},
     Json, Router,

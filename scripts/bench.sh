@@ -8,7 +8,9 @@
 #  1. build `ml-api` and the bench-only baseline (`examples/bench_baseline.rs`), release;
 #  2. `baseline`: the bare axum handler, POST /predict with the seed record, wrk at 1, 16, 64
 #     and 256 connections;
-#  3. ml-api with batching OFF (`--batch-max-size 1`): POST /predict at 16, 64, 256;
+#  3. ml-api with batching OFF (`--batch-max-size 1`): POST /predict at 16, 64, 256; then
+#     ml-api with drift OFF (`--drift false`): POST /predict at 64 (the drift histograms'
+#     cost is the default run's req/s at 64 against this);
 #  4. ml-api with the default flags (batching ON, 64 rows, no delay): time exec -> first
 #     `/readyz` 200; POST /predict at 1, 16, 64, 256; a batch of 32 records at 16; V2
 #     `POST /v2/models/santander/infer` (the seed record as V2 JSON tensors, built from
@@ -225,6 +227,13 @@ run_wrk warmup batching-off /predict 64 "$WARMUP" "$SEED" 1 discard
 for c in 16 64 256; do run_wrk predict-batch-off ml-api-batching-off /predict "$c" "$DURATION" "$SEED" 1; done
 stop_server
 
+# 2b. ml-api with drift off (`--drift false`): the cost of the drift histograms on the hot
+#     path is the default run's req/s against this one's, at 64 connections.
+start_server drift-off "${ML_API[@]}" --drift false
+run_wrk warmup drift-off /predict 64 "$WARMUP" "$SEED" 1 discard
+run_wrk predict-drift-off ml-api-drift-off /predict 64 "$DURATION" "$SEED" 1
+stop_server
+
 # 3. ml-api, default flags (batching on): the one whose start-up and memory are the targets.
 start_server default "${ML_API[@]}"
 DEFAULT_READY_MS="$READY_MS"
@@ -328,6 +337,7 @@ for run in runs:
 LABELS = {
     "baseline": "baseline (bare axum, no model)",
     "predict-batch-off": "ml-api /predict, batching off",
+    "predict-drift-off": "ml-api /predict, drift off",
     "predict": "ml-api /predict, batching on (default)",
     "batch32": "ml-api /predict, 32 records/request",
     "v2-infer": "ml-api V2 infer, batching on",
@@ -358,6 +368,9 @@ worst = min(predict, key=lambda run: run["pct_of_baseline"])
 rate = next(run for run in runs if run["scenario"] == "constant-rate")
 predict_errors = sum(run["result"]["errors"] for run in runs if run["path"] == "/predict"
                      and run["server"].startswith("ml-api"))
+drift_on = next(r["result"]["rps"] for r in runs if r["scenario"] == "predict" and r["connections"] == 64)
+drift_off = next(r["result"]["rps"] for r in runs if r["scenario"] == "predict-drift-off")
+drift_cost = 100 * (drift_off - drift_on) / drift_off
 targets = [
     ("/predict >= 50 % of baseline req/s (default flags, 16/64/256 conns), 0 errors",
      worst["pct_of_baseline"] >= 50 and predict_errors == 0,
@@ -371,6 +384,9 @@ targets = [
      served >= 1_000_000 and env["rss_kib"] <= 64 * 1024,
      f"VmRSS {env['rss_kib'] / 1024:.1f} MiB, VmHWM {env['hwm_kib'] / 1024:.1f} MiB "
      f"after {served:,} requests"),
+    ("drift histograms cost < 5 % of /predict req/s (64 conns, drift on vs --drift false)",
+     drift_cost < 5.0,
+     f"{drift_on:,.0f} req/s with drift, {drift_off:,.0f} without: {drift_cost:+.1f} %"),
     ("exec -> /readyz 200 under 1 s (default model)",
      env["ready_ms"]["default"] < 1000,
      f"{env['ready_ms']['default']} ms (batching off: {env['ready_ms']['batching_off']} ms)"),

@@ -8,6 +8,12 @@ use ml_api::{
     telemetry,
 };
 
+/// mimalloc instead of glibc's malloc: request handling allocates many small, short-lived
+/// objects (JSON values, strings, tensors), where glibc spent about a quarter of the server's
+/// time under load (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Telemetry first, before the runtime, so Sentry and the exporters see every thread.

@@ -90,19 +90,19 @@ impl Application {
             tracing::warn!(%error, "cannot read challengers yet; retrying in the background");
         }
         shadow.spawn(config.registry.reconcile_interval, stopped.clone());
-        let state = AppState {
+        let state = AppState::new(http::state::Shared {
             catalog,
             jobs,
             admin_key: config.admin_api_key.as_deref().map(Into::into),
             default_model: Arc::new(default_model),
-            metrics: Arc::new(metrics),
+            metrics,
             lifecycle: Arc::new(Lifecycle::default()),
             max_batch_records: config.http.max_batch_records,
             max_upload_bytes: config.http.max_upload_bytes,
             request_timeout: config.http.request_timeout,
             quotas,
             shadow,
-        };
+        });
         let router = http::router(state.clone(), &config)?;
         let listener = TcpListener::bind(config.addr)
             .await
