@@ -160,6 +160,43 @@ fn bench_validate(c: &mut Criterion) {
     group.finish();
 }
 
+/// (b') The model's feature contract (`contract_check`) and the drift histograms
+/// (`drift_observe`: features, then the predicted label), on the validated batch.
+fn bench_contract_and_drift(c: &mut Criterion) {
+    let fx = fixture();
+    let contract = fx
+        .model
+        .contract
+        .as_ref()
+        .expect("santander has a contract");
+    let drift = fx.model.drift.as_ref().expect("drift is on by default");
+    let mut group = c.benchmark_group("contract_check");
+    for (label, rows, body) in &fx.bodies {
+        let batch = to_batch(&fx.model, &to_value(body));
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), &batch, |b, batch| {
+            b.iter(|| contract.check(std::hint::black_box(batch), 100))
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("drift_observe");
+    for (label, rows, body) in &fx.bodies {
+        let batch = to_batch(&fx.model, &to_value(body));
+        let scores = fx
+            .runtime
+            .block_on(fx.model.infer(batch.clone()))
+            .expect("infer");
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), &batch, |b, batch| {
+            b.iter(|| {
+                let at = drift.observe(contract, std::hint::black_box(batch));
+                drift.observe_predictions(at, &scores);
+            })
+        });
+    }
+    group.finish();
+}
+
 /// (c) Inference through the pool, as the handler calls it.
 fn bench_infer(c: &mut Criterion) {
     let fx = fixture();
@@ -290,7 +327,7 @@ fn criterion() -> Criterion {
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = bench_json_decode, bench_validate, bench_infer, bench_infer_raw, bench_encode,
+    targets = bench_json_decode, bench_validate, bench_contract_and_drift, bench_infer, bench_infer_raw, bench_encode,
         bench_end_to_end
 }
 criterion_main!(benches);

@@ -58,6 +58,13 @@ pub struct DriftMonitor {
     epochs: Box<[AtomicU64]>,
 }
 
+/// Where a request's features were counted.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed {
+    slot: usize,
+    epoch: u64,
+}
+
 /// What a window shows (`GET /models/{name}/drift`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DriftReport {
@@ -123,25 +130,30 @@ impl DriftMonitor {
         ms / self.slot_ms
     }
 
-    /// The counters of the current slot, zeroed first if they belong to an older epoch.
-    fn current_slot(&self) -> &[AtomicU64] {
+    fn counters(&self, slot: usize) -> &[AtomicU64] {
+        &self.counts[slot * self.width..(slot + 1) * self.width]
+    }
+
+    /// The current slot, zeroed first if it belongs to an older epoch.
+    fn current_slot(&self) -> Observed {
         let epoch = self.epoch_now();
         let slot = (epoch % self.settings.slots as u64) as usize;
-        let counters = &self.counts[slot * self.width..(slot + 1) * self.width];
         let seen = self.epochs[slot].load(Relaxed);
         if seen != epoch
             && self.epochs[slot]
                 .compare_exchange(seen, epoch, Relaxed, Relaxed)
                 .is_ok()
         {
-            counters.iter().for_each(|c| c.store(0, Relaxed));
+            self.counters(slot).iter().for_each(|c| c.store(0, Relaxed));
         }
-        counters
+        Observed { slot, epoch }
     }
 
-    /// Counts a validated batch's features.
-    pub fn observe(&self, contract: &CompiledContract, batch: &FeatureBatch) {
-        let slot = self.current_slot();
+    /// Counts a validated batch's features; the answer's predictions go to the same slot
+    /// ([`Self::observe_predictions`]), so one request reads the clock once.
+    pub fn observe(&self, contract: &CompiledContract, batch: &FeatureBatch) -> Observed {
+        let at = self.current_slot();
+        let slot = self.counters(at.slot);
         slot[0].fetch_add(batch.rows as u64, Relaxed);
         for ((histogram, field), column) in self
             .features
@@ -155,14 +167,19 @@ impl DriftMonitor {
             let bins = &slot[histogram.offset..histogram.offset + histogram.reference.len()];
             count_column(field, column, bins);
         }
+        at
     }
 
-    /// Counts each row's highest-scoring output column.
-    pub fn observe_predictions(&self, scores: &Scores) {
+    /// Counts each row's highest-scoring output column, in the slot its features went to
+    /// (skipped in the rare case that slot was recycled while the model ran).
+    pub fn observe_predictions(&self, at: Observed, scores: &Scores) {
         let Some(histogram) = &self.predictions else {
             return;
         };
-        let slot = self.current_slot();
+        if self.epochs[at.slot].load(Relaxed) != at.epoch {
+            return;
+        }
+        let slot = self.counters(at.slot);
         let bins = &slot[histogram.offset..histogram.offset + histogram.reference.len()];
         for row in scores.iter_rows() {
             if let Some(best) = argmax(row) {

@@ -24,6 +24,7 @@ use axum::{
     routing::{delete, get, post, put},
     Extension, Router,
 };
+use tower::util::option_layer;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -37,6 +38,7 @@ pub use state::{AppState, Lifecycle};
 /// Builds the application: API routes (rate limited), probes and metrics (exempt), the
 /// OpenAPI document with Swagger UI at `/docs`, and the layers every request passes through.
 pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
+    let sentry_enabled = sentry::Hub::current().client().is_some();
     let mut api = Router::new()
         .route("/predict", post(predict::predict))
         .route("/models", post(models::create).get(models::list))
@@ -116,8 +118,14 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(sentry::integrations::tower::SentryHttpLayer::new().enable_transaction())
-        .layer(sentry::integrations::tower::NewSentryLayer::<Request<Body>>::new_from_top())
+        // Sentry's per-request hub and transaction only when a Sentry client is configured
+        // (telemetry starts before the router is built): they cost a few µs per request.
+        .layer(option_layer(sentry_enabled.then(|| {
+            sentry::integrations::tower::SentryHttpLayer::new().enable_transaction()
+        })))
+        .layer(option_layer(sentry_enabled.then(
+            sentry::integrations::tower::NewSentryLayer::<Request<Body>>::new_from_top,
+        )))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state))
 }

@@ -141,10 +141,11 @@ pub async fn score(
     let batch = decode::decode(&model.schema, &records).map_err(rejected)?;
     if let Some(contract) = &model.contract {
         enforce_contract(state, model, contract, &batch, records.is_batch)?;
-        if let Some(drift) = &model.drift {
-            drift.observe(contract, &batch);
-        }
     }
+    let observed = match (&model.drift, &model.contract) {
+        (Some(drift), Some(contract)) => Some((drift, drift.observe(contract, &batch))),
+        _ => None,
+    };
     let rows = batch.rows;
     let started = std::time::Instant::now();
     let scores = model.infer(batch).await.map_err(|error| match error {
@@ -162,8 +163,8 @@ pub async fn score(
         .predictions
         .with_label_values(&[&model.name])
         .inc_by(rows as u64);
-    if let Some(drift) = &model.drift {
-        drift.observe_predictions(&scores);
+    if let Some((drift, at)) = observed {
+        drift.observe_predictions(at, &scores);
     }
     Ok(scores)
 }

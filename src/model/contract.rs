@@ -13,7 +13,7 @@
 //! always refuse a request; a contract is what training saw, and its per-model `policy` says
 //! whether leaving it refuses the request (`reject`) or serves it and counts it (`warn`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -286,9 +286,8 @@ pub enum Bins {
     Numeric { edges: Vec<f64> },
     /// One bin per known category (in `names` order), then one for unseen categories.
     Categorical {
-        index: HashMap<String, usize>,
+        index: HashMap<String, usize, foldhash::fast::RandomState>,
         names: Vec<String>,
-        known: HashSet<String>,
     },
     /// false, true.
     Boolean,
@@ -401,16 +400,8 @@ fn compile_field(
                     .enumerate()
                     .map(|(i, n)| (n.clone(), i))
                     .collect();
-                let known = names.iter().cloned().collect();
                 let shares = categories.values().copied().collect();
-                (
-                    Bins::Categorical {
-                        index,
-                        names,
-                        known,
-                    },
-                    shares,
-                )
+                (Bins::Categorical { index, names }, shares)
             }
         }
     };
@@ -480,16 +471,16 @@ impl CompiledContract {
                 }
             };
             match (column, &field.bins) {
-                (Column::String(values), Bins::Categorical { known, .. }) => {
+                (Column::String(values), Bins::Categorical { index, .. }) => {
                     for (row, v) in values.iter().enumerate() {
-                        if !known.contains(v) {
+                        if !index.contains_key(v.as_str()) {
                             push(
                                 row,
                                 "category",
                                 self.policy.category,
                                 format!(
                                     "`{v}` was never seen in training ({} known categories)",
-                                    known.len()
+                                    index.len()
                                 ),
                             );
                         }
