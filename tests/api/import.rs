@@ -6,7 +6,11 @@
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, repo_path, seed_record, spawn_app, TestApp};
+use crate::{
+    child::ServerProcess,
+    helpers::{assert_error, repo_path, seed_record, spawn_app, TestApp},
+    redis_server::RedisServer,
+};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(repo_path("tests/fixtures/import").join(name)).unwrap()
@@ -23,18 +27,30 @@ async fn upload(
     name: &str,
     reference: Option<&Value>,
 ) -> reqwest::Response {
+    upload_to(
+        &app.client,
+        &app.url("/models/upload"),
+        model,
+        name,
+        reference,
+    )
+    .await
+}
+
+async fn upload_to(
+    client: &reqwest::Client,
+    url: &str,
+    model: Vec<u8>,
+    name: &str,
+    reference: Option<&Value>,
+) -> reqwest::Response {
     let mut form = Form::new()
         .part("model", Part::bytes(model).file_name("model.onnx"))
         .text("name", name.to_owned());
     if let Some(reference) = reference {
         form = form.part("reference", Part::text(reference.to_string()));
     }
-    app.client
-        .post(app.url("/models/upload"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
+    client.post(url).multipart(form).send().await.unwrap()
 }
 
 fn assert_rows_close(got: &Value, want: &Value, tolerance: f64) {
@@ -317,4 +333,53 @@ async fn a_model_onnx_runtime_cannot_load_gets_422_with_its_message_and_the_serv
     let response = upload(&app, fixture("iris_strings.onnx"), "iris", None).await;
     assert_eq!(response.status(), 201, "and uploads still work");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_an_upload_through_one_replica_is_served_with_its_contract_by_another() {
+    let redis = RedisServer::start();
+    let env = [
+        ("ML_API_REGISTRY", "redis".to_owned()),
+        ("ML_API_REDIS_URL", redis.url()),
+        ("ML_API_REDIS_PREFIX", "import".to_owned()),
+    ];
+    let replica_a = ServerProcess::start(&[], &env).await;
+    let replica_b = ServerProcess::start(&[], &env).await;
+    let client = reqwest::Client::new();
+    let expected = expected();
+    let want = &expected["models"]["iris_strings"];
+    let reference = json!({"inputs": expected["records"], "outputs": want["probabilities"]});
+    let created = upload_to(
+        &client,
+        &replica_a.url("/models/upload"),
+        fixture("iris_strings.onnx"),
+        "iris",
+        Some(&reference),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+
+    // Replica B reads the normalised model (no ZipMap) and its profiled contract from Redis.
+    let answer = client
+        .post(replica_b.url("/models/iris/predict"))
+        .json(&expected["records"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_rows_close(&answer["predictions"], &want["probabilities"], 1e-5);
+    let drift: Value = client
+        .get(replica_b.url("/models/iris/drift"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(drift["features"].as_array().unwrap().len(), 4, "{drift}");
+    assert_eq!(
+        drift["samples"],
+        expected["records"].as_array().unwrap().len()
+    );
 }
