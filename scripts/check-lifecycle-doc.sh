@@ -52,7 +52,7 @@ source "$STATE"
 contract="$(curl -sf "$BASE/models/$V1" | jq '.card.contract')"
 [[ "$(jq -r '.fields.petal_length.type' <<<"$contract")" == numeric ]] || fail "no contract recorded"
 warned="$(for r in $METRICS_FROM; do curl -sf "$r/metrics"; done | grep -c 'ml_api_validation_failures_total{action="warn",feature="petal_length",model="iris",reason="range"}' || true)"
-[[ "$warned" == 1 ]] || fail "the out-of-range record was not counted as a warning"
+((warned >= 1)) || fail "the out-of-range record was not counted as a warning"
 drift="$(curl -sf "$BASE/models/iris/drift")"
 jq -e '[.features[] | select(.feature == "petal_length") | .psi > 0.2] == [true]' <<<"$drift" >/dev/null \
   || fail "petal_length PSI not above 0.2: $drift"
