@@ -16,23 +16,26 @@ use super::state::AppState;
 use crate::error::ApiError;
 
 /// The route label: the matched route template, never the raw path (bounded cardinality).
-fn route_of(req: &Request) -> String {
-    req.extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned())
+/// `MatchedPath` is a reference-counted string, so keeping it costs no allocation.
+fn route_of(req: &Request) -> Option<MatchedPath> {
+    req.extensions().get::<MatchedPath>().cloned()
+}
+
+fn route_label(route: &Option<MatchedPath>) -> &str {
+    route.as_ref().map_or("unmatched", MatchedPath::as_str)
 }
 
 /// Counts and times every request, and tracks how many are in flight.
 pub async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_of(&req);
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let metrics = &state.metrics;
     metrics.http_in_flight.inc();
     let response = next.run(req).await;
     metrics.http_in_flight.dec();
-    let status = response.status().as_u16().to_string();
-    let labels = [method.as_str(), route.as_str(), status.as_str()];
+    let status = response.status();
+    let labels = [method.as_str(), route_label(&route), status.as_str()];
     metrics.http_requests.with_label_values(&labels).inc();
     metrics
         .http_duration
@@ -53,6 +56,7 @@ pub async fn time_limit(State(state): State<AppState>, req: Request, next: Next)
 /// a `traceparent` header, so ml-api's spans join distributed traces.
 pub fn request_span(req: &Request) -> tracing::Span {
     let route = route_of(req);
+    let route = route_label(&route);
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -67,6 +71,10 @@ pub fn request_span(req: &Request) -> tracing::Span {
         http.response.status_code = tracing::field::Empty,
         request_id = %request_id,
     );
+    if span.is_disabled() {
+        // Filtered out (e.g. RUST_LOG=warn): no trace context to extract or attach.
+        return span;
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(req.headers()))
     });
