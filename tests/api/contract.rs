@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::{
     child::ServerProcess,
-    helpers::{assert_error, spawn_app_with, wait_for_training, TestApp},
+    cluster::registry_env,
+    helpers::{assert_error, get_json, spawn_app_with, wait_for_training, TestApp},
     redis_server::RedisServer,
 };
 
@@ -254,12 +255,8 @@ async fn drift_stays_low_on_the_training_distribution_and_rises_on_the_shifted_f
 #[tokio::test]
 async fn with_redis_the_contract_a_worker_trained_is_enforced_and_measured_by_every_replica() {
     let redis = RedisServer::start();
-    let env = [
-        ("ML_API_REGISTRY", "redis".to_owned()),
-        ("ML_API_REDIS_URL", redis.url()),
-        ("ML_API_REDIS_PREFIX", "contract".to_owned()),
-        ("ML_API_DRIFT_MIN_SAMPLES", "100".to_owned()),
-    ];
+    let mut env = registry_env(&redis);
+    env.push(("ML_API_DRIFT_MIN_SAMPLES", "100".to_owned()));
     let replica_a = ServerProcess::start(&[], &env).await;
     let replica_b = ServerProcess::start(&[], &env).await;
     let _worker = ServerProcess::worker(&["--name", "contract-worker"], &env).await;
@@ -300,20 +297,12 @@ async fn with_redis_the_contract_a_worker_trained_is_enforced_and_measured_by_ev
         let answer = client.post(&predict_b).json(&batch).send().await.unwrap();
         assert_eq!(answer.status(), 200);
     }
-    let drift = |replica: &ServerProcess| {
-        let url = replica.url("/models/shared/drift");
-        let client = client.clone();
-        async move {
-            let report: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-            report
-        }
-    };
-    let drift_b = drift(&replica_b).await;
+    let drift_b = get_json(&client, &replica_b.url("/models/shared/drift")).await;
     assert_eq!(drift_b["samples"], 300, "{drift_b}");
     for feature in ["x", "y", "colour"] {
         let psi = psi_of(&drift_b, feature);
         assert!(psi < 0.1, "{feature}: {psi}");
     }
-    let drift_a = drift(&replica_a).await;
+    let drift_a = get_json(&client, &replica_a.url("/models/shared/drift")).await;
     assert_eq!(drift_a["samples"], 0, "{drift_a}");
 }

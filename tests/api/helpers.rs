@@ -122,14 +122,7 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
 pub async fn wait_for_training(client: &reqwest::Client, record_url: &str) -> Value {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let record: Value = client
-            .get(record_url)
-            .send()
-            .await
-            .expect("GET the record")
-            .json()
-            .await
-            .expect("a JSON record");
+        let record = get_json(client, record_url).await;
         if matches!(record["status"].as_str(), Some("ready" | "failed")) {
             return record;
         }
@@ -139,4 +132,16 @@ pub async fn wait_for_training(client: &reqwest::Client, record_url: &str) -> Va
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// `GET url` and its JSON body.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON body")
 }

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::{
     child::ServerProcess,
-    helpers::{assert_error, repo_path, seed_record, spawn_app, TestApp},
+    cluster::registry_env,
+    helpers::{assert_error, get_json, repo_path, seed_record, spawn_app, TestApp},
     redis_server::RedisServer,
 };
 
@@ -338,11 +339,7 @@ async fn a_model_onnx_runtime_cannot_load_gets_422_with_its_message_and_the_serv
 #[tokio::test]
 async fn with_redis_an_upload_through_one_replica_is_served_with_its_contract_by_another() {
     let redis = RedisServer::start();
-    let env = [
-        ("ML_API_REGISTRY", "redis".to_owned()),
-        ("ML_API_REDIS_URL", redis.url()),
-        ("ML_API_REDIS_PREFIX", "import".to_owned()),
-    ];
+    let env = registry_env(&redis);
     let replica_a = ServerProcess::start(&[], &env).await;
     let replica_b = ServerProcess::start(&[], &env).await;
     let client = reqwest::Client::new();
@@ -369,14 +366,7 @@ async fn with_redis_an_upload_through_one_replica_is_served_with_its_contract_by
     assert_eq!(answer.status(), 200);
     let answer: Value = answer.json().await.unwrap();
     assert_rows_close(&answer["predictions"], &want["probabilities"], 1e-5);
-    let drift: Value = client
-        .get(replica_b.url("/models/iris/drift"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let drift = get_json(&client, &replica_b.url("/models/iris/drift")).await;
     assert_eq!(drift["features"].as_array().unwrap().len(), 4, "{drift}");
     assert_eq!(
         drift["samples"],
