@@ -10,13 +10,16 @@ use redis::{
     streams::{
         StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
     },
-    AsyncCommands, Client,
+    AsyncCommands,
 };
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{Delivery, JobQueue};
-use crate::{registry::RegistryError, training::TrainingJob};
+use crate::{
+    registry::{redis::lazy_connection, RegistryError},
+    training::TrainingJob,
+};
 
 const GROUP: &str = "workers";
 
@@ -35,13 +38,8 @@ pub struct RedisQueue {
 impl RedisQueue {
     /// `reclaim_after`: a job with no heartbeat for this long is handed to another worker.
     pub fn connect(url: &str, prefix: &str, reclaim_after: Duration) -> anyhow::Result<Self> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            // Longer than the longest blocking read.
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(Client::open(url)?, config)?;
+        // Responses may take longer than the longest blocking read.
+        let connection = lazy_connection(url, Duration::from_secs(2), Duration::from_secs(5))?;
         Ok(Self {
             connection,
             stream: format!("{prefix}:jobs"),

@@ -13,10 +13,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{aio::ConnectionManager, AsyncCommands, Client, Script};
+use redis::{aio::ConnectionManager, AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::{ApiKey, Decision, KeyStore, Limiter, QuotaError};
+use crate::registry::redis::lazy_connection;
 
 const INSERT: &str = r"
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 0 end
@@ -40,14 +41,8 @@ fn unavailable(error: redis::RedisError) -> QuotaError {
 impl RedisQuotas {
     /// Connects lazily: a Redis that is down only sends requests to the local fallback.
     pub fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
         Ok(Self {
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            connection: lazy_connection(url, Duration::from_secs(1), Duration::from_secs(2))?,
             prefix: prefix.to_owned(),
             bucket: Script::new(include_str!("token_bucket.lua")),
             insert: Script::new(INSERT),

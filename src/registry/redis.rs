@@ -35,17 +35,29 @@ fn unavailable(error: redis::RedisError) -> RegistryError {
     RegistryError::Unavailable(error.to_string())
 }
 
+/// A connection that opens on first use and reconnects on its own (one retry, then the
+/// error is the caller's), shared by the registry, the job queue and the quotas. `connect`
+/// bounds each connection attempt and the reconnect back-off; `response` each command.
+pub(crate) fn lazy_connection(
+    url: &str,
+    connect: Duration,
+    response: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect))
+        .set_response_timeout(Some(response))
+        .set_number_of_retries(1)
+        .set_max_delay(connect);
+    ConnectionManager::new_lazy_with_config(Client::open(url)?, config)
+}
+
 impl RedisRegistry {
     /// Connects (lazily: a Redis that is down at start-up only delays readiness of writes)
     /// and starts the task that relays pub/sub events, reconnecting as needed.
     pub fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let two_seconds = Duration::from_secs(2);
+        let connection = lazy_connection(url, two_seconds, two_seconds)?;
         let (events, _) = broadcast::channel(1024);
         tokio::spawn(relay_events(
             client,
