@@ -1,9 +1,9 @@
 // Smoke test (seconds; part of `make test` through `scripts/loadtest.sh ci`): every request
 // kind of lib/traffic.js and every invalid variant, in turn, through the ingress; every answer
 // is checked, body included. Zero unexpected answers allowed.
-//   k6 run -e BASE_URL=http://127.0.0.1:5001 -e ADMIN_API_KEY=... loadtest/smoke.js
-// SMOKE_RATE (10 requests/s) and SMOKE_DURATION (10s).
-import { request, setupTraffic, TREND_STATS } from './lib/traffic.js';
+//   k6 run -e BASE_URL=http://127.0.0.1:5001 -e ML_API_ADMIN_API_KEY=... loadtest/smoke.js
+// SMOKE_RATE (10 requests/s) and SMOKE_DURATION (10s). TRAIN=0 writes nothing (no training).
+import { request, setupTraffic, KINDS, TREND_STATS } from './lib/traffic.js';
 
 const RATE = parseInt(__ENV.SMOKE_RATE || '10', 10);
 
@@ -14,7 +14,7 @@ const thresholds = {
   // Functional, not a latency test (CI runs the debug build on a busy box): a generous bound.
   'http_req_duration{scenario:smoke}': ['p(95)<500'],
 };
-for (const k of ['single', 'top_k', 'batch', 'trained_post', 'trained_get', 'invalid']) {
+for (const k of KINDS) {
   thresholds[`http_reqs{kind:${k}}`] = ['count>0'];
 }
 

@@ -14,12 +14,13 @@
 import http from 'k6/http';
 import { fail } from 'k6';
 import { Counter, Gauge, Trend } from 'k6/metrics';
-import { request, setupTraffic, trainModel, clientHeaders, BASE_URL, PROM_URL, promQuery, promRange, TREND_STATS } from './lib/traffic.js';
+import { request, setupTraffic, trainModel, clientHeaders, BASE_URL, PROM_URL, promQuery, promRange, TRAIN, TREND_STATS } from './lib/traffic.js';
 import exec from 'k6/execution';
 
 const RATE = parseFloat(__ENV.SOAK_RATE || '116');
 const DURATION = __ENV.SOAK_DURATION || '30m';
-const RETRAIN = parseInt(__ENV.SOAK_RETRAIN_EVERY || '120', 10);
+// TRAIN=0: no retraining (nothing is written).
+const RETRAIN = TRAIN ? parseInt(__ENV.SOAK_RETRAIN_EVERY || '120', 10) : 0;
 
 const rssGrowth = new Trend('soak_rss_growth_pct');
 const rssMax = new Gauge('soak_rss_max_mb');

@@ -224,6 +224,13 @@ if sizes[:1] != [body] or upload not in sizes:
 read = int(re.search(r"proxy_read_timeout (\d+)s;", conf).group(1))
 if not timeout < read <= timeout + 5:
     errors.append(f"nginx proxy_read_timeout {read}s should be a little over ML_API_REQUEST_TIMEOUT {timeout}s")
+published = lambda svc: {p.split(":")[-2] for p in services[svc].get("ports", [])}
+if not {"5001", "8000"} <= published("nginx"):
+    errors.append(f"nginx publishes {sorted(published('nginx'))}: the API belongs on 5001 and 8000 (the Celery training API's port)")
+if "3000" not in published("grafana"):
+    errors.append("grafana is not published on :3000")
+if "docker compose -f deploy/docker-compose.yml up --build" not in readme:
+    errors.append("README.md does not show `docker compose -f deploy/docker-compose.yml up --build`")
 nginx_ip = services["nginx"]["networks"]["ml-api"]["ipv4_address"]
 for p in predictors:
     if services[p]["environment"].get("ML_API_TRUSTED_PROXIES") != f"{nginx_ip}/32":
@@ -234,7 +241,7 @@ prom = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
 jobs = {j["job_name"]: [t for sc in j.get("static_configs", []) for t in sc["targets"]]
         for j in prom["scrape_configs"]}
 want = {"ml-api": [f"{p}:5001" for p in predictors], "ml-api-worker": [f"{w}:9091" for w in workers],
-        "redis": ["redis-exporter:9121"]}
+        "ml-api-redis": ["redis-exporter:9121"]}
 for job, targets in want.items():
     if sorted(jobs.get(job, [])) != sorted(targets):
         errors.append(f"prometheus job {job}: targets {jobs.get(job)}, expected {targets}")
@@ -299,7 +306,7 @@ PIDS+=($!)
 # Prometheus with the repo's scrape jobs and rules, targets pointed at the processes above (one
 # test replica), everything every second.
 render_prometheus "$WORK/prometheus.yml" 1s "ml-api=127.0.0.1:$APP_PORT" "ml-api-worker=127.0.0.1:$WORKER_PORT" \
-  "redis=127.0.0.1:$EXPORTER_PORT" "prometheus=127.0.0.1:$PROM_PORT"
+  "ml-api-redis=127.0.0.1:$EXPORTER_PORT" "prometheus=127.0.0.1:$PROM_PORT"
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
 PIDS+=($!)

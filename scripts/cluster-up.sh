@@ -123,7 +123,7 @@ if ((PROMETHEUS)); then
   replica_targets="$(for p in $REPLICA_PORTS; do printf '127.0.0.1:%s,' "$p"; done)"
   render_prometheus "$CLUSTER_DIR/prometheus/prometheus.yml" "$SCRAPE_INTERVAL" \
     "ml-api=$replica_targets" "ml-api-worker=127.0.0.1:$WORKER_PORT" \
-    "redis=127.0.0.1:$EXPORTER_PORT" "prometheus=127.0.0.1:$PROM_PORT"
+    "ml-api-redis=127.0.0.1:$EXPORTER_PORT" "prometheus=127.0.0.1:$PROM_PORT"
   spawn prometheus "$LOG_DIR/prometheus.log" prometheus --config.file="$CLUSTER_DIR/prometheus/prometheus.yml" \
     --storage.tsdb.path="$CLUSTER_DIR/prometheus/tsdb" --web.listen-address="127.0.0.1:$PROM_PORT" \
     --web.enable-lifecycle --log.level=warn

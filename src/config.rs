@@ -334,24 +334,21 @@ pub struct ShadowConfig {
     pub shadow_flush_interval: Duration,
 }
 
-/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+/// Parses a duration for every duration flag: a bare number of seconds (`3`, `0.5`) or a
+/// `humantime` duration (`250ms`, `10s`, `2m`, `1h`, `1h30m`, `1d`), the forms the Helm
+/// chart's values.schema.json allows.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "us" | "µs" => value / 1_000_000.0,
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+    // Bare seconds; the digit check keeps `inf`, `NaN` and signs out.
+    if let (true, Ok(seconds)) = (
+        text.starts_with(|c: char| c.is_ascii_digit()),
+        text.parse::<f64>(),
+    ) {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration such as 500ms, 10s, 2m, 1h or 1h30m ({e})")
+    })
 }
 
 impl ServeConfig {
@@ -379,9 +376,83 @@ mod tests {
         assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration(" 0.5 "), Ok(Duration::from_millis(500)));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    /// Every flag whose default is a duration with a unit (all of them are) accepts `1h`
+    /// (the Helm chart's schema allows it for every duration value).
+    #[test]
+    fn every_duration_flag_accepts_hours() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut checked = Vec::new();
+        for sub in ["serve", "worker"] {
+            let command = cli.find_subcommand(sub).expect("subcommand exists");
+            for arg in command.get_arguments() {
+                let Some(default) = arg.get_default_values().first() else {
+                    continue;
+                };
+                let default = default.to_string_lossy();
+                let has_unit = default.ends_with('s') || default.ends_with('m');
+                if !(has_unit && default.starts_with(|c: char| c.is_ascii_digit())) {
+                    continue;
+                }
+                let long = format!("--{}", arg.get_long().expect("duration flags are long"));
+                let mut argv = vec!["ml-api", sub, long.as_str(), "1h"];
+                if sub == "serve" {
+                    argv.extend(["--addr", "127.0.0.1:0"]);
+                }
+                if let Err(e) = Cli::try_parse_from(&argv) {
+                    panic!("`ml-api {sub} {long} 1h` is refused: {e}");
+                }
+                checked.push(long);
+            }
+        }
+        for flag in ["--drift-window", "--reconcile-interval", "--reclaim-after"] {
+            assert!(checked.iter().any(|c| c == flag), "{flag} not found among {checked:?}");
+        }
+    }
+
+    /// The chart's values.schema.json gives every duration one definition, a pattern of the
+    /// form `^([0-9]+(unit|unit|...))+$`. Each unit it allows, alone, with several numbers and
+    /// chained (`1h30m`), and each of the definition's `examples` must parse.
+    #[test]
+    fn every_duration_the_chart_schema_allows_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/helm/ml-api/values.schema.json");
+        let text = std::fs::read_to_string(path).expect("chart schema readable");
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
+        let duration = &schema["definitions"]["duration"];
+        let pattern = duration["pattern"].as_str().expect("definitions.duration.pattern");
+        let units = pattern
+            .strip_prefix("^([0-9]+(")
+            .and_then(|p| p.strip_suffix("))+$"))
+            .unwrap_or_else(|| panic!("unexpected duration pattern shape: {pattern}"));
+        let units: Vec<&str> = units.split('|').collect();
+        assert!(units.contains(&"h"), "schema allows hours: {units:?}");
+        for unit in &units {
+            for number in ["0", "1", "7", "59", "3600"] {
+                let text = format!("{number}{unit}");
+                assert!(parse_duration(&text).is_ok(), "schema allows `{text}`, parser refuses it");
+            }
+            let chained = format!("1h2{unit}");
+            assert!(parse_duration(&chained).is_ok(), "schema allows `{chained}`");
+        }
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        let examples = duration["examples"].as_array().expect("definitions.duration.examples");
+        for example in examples {
+            let example = example.as_str().expect("examples are strings");
+            assert!(parse_duration(example).is_ok(), "schema example `{example}` refused");
+        }
+        // No other duration pattern hides elsewhere in the schema: each one is a $ref here.
+        assert_eq!(text.matches("ms|").count(), 1, "a second duration pattern in {path}");
     }
 
     #[test]

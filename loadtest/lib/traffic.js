@@ -9,6 +9,12 @@
 //   invalid       a request that must get its 4xx (422, 400, 415, 404, 401), and the
 //                 documented error code
 //
+// TRAIN=0 (against a production cluster): nothing is written. setup() trains no model, the
+// trained_* kinds and the invalid request that needs one are left out of every mix (their
+// share goes to `single`), and the only write attempted is the unauthenticated POST /models
+// that must be refused with 401 (sent only when an admin key is given, i.e. the server
+// requires one).
+//
 // The record pool is generated from models/santander/card.json (every category and range of
 // the model card, with realistic skews: most customers are Spanish residents, some have no
 // income on file, some send numbers as strings as the Kaggle CSV does, some use channel codes
@@ -27,19 +33,32 @@ import exec from 'k6/execution';
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:5001').replace(/\/+$/, '');
 export const PROM_URL = (__ENV.PROM_URL || '').replace(/\/+$/, '');
-const ADMIN_API_KEY = __ENV.ADMIN_API_KEY || '';
+// ML_API_ADMIN_API_KEY, the name the docs and the chart's NOTES use, or ADMIN_API_KEY.
+const ADMIN_API_KEY = __ENV.ML_API_ADMIN_API_KEY || __ENV.ADMIN_API_KEY || '';
+export const TRAIN = (__ENV.TRAIN || '1') !== '0';
 const CLIENTS = parseInt(__ENV.CLIENTS || '2000', 10);
 // Parse and check the body of one answer in CHECK_EVERY (the status is always checked).
 const CHECK_EVERY = parseInt(__ENV.CHECK_EVERY || '10', 10);
 const TRAINED_NAME = __ENV.TRAINED_NAME || 'loadtest-iris';
 
 // Mixes: weights per kind (summing to 100). MIX=realistic is the default.
-export const MIXES = {
+const ALL_MIXES = {
   realistic: { single: 71, top_k: 8, batch: 8, trained_post: 6, trained_get: 4, invalid: 3 },
   santander: { single: 100 },             // capacity: the bundled model, one record per request
   trained: { trained_post: 100 },         // capacity: a trained model, one record per request
   batch: { batch: 100 },
 };
+// With TRAIN=0 the trained kinds' weights go to `single`.
+function withoutTraining(mix) {
+  const out = {};
+  for (const [k, w] of Object.entries(mix)) {
+    const to = k.startsWith('trained_') ? 'single' : k;
+    out[to] = (out[to] || 0) + w;
+  }
+  return out;
+}
+export const MIXES = TRAIN ? ALL_MIXES
+  : Object.fromEntries(Object.entries(ALL_MIXES).map(([name, mix]) => [name, withoutTraining(mix)]));
 
 export const serverErrors = new Counter('server_errors'); // any 5xx
 export const rateLimited = new Counter('rate_limited');   // 429s
@@ -162,6 +181,7 @@ export function trainModel(name, timeoutSeconds) {
 // Waits until every replica behind BASE_URL can score with the trained model by name (the
 // alias reaches each replica through pub/sub within about a second).
 export function setupTraffic() {
+  if (!TRAIN) return { startedAt: Date.now() };
   const model = trainModel();
   const deadline = Date.now() + 15000;
   let ok = 0;
@@ -183,10 +203,10 @@ const INVALID = [
   { status: 400, code: 'malformed_json', make: () => ({ path: '/predict', body: randomRecord().slice(0, 40) }) },
   { status: 415, code: 'unsupported_media_type', make: () => ({ path: '/predict', body: randomRecord(), contentType: 'text/plain' }) },
   { status: 404, code: 'not_found', make: () => ({ path: `/models/no-such-model-${Math.floor(Math.random() * 1e6)}/predict`, body: randomRecord(), name: 'POST /models/{model}/predict' }) },
-  { status: 422, code: 'validation', make: (d) => ({ method: 'GET', path: `/models/${d.modelId}?sepal_length=5.1&sepal_width=3.5`, name: 'GET /models/{id}?...' }) },
+  { status: 422, code: 'validation', needsModel: true, make: (d) => ({ method: 'GET', path: `/models/${d.modelId}?sepal_length=5.1&sepal_width=3.5`, name: 'GET /models/{id}?...' }) },
   // Only when the server requires the admin key (without one this would train a model).
   { status: 401, code: 'unauthorized', needsKey: true, make: () => ({ path: '/models', body: JSON.stringify(trainSet), name: 'POST /models' }) },
-].filter((v) => !v.needsKey || ADMIN_API_KEY);
+].filter((v) => (!v.needsKey || ADMIN_API_KEY) && (!v.needsModel || TRAIN));
 
 function invalidRecord(mutate) {
   const o = JSON.parse(randomRecord());
@@ -204,7 +224,8 @@ function pickKind(mix) {
   return Object.keys(mix)[0];
 }
 
-const KINDS = ['single', 'top_k', 'batch', 'trained_post', 'trained_get', 'invalid'];
+export const KINDS = ['single', 'top_k', 'batch', 'trained_post', 'trained_get', 'invalid']
+  .filter((k) => TRAIN || !k.startsWith('trained_'));
 
 // request(data, opts): opts.mix (weights), opts.roundRobin (kinds and invalid variants in turn:
 // the smoke test covers every one), opts.client (a fixed client), opts.expect429 (a 429 is an

@@ -43,6 +43,11 @@ app.kubernetes.io/name: {{ include "ml-api.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* commonAnnotations as an annotations block body (empty when none). */}}
+{{- define "ml-api.commonAnnotations" -}}
+{{- with .Values.commonAnnotations }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
 {{- define "ml-api.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "ml-api.selectorLabels" . }}
@@ -67,13 +72,24 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* Images ----------------------------------------------------------------------------- */}}
 
-{{/* Usage: include "ml-api.image" (dict "image" .Values.image "default" .Chart.AppVersion) */}}
+{{/* Usage: include "ml-api.image" (dict "image" .Values.image "default" .Chart.AppVersion
+     "global" $.Values.global). global.imageRegistry replaces the repository's registry (its
+     first path element when that holds a dot or a colon, or is localhost) or is prepended. */}}
 {{- define "ml-api.image" -}}
 {{- $tag := .image.tag | default .default | toString -}}
+{{- $repo := .image.repository -}}
+{{- with (.global | default dict).imageRegistry -}}
+{{- $parts := splitList "/" $repo -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq "localhost" $first)) -}}
+{{- $repo = join "/" (rest $parts) -}}
+{{- end -}}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo -}}
+{{- end -}}
 {{- if .image.digest -}}
-{{- printf "%s:%s@%s" .image.repository $tag .image.digest -}}
+{{- printf "%s:%s@%s" $repo $tag .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
 {{- end -}}
 
@@ -100,11 +116,25 @@ checkov.io/skip{{ add1 .n }}: CKV_K8S_15=with a release tag IfNotPresent pulls o
 
 {{- define "ml-api.redisStream" -}}{{ .Values.config.redisPrefix }}:jobs{{- end -}}
 
+{{/* The Redis flavour's image and binaries. */}}
+{{- define "ml-api.redisImage" -}}
+{{- if eq .Values.redis.flavor "valkey" -}}{{- toYaml .Values.redis.valkeyImage -}}{{- else -}}{{- toYaml .Values.redis.image -}}{{- end -}}
+{{- end -}}
+{{- define "ml-api.redisServer" -}}{{ ternary "valkey-server" "redis-server" (eq .Values.redis.flavor "valkey") }}{{- end -}}
+{{- define "ml-api.redisCli" -}}{{ ternary "valkey-cli" "redis-cli" (eq .Values.redis.flavor "valkey") }}{{- end -}}
+
 {{/* Secrets: an explicit value wins, then the value already in the cluster (kept across
      upgrades), then a new random one. `lookup` is empty under `helm template`. */}}
 {{- define "ml-api.existingSecretData" -}}
 {{- $secret := lookup "v1" "Secret" .Release.Namespace (include "ml-api.fullname" .) -}}
 {{- if $secret -}}{{- toYaml ($secret.data | default dict) -}}{{- else -}}{{- toYaml dict -}}{{- end -}}
+{{- end -}}
+
+{{/* Whether `lookup` reaches a cluster: under `helm template`, `--dry-run=client` and the
+     GitOps tools that render with them it returns an empty map for everything, even the
+     release namespace. */}}
+{{- define "ml-api.lookupWorks" -}}
+{{- if lookup "v1" "Namespace" "" .Release.Namespace -}}true{{- end -}}
 {{- end -}}
 
 {{/* Pods ------------------------------------------------------------------------------- */}}
@@ -122,6 +152,84 @@ checkov.io/skip{{ add1 .n }}: CKV_K8S_15=with a release tag IfNotPresent pulls o
       name: {{ include "ml-api.secretName" . }}
       key: sentry-dsn
       optional: true
+{{- end -}}
+
+{{/* The model volume (model.source other than `image`), its mount and the fetch init
+     container. */}}
+{{- define "ml-api.modelDir" -}}
+{{- if eq .Values.model.source "image" -}}{{ .Values.config.modelDir }}{{- else -}}{{ .Values.model.mountPath }}{{- end -}}
+{{- end -}}
+
+{{- define "ml-api.modelVolume" -}}
+{{- $m := .Values.model -}}
+{{- if eq $m.source "volume" }}
+{{- if not $m.volume.spec }}{{ fail "model.source=volume needs model.volume.spec (e.g. {persistentVolumeClaim: {claimName: models, readOnly: true}})" }}{{ end }}
+- name: models
+  {{- toYaml $m.volume.spec | nindent 2 }}
+{{- else if eq $m.source "imageVolume" }}
+- name: models
+  image:
+    reference: {{ required "model.source=imageVolume needs model.imageVolume.reference" $m.imageVolume.reference | quote }}
+    pullPolicy: {{ $m.imageVolume.pullPolicy }}
+{{- else if eq $m.source "fetch" }}
+- name: models
+  emptyDir:
+    sizeLimit: {{ $m.fetch.sizeLimit }}
+{{- end }}
+{{- end -}}
+
+{{- define "ml-api.modelVolumeMount" -}}
+{{- $m := .Values.model -}}
+{{- if ne $m.source "image" }}
+- name: models
+  mountPath: {{ $m.mountPath }}
+  readOnly: true
+  {{- if and (eq $m.source "volume") $m.volume.subPath }}
+  subPath: {{ $m.volume.subPath }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The fetch init container: files/fetch-model.sh (https) or oras (oci://). scripts/cluster-up.sh
+     runs the same script to deliver the local cluster's model. */}}
+{{- define "ml-api.modelFetchContainer" -}}
+{{- $m := .Values.model -}}
+{{- $f := $m.fetch -}}
+{{- $url := required "model.source=fetch needs model.fetch.url (https://... .tar.gz or oci://...)" $f.url -}}
+{{- $oci := hasPrefix "oci://" $url -}}
+{{- if not (or $oci (hasPrefix "https://" $url) (hasPrefix "http://" $url)) }}{{ fail "model.fetch.url must start with https://, http:// or oci://" }}{{ end -}}
+{{- $image := ternary $f.orasImage $f.image $oci -}}
+- name: fetch-model
+  image: {{ include "ml-api.image" (dict "image" $image "default" "" "global" .Values.global) | quote }}
+  imagePullPolicy: {{ $image.pullPolicy }}
+  {{- if $oci }}
+  command: ["oras", "pull", "--output", {{ $m.mountPath | quote }}, {{ trimPrefix "oci://" $url | quote }}]
+  {{- else }}
+  command: ["/bin/sh", "-ec", {{ regexReplaceAll "(?m)^#.*\n" (.Files.Get "files/fetch-model.sh") "" | quote }}]
+  {{- end }}
+  env:
+    - name: MODEL_URL
+      value: {{ $url | quote }}
+    - name: MODEL_SHA256
+      value: {{ $f.sha256 | quote }}
+    - name: MODEL_DIR
+      value: {{ $m.mountPath | quote }}
+    - name: HOME
+      value: /tmp
+  {{- with $f.credentialsSecret }}
+  envFrom:
+    - secretRef:
+        name: {{ . }}
+  {{- end }}
+  resources:
+    {{- toYaml $f.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: {{ $m.mountPath }}
+    - name: tmp
+      mountPath: /tmp
 {{- end -}}
 
 {{- define "ml-api.tmpVolume" -}}
@@ -144,6 +252,22 @@ SENTRY_TRACES_SAMPLE_RATE: {{ $c.sentry.tracesSampleRate | toString | quote }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
 OTEL_SERVICE_NAME: {{ $c.otlp.serviceName | quote }}
+{{- end -}}
+
+{{/* Registry settings shared by serve and worker (unset values are left out). */}}
+{{- define "ml-api.registryConfig" -}}
+{{- $c := .Values.config -}}
+ML_API_REGISTRY: "redis"
+ML_API_REDIS_PREFIX: {{ $c.redisPrefix | quote }}
+ML_API_MODEL_CACHE_SIZE: {{ $c.modelCacheSize | int64 | quote }}
+ML_API_RECONCILE_INTERVAL: {{ $c.reconcileInterval | quote }}
+{{- with $c.redisOpsTimeout }}
+ML_API_REDIS_TIMEOUT_OPS: {{ . | quote }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.sentinels }}
+ML_API_REDIS_SENTINELS: {{ join "," .Values.externalRedis.sentinels | quote }}
+ML_API_REDIS_SENTINEL_MASTER: {{ .Values.externalRedis.sentinelMaster | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Egress rules of the predictor and worker: Redis, DNS, configured CIDRs. */}}
@@ -169,6 +293,10 @@ OTEL_SERVICE_NAME: {{ $c.otlp.serviceName | quote }}
   ports:
     - port: {{ .Values.externalRedis.port }}
       protocol: TCP
+    {{- range (.Values.externalRedis.sentinels | default list) }}
+    - port: {{ last (splitList ":" .) | int }}
+      protocol: TCP
+    {{- end }}
 {{- end }}
 - to:
     - namespaceSelector:
@@ -180,6 +308,18 @@ OTEL_SERVICE_NAME: {{ $c.otlp.serviceName | quote }}
       protocol: UDP
     - port: 53
       protocol: TCP
+{{- with $np.dns.cidrs }}
+- to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
 {{- range $np.egress.cidrs }}
 - to:
     - ipBlock:
@@ -195,6 +335,9 @@ OTEL_SERVICE_NAME: {{ $c.otlp.serviceName | quote }}
       protocol: TCP
     {{- end }}
   {{- end }}
+{{- end }}
+{{- with $np.extraEgress }}
+{{ tpl (toYaml .) $ }}
 {{- end }}
 {{- end -}}
 
