@@ -65,6 +65,18 @@ observability-check: ort ## deploy/: promtool rules and tests, dashboards, compo
 lifecycle-check: ## Run docs/model-lifecycle.md's commands against a fresh ml-api and check the answers
 	scripts/check-lifecycle-doc.sh
 
+.PHONY: image
+image: ## Build the ml-api image (docker or podman; IMAGE=repo TAG=tag, default ml-api:<appVersion>)
+	scripts/publish.sh image
+
+.PHONY: chart-package
+chart-package: ## helm package the chart (lint --strict first) into .run/charts
+	scripts/publish.sh package
+
+.PHONY: publish
+publish: ## Push the image and the chart to your registries (IMAGE=..., CHART_REPO=oci://...)
+	scripts/publish.sh all
+
 .PHONY: cluster-up
 cluster-up: build ## Local replica of the Kubernetes topology on loopback (Redis, 2 replicas, worker, nginx, Prometheus)
 	scripts/cluster-up.sh

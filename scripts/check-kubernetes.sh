@@ -101,7 +101,8 @@ mkdir -p "$work/rendered"
 render_all() {
   local v o
   for v in "${values_sets[@]}"; do
-    echo "    helm template ($(label "$v")) -> $(grep -c '^kind:' < <(helm template ml-api "$CHART" --namespace ml-api -f "$v" | tee "$work/rendered/helm-$(label "$v").yaml")) objects"
+    helm template ml-api "$CHART" --namespace ml-api -f "$v" > "$work/rendered/helm-$(label "$v").yaml"
+    echo "    helm template ($(label "$v")) -> $(grep -c '^kind:' "$work/rendered/helm-$(label "$v").yaml") objects"
   done
   # NOTES.txt is not part of `helm template`: render it too, and check it prints the exact
   # port-forward and the seed curl.
@@ -272,13 +273,24 @@ JS
   #    field validation; the generated validators let unknown fields through).
   "$PY" - "$gw/node_modules/@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1" "$work/httproutes.json" <<'PY'
 import glob, json, os, re, sys
-types = {}  # IIoK8sSigsGatewayApiApisV1X -> {field: type}
+types, parents = {}, {}  # IIoK8sSigsGatewayApiApisV1X -> {field: type}, [interfaces it extends]
 for path in glob.glob(os.path.join(sys.argv[1], "*.d.ts")):
     text = open(path).read()
-    for name, body in re.findall(r"export interface (I\w+)[^{]*\{(.*?)\n\}", text, re.S):
+    for name, ext, body in re.findall(r"export interface (I\w+)(?: extends ([^{]+))?\s*\{(.*?)\n\}", text, re.S):
         fields = dict(re.findall(r'^\s*"([^"]+)"\??: ([^;]+);', body, re.M))
+        bases = [b.strip() for b in ext.split(",")] if ext else []
         alias = re.search(rf"{name} as (IIoK8s\w+)", text)
-        types[alias.group(1) if alias else name] = fields
+        for n in [name] + ([alias.group(1)] if alias else []):
+            types[n], parents[n] = fields, bases
+def all_fields(name, seen=()):
+    out = dict(types.get(name, {}))
+    for b in parents.get(name, []):
+        if b == "TypeMeta":
+            out.update({"apiVersion": "string", "kind": "string"})
+        elif b not in seen:
+            out.update(all_fields(b, seen + (name,)))
+    return out
+types = {n: all_fields(n) for n in types}
 root = types["IHTTPRoute"]
 errors = []
 def walk(value, typ, where):
@@ -301,7 +313,8 @@ for r in routes:
     walk(r["object"], "IHTTPRoute", r["ident"])
 for e in errors:
     print("    " + e, file=sys.stderr)
-print(f"    {len(routes)} HTTPRoute(s): Gateway API v1 validators and strict fields ({len(types)} types) OK")
+if not errors:
+    print(f"    {len(routes)} HTTPRoute(s): Gateway API v1 validators and strict fields ({len(types)} types) OK")
 sys.exit(1 if errors else 0)
 PY
 }

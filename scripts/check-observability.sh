@@ -3,21 +3,32 @@
 # nginx, statically and then against the real thing:
 #   1. promtool check config (deploy/prometheus/prometheus.yml), check rules, test rules
 #      (alerts.test.yml: every alert fires and stays quiet where it should).
-#   2. Dashboards: valid JSON, unique uids and panel ids, no overlapping panels, every panel and
-#      query on the `${datasource}` variable, only defined template variables; the Grafana
-#      provisioning files point where docker-compose mounts the dashboards.
+#      The chart's PrometheusRule rendered for two releases (team-a: defaults, team-b:
+#      releases-values.yaml) passes alerts-releases.test.yml: each alert names its release only.
+#   2. Dashboards: valid JSON, unique uids and panel ids, no overlapping panels (collapsed rows
+#      apart), every panel and query on the `${datasource}` variable, only defined template
+#      variables, and every series selector of every query (deploy annotations included) filtered
+#      by $namespace and the release ($job, or the pod/HPA names derived from it), by $pod where
+#      the series have pods, by $model where they have models; the Grafana provisioning files
+#      point where docker-compose mounts the dashboards.
 #   3. Every PromQL expression of the dashboards (template variables substituted) parses
 #      (promtool check rules on a generated file).
 #   4. docker-compose.yml against the compose-spec JSON schema, plus cross-references: mounted
 #      files exist, services named by nginx/Prometheus/depends_on exist, ml-api variables are
 #      documented ones, nginx's limits match ml-api's defaults. nginx -t on nginx.conf.
-#   5. Live: Redis + redis_exporter, the debug `ml-api serve` (Redis registry) and an
-#      `ml-api worker`, nginx (deploy/nginx/nginx.conf) in front, and a real Prometheus
-#      scraping them every second with deploy/prometheus/prometheus.yml's jobs and alerts.yml.
-#      Traffic goes through nginx in two rounds (predictions, 422s, 400, 404, trainings);
-#      then every dashboard query must return data, and every alert rule must evaluate without
-#      error. Finally Redis is stopped: POST /models must answer 503, and the expressions of
-#      MlApiRegistryUnavailable and RedisDown, quiet before, must fire on the real series.
+#   5. Live, two releases: release A (namespace team-a: Redis + redis_exporter, the debug
+#      `ml-api serve` and an `ml-api worker`, nginx (deploy/nginx/nginx.conf) in front) and
+#      release B (namespace team-b: its own Redis, exporter, serve and worker), both named ml-api
+#      so their jobs have the same names, scraped every second by one Prometheus with the target
+#      labels a ServiceMonitor gives (namespace, pod, job) and both releases' rendered alert
+#      rules. A second Prometheus scrapes release A alone: the reference. Traffic goes to A
+#      through nginx in two rounds (predictions, 422s, 400, 404, trainings) and, three times as
+#      much, to B. Then every dashboard query with $namespace=team-a must return data, and the
+#      same series and values (within 25 %) as on the reference: nothing of B leaks in; with
+#      $namespace=team-b, every series that names a namespace names team-b. Every alert rule
+#      evaluates without error. Finally A's Redis is stopped: POST /models must answer 503, and
+#      release A's MlApiRegistryUnavailable and RedisDown, quiet before, fire on the real series
+#      while release B's stay quiet.
 # Usage: scripts/check-observability.sh            (about 20 s once the tools are installed)
 #        OBS_VERBOSE=1 scripts/check-observability.sh   also prints what each dashboard query returned
 set -euo pipefail
@@ -51,6 +62,21 @@ promtool check rules deploy/prometheus/alerts.yml >/dev/null
 promtool test rules deploy/prometheus/alerts.test.yml >/dev/null || promtool test rules deploy/prometheus/alerts.test.yml
 tests="$(grep -c '^  - name:' deploy/prometheus/alerts.test.yml)"
 say "promtool: prometheus.yml and alerts.yml valid; $tests alert unit tests pass"
+# The chart's rules for two releases named ml-api, in team-a (defaults) and team-b (tuned).
+scripts/install-k8s-tools.sh
+render_release_rules() { # NAMESPACE OUT [helm args...]: the PrometheusRule's groups as a rule file
+  local ns="$1" out="$2"; shift 2
+  .tools/k8s/bin/helm template ml-api helm/ml-api --namespace "$ns" --show-only templates/prometheusrule.yaml \
+    --set metrics.prometheusRule.enabled=true --set secrets.existingSecret=ml-api "$@" \
+    | "$PY" -c 'import sys, yaml
+d = yaml.safe_load(sys.stdin)
+yaml.safe_dump({"groups": [dict(g, name=g["name"] + "-" + sys.argv[2]) for g in d["spec"]["groups"]]}, open(sys.argv[1], "w"))' "$out" "$ns"
+}
+render_release_rules team-a "$WORK/team-a.rules.yml"
+render_release_rules team-b "$WORK/team-b.rules.yml" -f deploy/prometheus/releases-values.yaml
+cp deploy/prometheus/alerts-releases.test.yml "$WORK/"
+promtool test rules "$WORK/alerts-releases.test.yml" >/dev/null || promtool test rules "$WORK/alerts-releases.test.yml"
+say "promtool: the chart's rules for two releases (team-a, team-b) pass $(grep -c '^  - name:' deploy/prometheus/alerts-releases.test.yml) tests"
 
 # 2-3. Dashboards -----------------------------------------------------------------------------
 "$PY" - "$WORK" <<'PY'
@@ -95,34 +121,62 @@ for path in files:
         errors.append(f"{name}: uid {d['uid']} also in {uids[d['uid']]}")
     uids[d.get("uid")] = name
     variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+    for needed in ("namespace", "job", "pod", "model"):
+        v = variables.get(needed)
+        if not v or v.get("type") != "query" or not v.get("includeAll") or v.get("allValue") != ".*":
+            errors.append(f"{name}: no ${needed} query variable with All = .* (series without the label still match)")
     dsvar = variables.get("datasource")
     if not dsvar or dsvar.get("type") != "datasource" or dsvar.get("query") != "prometheus":
         errors.append(f"{name}: no `datasource` variable of type datasource (prometheus)")
     for v in variables.values():
         if v.get("type") == "query" and v.get("datasource") != DS:
             errors.append(f"{name}: variable {v['name']} does not use ${{datasource}}")
-    flat = []
+    flat, layouts = [], [[]]  # layouts: the top level, then each collapsed row's own panels
     for p in d.get("panels", []):
         flat.append(p)
-        flat.extend(p.get("panels", []))
+        layouts[0].append(p)
+        if p.get("type") == "row" and p.get("panels"):
+            if not p.get("collapsed"):
+                errors.append(f"{name} row {p.get('title')}: holds panels but is not collapsed")
+            flat.extend(p["panels"])
+            layouts.append(p["panels"])
+    rows = [p for p in d.get("panels", []) if p.get("type") == "row"]
+    if sum(1 for r in rows if r.get("collapsed")) < len(rows) // 2:
+        errors.append(f"{name}: secondary rows should be collapsed ({sum(1 for r in rows if r.get('collapsed'))} of {len(rows)})")
+    for a in d.get("annotations", {}).get("list", []):
+        if a.get("expr"):
+            queries.append({"dashboard": name, "id": 0, "title": f"annotation {a.get('name')}",
+                            "ref": "annotation", "expr": a["expr"]})
+            if a.get("datasource") != DS:
+                errors.append(f"{name}: annotation {a.get('name')} does not use ${{datasource}}")
+    if not any("ml_api_build_info" in a.get("expr", "") for a in d.get("annotations", {}).get("list", [])):
+        errors.append(f"{name}: no deploy annotation from ml_api_build_info")
     ids = [p.get("id") for p in flat]
     dupes = sorted({i for i in ids if ids.count(i) > 1 or not isinstance(i, int)}, key=str)
     if dupes:
         errors.append(f"{name}: panel ids not unique integers: {dupes}")
-    boxes = []
+    for layout in layouts:
+        boxes = []
+        for p in layout:
+            where = f"{name} panel {p.get('id')} ({p.get('title')})"
+            g = p.get("gridPos", {})
+            if not all(isinstance(g.get(k), int) for k in "hwxy") or g["x"] + g["w"] > 24:
+                errors.append(f"{where}: bad gridPos {g}")
+                continue
+            for other, og in boxes:
+                if g["x"] < og["x"] + og["w"] and og["x"] < g["x"] + g["w"] and \
+                   g["y"] < og["y"] + og["h"] and og["y"] < g["y"] + g["h"]:
+                    errors.append(f"{where}: overlaps panel {other}")
+            boxes.append((p.get("id"), g))
     for p in flat:
         where = f"{name} panel {p.get('id')} ({p.get('title')})"
-        g = p.get("gridPos", {})
-        if not all(isinstance(g.get(k), int) for k in "hwxy") or g["x"] + g["w"] > 24:
-            errors.append(f"{where}: bad gridPos {g}")
-            continue
-        for other, og in boxes:
-            if g["x"] < og["x"] + og["w"] and og["x"] < g["x"] + g["w"] and \
-               g["y"] < og["y"] + og["h"] and og["y"] < g["y"] + g["h"]:
-                errors.append(f"{where}: overlaps panel {other}")
-        boxes.append((p.get("id"), g))
         if p.get("type") == "row":
             continue
+        unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        exprs = " ".join(t.get("expr", "") for t in p.get("targets", []))
+        ratio = re.search(r"\)\s*/\s*", exprs)  # a ratio of rates has no rate unit
+        if p.get("type") == "timeseries" and "rate(" in exprs and unit == "short" and "* 60" not in exprs and not ratio:
+            errors.append(f"{where}: a rate shown as `short`; use reqps or ops")
         if p.get("datasource") != DS:
             errors.append(f"{where}: datasource is {p.get('datasource')}, not {DS}")
         targets = p.get("targets", [])
@@ -146,15 +200,42 @@ for path in files:
 if errors:
     print("check-observability: FAILED", *errors, sep="\n  ", file=sys.stderr)
     sys.exit(1)
+# Every series selector names the release: $namespace, and $job (or the pod or HPA names the
+# chart derives from it); ml-api's own series also $pod, those with a model label $model.
+MODEL_METRICS = re.compile(r"^ml_api_(inference_duration|inference_batch_size|inference_queue_depth|predictions_total|model_info|model_load_duration|feature_drift_psi|prediction_drift_psi|drift_window_samples|shadow_|validation_failures_total)")
+SELECTOR = re.compile(r'\b([a-zA-Z_:][\w:]*)\{((?:[^}"]|"[^"]*")*)\}')  # values may hold ${job}
+for q in queries:
+    where = f"{q['dashboard']} panel {q['id']} ({q['title']}) {q['ref']}"
+    found = SELECTOR.findall(q["expr"])
+    bare = [m for m in re.findall(r"\b((?:ml_api|process|redis|container|kube)_\w+|up)\b(?!\s*[{(\w])", q["expr"])]
+    if bare or not found:
+        errors.append(f"{where}: series without a label selector: {bare or q['expr']}")
+    for metric, matchers in found:
+        if metric in ("by", "without", "on", "ignoring"):
+            continue
+        if 'namespace=~"$namespace"' not in matchers:
+            errors.append(f"{where}: {metric} is not filtered by $namespace")
+        if not re.search(r'(job|horizontalpodautoscaler|pod)=~"[^"]*\$\{?job', matchers):
+            errors.append(f"{where}: {metric} is not filtered by the release ($job)")
+        if metric.startswith(("ml_api_", "process_", "container_", "kube_pod_")) and "ml_api_training_" not in metric \
+                and "${job}-worker" not in matchers and 'pod=~"$pod"' not in matchers:
+            errors.append(f"{where}: {metric} is not filtered by $pod")
+        if MODEL_METRICS.match(metric) and 'model=~"$model"' not in matchers:
+            errors.append(f"{where}: {metric} is not filtered by $model")
+if errors:
+    print("check-observability: FAILED", *errors, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
 json.dump(queries, open(f"{work}/queries.json", "w"))
 # Offline parse: each query (variables substituted) as a recording rule for promtool.
 subst = lambda e: (e.replace("$__rate_interval", "1m").replace("$__interval", "15s")
-                    .replace("$__range", "5m").replace("$instance", ".+"))
+                    .replace("$__range", "5m").replace("${job}", "ml-api").replace("$job", "ml-api")
+                    .replace("$namespace", ".*").replace("$pod", ".*").replace("$model", ".*"))
 rules = {"groups": [{"name": "dashboards", "rules": [
-    {"record": f"dashboard:panel_{q['id']}_{q['ref']}", "expr": subst(q["expr"])} for q in queries]}]}
+    {"record": f"dashboard:panel_{q['id']}_{q['ref'].replace('annotation', 'ann')}", "expr": subst(q["expr"])} for q in queries]}]}
 yaml.safe_dump(rules, open(f"{work}/dashboard-queries.rules.yml", "w"))
 print(f"check-observability: {len(files)} dashboard(s): JSON, {len(uids)} uid(s), "
-      f"unique panel ids, layout, datasource references and variables OK; {len(queries)} queries")
+      f"unique panel ids, layout, datasource references and variables OK; {len(queries)} queries, "
+      f"each selector filtered by $namespace and the release")
 PY
 promtool check rules "$WORK/dashboard-queries.rules.yml" >"$WORK/parse.log" 2>&1 \
   || { cat "$WORK/parse.log" >&2; fail "a dashboard query does not parse"; }
@@ -283,10 +364,17 @@ say "nginx: deploy/nginx/nginx.conf passes nginx -t; with no replica up it answe
 
 # 5. Live ------------------------------------------------------------------------------------
 REDIS_PORT="$(port)"; EXPORTER_PORT="$(port)"; WORKER_PORT="$(port)"; PROM_PORT="$(port)"
+B_REDIS_PORT="$(port)"; B_EXPORTER_PORT="$(port)"; B_WORKER_PORT="$(port)"; B_PORT="$(port)"; REF_PORT="$(port)"
 start_redis redis "$REDIS_PORT" "$WORK/redis" "$WORK/redis.log"   # also in PIDS
 REDIS_PID=$SPAWNED_PID
 prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$REDIS_PORT" \
   -web.listen-address "127.0.0.1:$EXPORTER_PORT" >"$WORK/exporter.log" 2>&1 &
+PIDS+=($!)
+
+# Release B: its own Redis and exporter (started before A's variables are exported).
+start_redis redis-b "$B_REDIS_PORT" "$WORK/redis-b" "$WORK/redis-b.log"
+prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$B_REDIS_PORT" \
+  -web.listen-address "127.0.0.1:$B_EXPORTER_PORT" >"$WORK/exporter-b.log" 2>&1 &
 PIDS+=($!)
 
 export ML_API_REGISTRY=redis ML_API_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" ML_API_REDIS_PREFIX=obs
@@ -299,18 +387,52 @@ BIN="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
   >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 APP_PORT="${BASE_URL##*:}"
+# Release B's predictor and worker: the same binary, B's Redis.
+ML_API_REDIS_URL="redis://127.0.0.1:$B_REDIS_PORT" "$BIN" --log-format json serve --addr "127.0.0.1:$B_PORT" \
+  --rate-limit false >"$WORK/serve-b.log" 2>&1 &
+PIDS+=($!)
+ML_API_REDIS_URL="redis://127.0.0.1:$B_REDIS_PORT" "$BIN" --log-format json worker \
+  --metrics-addr "127.0.0.1:$B_WORKER_PORT" --name obs-worker-b >"$WORK/worker-b.log" 2>&1 &
+PIDS+=($!)
 render_nginx_for "$APP_PORT" "$NGINX_PORT"
 nginx -p "$NG" -c "$NG/nginx.conf" -e stderr -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
 PIDS+=($!)
 
-# Prometheus with the repo's scrape jobs and rules, targets pointed at the processes above (one
-# test replica), everything every second.
-render_prometheus "$WORK/prometheus.yml" 1s "ml-api=127.0.0.1:$APP_PORT" "ml-api-worker=127.0.0.1:$WORKER_PORT" \
-  "ml-api-redis=127.0.0.1:$EXPORTER_PORT" "prometheus=127.0.0.1:$PROM_PORT"
+# One Prometheus for both releases, every second, with the target labels a ServiceMonitor gives
+# (namespace, pod; job = the Service name, the same in both releases) and both releases' rules;
+# a reference Prometheus with release A alone.
+"$PY" - "$WORK" "$PROM_PORT" "$REF_PORT" "team-a=$APP_PORT,$WORKER_PORT,$EXPORTER_PORT" \
+  "team-b=$B_PORT,$B_WORKER_PORT,$B_EXPORTER_PORT" <<'PY'
+import sys
+import yaml
+work, prom_port, ref_port, *releases = sys.argv[1:]
+def jobs(ns, ports):
+    serve, worker, exporter = ports.split(",")
+    hash_ = {"team-a": "6c9f7d8b5", "team-b": "7f5d6c9b8"}[ns]
+    out = []
+    for job, port, pod in (("ml-api", serve, f"ml-api-{hash_}-x2x4z"), ("ml-api-worker", worker, f"ml-api-worker-{hash_}-q8r7s"),
+                           ("ml-api-redis", exporter, "ml-api-redis-0")):
+        out.append({"job_name": f"{ns}/{job}", "static_configs": [{"targets": [f"127.0.0.1:{port}"],
+                    "labels": {"job": job, "namespace": ns, "pod": pod}}]})
+    return out
+rel = dict(r.split("=", 1) for r in releases)
+glob = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+shared = {"global": glob, "rule_files": [f"{work}/team-a.rules.yml", f"{work}/team-b.rules.yml"],
+          "scrape_configs": jobs("team-a", rel["team-a"]) + jobs("team-b", rel["team-b"])
+          + [{"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prom_port}"]}]}]}
+ref = {"global": glob, "scrape_configs": jobs("team-a", rel["team-a"])}
+yaml.safe_dump(shared, open(f"{work}/prometheus.yml", "w"), sort_keys=False)
+yaml.safe_dump(ref, open(f"{work}/prometheus-ref.yml", "w"), sort_keys=False)
+PY
+promtool check config "$WORK/prometheus.yml" >/dev/null
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
 PIDS+=($!)
+prometheus --config.file="$WORK/prometheus-ref.yml" --storage.tsdb.path="$WORK/tsdb-ref" \
+  --web.listen-address="127.0.0.1:$REF_PORT" --log.level=warn >"$WORK/prometheus-ref.log" 2>&1 &
+PIDS+=($!)
 PROM="http://127.0.0.1:$PROM_PORT"
+REF="http://127.0.0.1:$REF_PORT"
 NGX="http://127.0.0.1:$NGINX_PORT"
 
 query() { curl -fsS --get "$PROM/api/v1/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // empty'; }
@@ -321,11 +443,14 @@ wait_for() { # DESCRIPTION SECONDS COMMAND...
     sleep 0.2
   done
 }
-targets_up() { [[ "$(query 'count(up == 1)')" == 4 ]]; }
+targets_up() { [[ "$(query 'count(up == 1)')" == 7 ]] \
+  && [[ "$(curl -fsS --get "$REF/api/v1/query" --data-urlencode 'query=count(up == 1)' | jq -r '.data.result[0].value[1] // empty')" == 3 ]]; }
 wait_for "the worker" 20 curl -fsS "http://127.0.0.1:$WORKER_PORT/healthz"
+wait_for "release B's worker" 20 curl -fsS "http://127.0.0.1:$B_WORKER_PORT/healthz"
+wait_for "release B's replica" 60 curl -fsS "http://127.0.0.1:$B_PORT/readyz"
 wait_for "nginx" 10 curl -fsS "$NGX/healthz"
-wait_for "Prometheus to scrape all 4 targets" 30 targets_up
-say "live: Redis, redis_exporter, ml-api serve + worker (Redis registry), nginx and Prometheus up"
+wait_for "both Prometheus servers to scrape all their targets (7 and 3)" 30 targets_up
+say "live: two releases (Redis, redis_exporter, ml-api serve + worker each; nginx in front of A) and two Prometheus servers up"
 
 expect() { # STATUS METHOD PATH [curl args...]: a request through nginx, checking its status
   local want="$1" method="$2" path="$3"; shift 3
@@ -396,67 +521,125 @@ for _ in 1 2; do
   done
   sleep 2.5
 done
-ready_seen() { (( $(query 'sum(ml_api_training_jobs_total{job="ml-api-worker",status="ready"})' || echo 0) >= 2 )); }
+# Release B: three times A's predictions, its own model name, one training.
+BURL="http://127.0.0.1:$B_PORT"
+for _ in $(seq 1 3); do
+  for _ in $(seq 1 10); do
+    curl -fsS -o /dev/null "${JSON[@]}" --data @"$SEED" "$BURL/predict"
+    curl -fsS -o /dev/null "${JSON[@]}" --data @"$WORK/batch.json" "$BURL/predict"
+  done
+  curl -sS -o /dev/null "${JSON[@]}" --data @"$WORK/invalid.json" "$BURL/predict"
+  sleep 1.2
+done
+b_id="$("$PY" -c 'import json,sys; t=json.load(open(sys.argv[1])); t["name"]="model-b"; print(json.dumps(t))' train.json \
+  | curl -fsS "${JSON[@]}" --data @- "$BURL/models" | jq -r .model_id)"
+for _ in $(seq 1 100); do
+  [[ "$(curl -fsS "$BURL/models/$b_id" | jq -r .status)" == ready ]] && break
+  sleep 0.1
+done
+for _ in $(seq 1 10); do
+  curl -fsS -o /dev/null "${JSON[@]}" "$BURL/models/model-b/predict" \
+    --data '{"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}'
+done
+ready_seen() { (( $(query 'sum(ml_api_training_jobs_total{namespace="team-a",job="ml-api-worker",status="ready"})' || echo 0) >= 2 )); }
 wait_for "Prometheus to scrape the worker's second training" 15 ready_seen
 sleep 2
-say "live: traffic sent through nginx (predictions, keyed predictions, batches, 400/404/413/422, 2 trainings + predictions, a shadowed challenger)"
+# Both Prometheus servers have scraped A's last requests (the reference comparison needs both
+# to hold the same samples).
+a_count() { curl -fsS --get "$1/api/v1/query" --data-urlencode 'query=sum(ml_api_http_requests_total{namespace="team-a",job="ml-api",route!~"/metrics|/healthz|/readyz"})' | jq -r '.data.result[0].value[1] // "0"'; }
+same_counts() { [[ "$(a_count "$PROM")" == "$(a_count "$REF")" ]]; }
+wait_for "both Prometheus servers to hold the same release A counters" 15 same_counts
+say "live: traffic sent through nginx to A (predictions, keyed predictions, batches, 400/404/413/422, 2 trainings + predictions, a shadowed challenger) and directly to B (3x the predictions, a training)"
 
-# Every dashboard query, variables substituted as Grafana would, must return data.
-"$PY" - "$WORK/queries.json" "$PROM" <<'PY'
-import json, os, re, sys, urllib.parse, urllib.request
+# Every dashboard query, variables substituted as Grafana would ($namespace = one release, the
+# others All), must return data for release A, and exactly what the reference Prometheus (A
+# alone) returns: the same series, values within 25 %. For B, every series naming a namespace
+# names team-b.
+"$PY" - "$WORK/queries.json" "$PROM" "$REF" <<'PY'
+import json, os, sys, time, urllib.parse, urllib.request
 
-queries, prom = json.load(open(sys.argv[1])), sys.argv[2]
-# Panels that legitimately return nothing in this setup, with the reason. Keep it short.
-NO_DATA_EXPECTED = {}
+queries, prom, ref = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+# Panels that legitimately return nothing here, with the reason. Keep it short.
+K8S_ONLY = "Kubernetes metrics (cAdvisor, kube-state-metrics): no kubelet in this check"
+NO_DATA_EXPECTED = {"CPU throttled share by pod": K8S_ONLY, "HPA replicas: current and desired": K8S_ONLY,
+                    "Container CPU (cores) by pod": K8S_ONLY, ("CPU (cores) against the limit", "B"): K8S_ONLY,
+                    "annotation Deploys": "a deploy shows only while a new version's series is under 2 minutes old"}
+ALL = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m", "${job}": "ml-api", "$job": "ml-api",
+       "$pod": ".*", "$model": ".*"}
+at = time.time() - 1
 
-def get(path, **params):
-    url = f"{prom}{path}?{urllib.parse.urlencode(params, doseq=True)}"
+def get(base, path, **params):
+    url = f"{base}{path}?{urllib.parse.urlencode(params, doseq=True)}"
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.load(r)["data"]
 
-# $instance = All: every value of label_values(ml_api_build_info, instance), regex-escaped.
-instances = get("/api/v1/label/instance/values", **{"match[]": "ml_api_build_info"})
-if len(instances) < 2:
-    sys.exit(f"check-observability: FAILED, $instance has {instances}, expected serve and worker")
-all_instances = "(" + "|".join(re.escape(i).replace("\\", "\\\\") for i in instances) + ")"
-subst = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m", "$instance": all_instances}
-failed = []
-for q in queries:
-    expr = q["expr"]
-    for k, v in subst.items():
+def run(base, expr, ns):
+    expr = expr.replace("$namespace", ns)
+    for k, v in ALL.items():
         expr = expr.replace(k, v)
-    result = get("/api/v1/query", query=expr)["result"]
-    values = [r["value"][1] for r in result]
-    ok = any(v not in ("NaN", "+Inf", "-Inf") for v in values)
-    if os.environ.get("OBS_VERBOSE"):
-        print(f"  panel {q['id']:>2} {q['ref']} {q['title']}: " +
-              ", ".join(f"{r['metric']}={r['value'][1]}" for r in result[:4]))
-    key = (q["dashboard"], q["id"], q["ref"])
-    if not ok and key not in NO_DATA_EXPECTED:
-        failed.append(f"{q['dashboard']} panel {q['id']} ({q['title']}) {q['ref']}: {values or 'no data'}\n    {expr}")
-if failed:
-    print("check-observability: FAILED, dashboard queries without data:", *failed, sep="\n  ", file=sys.stderr)
-    sys.exit(1)
-print(f"check-observability: live: all {len(queries)} dashboard queries return data "
-      f"($instance = {len(instances)} instances)")
+    return expr, get(base, "/api/v1/query", query=expr, time=f"{at:.3f}")["result"]
 
-# Every alert rule evaluates on the real series without error.
-groups = get("/api/v1/rules")["groups"]
+def close(a, b):
+    a, b = float(a), float(b)
+    if a != a or b != b:  # NaN
+        return (a != a) == (b != b)
+    return abs(a - b) <= max(1e-9, 0.25 * max(abs(a), abs(b)))
+
+failed, compared, empty = [], 0, 0
+for q in queries:
+    where = f"{q['dashboard']} panel {q['id']} ({q['title']}) {q['ref']}"
+    expected_empty = NO_DATA_EXPECTED.get(q["title"]) or NO_DATA_EXPECTED.get((q["title"], q["ref"]))
+    expr, shared = run(prom, q["expr"], "team-a")
+    _, alone = run(ref, q["expr"], "team-a")
+    if os.environ.get("OBS_VERBOSE"):
+        print(f"  {where}: " + ", ".join(f"{r['metric']}={r['value'][1]}" for r in shared[:4]))
+    values = [r["value"][1] for r in shared if r["value"][1] not in ("NaN", "+Inf", "-Inf")]
+    if not values and not expected_empty:
+        failed.append(f"{where}: no data for team-a\n    {expr}")
+        continue
+    empty += not values
+    key = lambda r: json.dumps(r["metric"], sort_keys=True)
+    s_by, a_by = {key(r): r["value"][1] for r in shared}, {key(r): r["value"][1] for r in alone}
+    if set(s_by) != set(a_by):
+        failed.append(f"{where}: series differ from release A alone: extra {sorted(set(s_by) - set(a_by))[:3]}, "
+                      f"missing {sorted(set(a_by) - set(s_by))[:3]}\n    {expr}")
+        continue
+    off = [k for k in s_by if not close(s_by[k], a_by[k])]
+    if off:
+        failed.append(f"{where}: values differ from release A alone: {[(k, s_by[k], a_by[k]) for k in off[:3]]}\n    {expr}")
+    compared += 1
+    _, other = run(prom, q["expr"], "team-b")
+    leaked = [r["metric"] for r in other if r["metric"].get("namespace", "team-b") != "team-b"]
+    if leaked:
+        failed.append(f"{where}: $namespace=team-b returns {leaked[:3]}")
+if failed:
+    print("check-observability: FAILED, dashboard queries:", *failed, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+print(f"check-observability: live: {len(queries)} dashboard queries with $namespace=team-a return data "
+      f"({empty} expected empty: Kubernetes-only or transient) and match release A alone; "
+      f"$namespace=team-b returns only team-b")
+
+# Every alert rule of both releases evaluates on the real series without error.
+groups = get(prom, "/api/v1/rules")["groups"]
 rules = [r for g in groups for r in g["rules"]]
 bad = [f"{r['name']}: {r.get('health')} {r.get('lastError', '')}" for r in rules if r.get("health") != "ok"]
-if len(rules) < 10 or bad:
+if len(rules) < 20 or bad:
     sys.exit(f"check-observability: FAILED, alert rules on real data ({len(rules)}): {bad}")
-print(f"check-observability: live: all {len(rules)} alert rules evaluate without error")
+print(f"check-observability: live: all {len(rules)} alert rules of the two releases evaluate without error")
 PY
 
-# Redis goes away: the registry routes answer 503, and both Redis alert expressions fire.
+# Release A's Redis goes away: its registry routes answer 503, and release A's two Redis alert
+# expressions fire; release B's stay quiet.
 alert_expr() { "$PY" -c 'import sys, yaml
-for g in yaml.safe_load(open("deploy/prometheus/alerts.yml"))["groups"]:
+for g in yaml.safe_load(open(sys.argv[2]))["groups"]:
     for r in g["rules"]:
-        if r.get("alert") == sys.argv[1]: print(r["expr"])' "$1"; }
-REGISTRY_EXPR="$(alert_expr MlApiRegistryUnavailable)"
-REDIS_EXPR="$(alert_expr RedisDown)"
-[[ -n "$REGISTRY_EXPR" && -n "$REDIS_EXPR" ]] || fail "alerts.yml lacks MlApiRegistryUnavailable or RedisDown"
+        if r.get("alert") == sys.argv[1]: print(r["expr"])' "$1" "$WORK/$2.rules.yml"; }
+REGISTRY_EXPR="$(alert_expr MlApiRegistryUnavailable team-a)"
+REDIS_EXPR="$(alert_expr RedisDown team-a)"
+B_REGISTRY_EXPR="$(alert_expr MlApiRegistryUnavailable team-b)"
+B_REDIS_EXPR="$(alert_expr RedisDown team-b)"
+[[ -n "$REGISTRY_EXPR" && -n "$REDIS_EXPR" && -n "$B_REGISTRY_EXPR" && -n "$B_REDIS_EXPR" ]] \
+  || fail "the rendered rules lack MlApiRegistryUnavailable or RedisDown"
 [[ -z "$(query "$REGISTRY_EXPR")" && -z "$(query "$REDIS_EXPR")" ]] \
   || fail "MlApiRegistryUnavailable or RedisDown fire while Redis is up"
 kill "$REDIS_PID"
@@ -470,7 +653,13 @@ grep -q '"unavailable"' "$WORK/body" || fail "POST /models without Redis: not 50
 expect 200 POST /predict "${JSON[@]}" --data @"$SEED"   # loaded models keep serving
 registry_fires() { [[ -n "$(query "$REGISTRY_EXPR")" && -n "$(query "$REDIS_EXPR")" ]]; }
 wait_for "MlApiRegistryUnavailable and RedisDown to fire" 15 registry_fires
-say "live: Redis stopped: POST /models answers 503, /predict still 200; MlApiRegistryUnavailable and RedisDown fire"
+fired_ns() { curl -fsS --get "$PROM/api/v1/query" --data-urlencode "query=$1" | jq -r '[.data.result[].metric.namespace] | unique | join(",")'; }
+[[ "$(fired_ns "$REGISTRY_EXPR")" == team-a && "$(fired_ns "$REDIS_EXPR")" == team-a ]] \
+  || fail "release A's Redis alerts name $(fired_ns "$REGISTRY_EXPR") / $(fired_ns "$REDIS_EXPR"), not team-a alone"
+[[ -z "$(query "$B_REGISTRY_EXPR")" && -z "$(query "$B_REDIS_EXPR")" ]] \
+  || fail "release B's MlApiRegistryUnavailable or RedisDown fire while only A's Redis is down"
+curl -fsS -o /dev/null "${JSON[@]}" --data @"$SEED" "http://127.0.0.1:$B_PORT/predict" || fail "release B stopped serving"
+say "live: A's Redis stopped: POST /models answers 503, /predict still 200; A's MlApiRegistryUnavailable and RedisDown fire (namespace team-a only), B's stay quiet"
 
 cleanup
 trap - EXIT

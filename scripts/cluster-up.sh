@@ -3,6 +3,9 @@
 #
 #   nginx (deploy/nginx/nginx.conf: body sizes, timeouts, proxy_next_upstream, least_conn)
 #     -> REPLICAS x `ml-api serve` (Redis registry, chart's rate limits, trusted proxy = nginx)
+#        each serving a model directory delivered as the chart's model.source=fetch does it:
+#        a tarball on a loopback HTTP server, fetched (sha256-checked) by the init container's
+#        script, helm/ml-api/files/fetch-model.sh, into a fresh directory per replica
 #   `ml-api worker` (trains what the replicas queue in Redis)
 #   redis-server (AOF, as the chart's StatefulSet) + redis_exporter
 #   Prometheus (deploy/prometheus/prometheus.yml's jobs and alerts.yml, targets rewritten)
@@ -76,7 +79,7 @@ fi
 
 # Fresh state (results/ and startup.tsv are kept) ----------------------------------------------
 mkdir -p "$CLUSTER_DIR"
-rm -rf "$PID_DIR" "$LOG_DIR" "$CLUSTER_DIR/nginx" "$CLUSTER_DIR/redis" "$CLUSTER_DIR/prometheus" "$CLUSTER_ENV"
+rm -rf "$PID_DIR" "$LOG_DIR" "$CLUSTER_DIR/nginx" "$CLUSTER_DIR/redis" "$CLUSTER_DIR/prometheus" "$CLUSTER_DIR/models" "$CLUSTER_ENV"
 mkdir -p "$PID_DIR" "$LOG_DIR" "$CLUSTER_DIR/results"
 started=$SECONDS
 ok=0
@@ -99,7 +102,9 @@ if ((PROMETHEUS)); then
     -redis.addr "redis://127.0.0.1:$REDIS_PORT" -web.listen-address "127.0.0.1:$EXPORTER_PORT"
 fi
 
-# Replica 1 first: it stores the bundled models in the registry; then the others in parallel.
+# The models, as the chart's fetch init container gets them (see scripts/lib/cluster.sh).
+start_model_server
+# Replica 1 first: it stores its model directory's models in the registry; then the others.
 start_replica 1
 wait_replica_ready 1
 for i in $(seq 2 "$REPLICAS"); do start_replica "$i"; done
@@ -152,6 +157,8 @@ WORKER_METRICS_URL='http://127.0.0.1:$WORKER_PORT'
 REDIS_PORT='$REDIS_PORT'
 NGINX_PORT='$NGINX_PORT'
 ML_API_BIN='$ML_API_BIN'
+MODEL_URL='$MODEL_URL'
+MODEL_SHA256='$MODEL_SHA256'
 ORT_DYLIB_PATH='$ORT_DYLIB_PATH'
 CLUSTER_PROFILE='$CLUSTER_PROFILE'
 SHUTDOWN_DELAY='$SHUTDOWN_DELAY'
@@ -164,6 +171,7 @@ REPLICA_CPU_LIMIT='$REPLICA_CPU_LIMIT'
 ENV
 mv "$CLUSTER_ENV.tmp" "$CLUSTER_ENV"
 ok=1
-say "up in $((SECONDS - started)) s: $REPLICAS x $(basename "$(dirname "$ML_API_BIN")") ml-api serve behind nginx $BASE_URL," \
+say "up in $((SECONDS - started)) s: $REPLICAS x $(basename "$(dirname "$ML_API_BIN")") ml-api serve behind nginx $BASE_URL" \
+  "(models fetched from $MODEL_URL, sha256 ${MODEL_SHA256:0:12}...)," \
   "worker, Redis :$REDIS_PORT${PROM_URL:+, Prometheus $PROM_URL}"
 say "env: $CLUSTER_ENV   logs: $LOG_DIR   stop: scripts/cluster-down.sh"

@@ -275,10 +275,37 @@ cluster_remove_cgroups() {
   done
 }
 
+# The models the replicas serve are delivered the way the chart's `model.source=fetch` does
+# it: models/santander (model.onnx + card.json) as a tarball behind an HTTP server on loopback,
+# fetched and sha256-checked by helm/ml-api/files/fetch-model.sh (the init container's script)
+# into a fresh directory per replica (the pod's emptyDir), which is the replica's
+# ML_API_MODEL_DIR. Not baked into the replica's model path, not uploaded.
+start_model_server() { # sets MODEL_URL, MODEL_SHA256
+  local dir="$CLUSTER_DIR/model-artifacts" port
+  rm -rf "$dir" && mkdir -p "$dir"
+  tar -czf "$dir/santander.tar.gz" -C "$CLUSTER_LIB_ROOT/models" santander/model.onnx santander/card.json
+  MODEL_SHA256="$(sha256sum "$dir/santander.tar.gz" | cut -d' ' -f1)"
+  port="$(free_port)"
+  spawn model-server "$LOG_DIR/model-server.log" python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port"
+  MODEL_URL="http://127.0.0.1:$port/santander.tar.gz"
+  wait_http "$MODEL_URL" 10 || { cat "$LOG_DIR/model-server.log" >&2; lib_fail "the model server did not start"; }
+}
+
+fetch_model_dir() { # I: prints replica I's model directory, freshly fetched
+  local dir="$CLUSTER_DIR/models/replica-$1"
+  rm -rf "$dir" && mkdir -p "$dir"
+  env -i "PATH=$PATH" "MODEL_URL=$MODEL_URL" "MODEL_SHA256=$MODEL_SHA256" "MODEL_DIR=$dir" \
+    sh "$CLUSTER_LIB_ROOT/helm/ml-api/files/fetch-model.sh" >>"$LOG_DIR/fetch-model-$1.log" 2>&1 \
+    || { cat "$LOG_DIR/fetch-model-$1.log" >&2; lib_fail "replica-$1: fetching the model failed"; }
+  [[ -f "$dir/santander/model.onnx" ]] || lib_fail "replica-$1: no santander/model.onnx in $dir after the fetch"
+  echo "$dir"
+}
+
 # start_replica I: `ml-api serve` replica I (1-based) on its port, detached; does not wait.
 start_replica() {
-  local i="$1" port pin=()
+  local i="$1" port pin=() model_dir
   port="$(replica_port "$i")"
+  model_dir="$(fetch_model_dir "$i")"
   [[ -n "${REPLICA_CPUS:-}" ]] && pin=(taskset -c "$REPLICA_CPUS")
   if [[ -n "${REPLICA_CPU_LIMIT:-}" ]]; then
     # The process joins the cgroup before exec, so ml-api sees the quota from its first line.
@@ -288,7 +315,7 @@ start_replica() {
   cluster_base_env
   REPLICA_SPAWNED_NS["$i"]="$(date +%s%N)"
   spawn "replica-$i" "$LOG_DIR/replica-$i.log" "${CLUSTER_PROC_ENV[@]}" \
-    "ML_API_ADDR=127.0.0.1:$port" "ML_API_MODEL_DIR=$CLUSTER_LIB_ROOT/models" ML_API_DEFAULT_MODEL=santander \
+    "ML_API_ADDR=127.0.0.1:$port" "ML_API_MODEL_DIR=$model_dir" ML_API_DEFAULT_MODEL=santander \
     ML_API_TRUSTED_PROXIES=127.0.0.1/32 \
     "ML_API_SHUTDOWN_DELAY=$SHUTDOWN_DELAY" "ML_API_SHUTDOWN_GRACE=$SHUTDOWN_GRACE" \
     "ML_API_ADMIN_API_KEY=$ADMIN_API_KEY" \
