@@ -417,7 +417,10 @@ mod tests {
             }
         }
         for flag in ["--drift-window", "--reconcile-interval", "--reclaim-after"] {
-            assert!(checked.iter().any(|c| c == flag), "{flag} not found among {checked:?}");
+            assert!(
+                checked.iter().any(|c| c == flag),
+                "{flag} not found among {checked:?}"
+            );
         }
     }
 
@@ -426,11 +429,16 @@ mod tests {
     /// chained (`1h30m`), and each of the definition's `examples` must parse.
     #[test]
     fn every_duration_the_chart_schema_allows_parses() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/helm/ml-api/values.schema.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/helm/ml-api/values.schema.json"
+        );
         let text = std::fs::read_to_string(path).expect("chart schema readable");
         let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
         let duration = &schema["definitions"]["duration"];
-        let pattern = duration["pattern"].as_str().expect("definitions.duration.pattern");
+        let pattern = duration["pattern"]
+            .as_str()
+            .expect("definitions.duration.pattern");
         let units = pattern
             .strip_prefix("^([0-9]+(")
             .and_then(|p| p.strip_suffix("))+$"))
@@ -440,19 +448,34 @@ mod tests {
         for unit in &units {
             for number in ["0", "1", "7", "59", "3600"] {
                 let text = format!("{number}{unit}");
-                assert!(parse_duration(&text).is_ok(), "schema allows `{text}`, parser refuses it");
+                assert!(
+                    parse_duration(&text).is_ok(),
+                    "schema allows `{text}`, parser refuses it"
+                );
             }
             let chained = format!("1h2{unit}");
-            assert!(parse_duration(&chained).is_ok(), "schema allows `{chained}`");
+            assert!(
+                parse_duration(&chained).is_ok(),
+                "schema allows `{chained}`"
+            );
         }
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        let examples = duration["examples"].as_array().expect("definitions.duration.examples");
+        let examples = duration["examples"]
+            .as_array()
+            .expect("definitions.duration.examples");
         for example in examples {
             let example = example.as_str().expect("examples are strings");
-            assert!(parse_duration(example).is_ok(), "schema example `{example}` refused");
+            assert!(
+                parse_duration(example).is_ok(),
+                "schema example `{example}` refused"
+            );
         }
         // No other duration pattern hides elsewhere in the schema: each one is a $ref here.
-        assert_eq!(text.matches("ms|").count(), 1, "a second duration pattern in {path}");
+        assert_eq!(
+            text.matches("ms|").count(),
+            1,
+            "a second duration pattern in {path}"
+        );
     }
 
     #[test]
