@@ -13,6 +13,7 @@ mod process;
 mod quotas;
 mod rate_limit;
 mod redis_server;
+mod replicas;
 mod registry;
 mod shadow;
 mod training_api;
