@@ -527,11 +527,10 @@ impl Catalog {
             .ok()
             .and_then(|mut pinned| pinned.insert(pin.clone(), model));
         if let Some(replaced) = replaced {
-            let still_pinned = self.pinned.read().is_ok_and(|pinned| {
-                pinned
-                    .values()
-                    .any(|model| Arc::ptr_eq(model, &replaced))
-            });
+            let still_pinned = self
+                .pinned
+                .read()
+                .is_ok_and(|pinned| pinned.values().any(|model| Arc::ptr_eq(model, &replaced)));
             if !still_pinned {
                 match replaced.id() {
                     Some(_) => self.cache_insert(replaced),

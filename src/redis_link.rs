@@ -71,7 +71,11 @@ struct Link {
 impl RedisLink {
     /// A link that connects lazily: a Redis (or sentinels) down at start only fails the
     /// commands sent while it is down.
-    pub fn open(endpoint: &RedisEndpoint, connect: Duration, response: Duration) -> RedisResult<Self> {
+    pub fn open(
+        endpoint: &RedisEndpoint,
+        connect: Duration,
+        response: Duration,
+    ) -> RedisResult<Self> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect))
             .set_response_timeout(Some(response))

@@ -179,7 +179,12 @@ impl Application {
 /// What a replica must serve (the default model first, then `--pin`) and keeps.
 fn catalog_settings(config: &RegistryConfig, default_model: &ModelRef) -> CatalogSettings {
     let mut pins = vec![default_model.clone()];
-    for pin in config.pins.iter().map(|pin| pin.trim()).filter(|pin| !pin.is_empty()) {
+    for pin in config
+        .pins
+        .iter()
+        .map(|pin| pin.trim())
+        .filter(|pin| !pin.is_empty())
+    {
         let pin = ModelRef::parse(pin);
         if !pins.contains(&pin) {
             pins.push(pin);

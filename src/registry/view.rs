@@ -8,7 +8,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex, RwLock,
+        RwLock,
     },
 };
 
@@ -23,7 +23,7 @@ const TOMBSTONES: usize = 4096;
 #[derive(Default)]
 pub struct AliasView {
     aliases: RwLock<HashMap<String, Uuid>>,
-    deleted: Mutex<(HashSet<Uuid>, VecDeque<Uuid>)>,
+    deleted: RwLock<(HashSet<Uuid>, VecDeque<Uuid>)>,
     /// Bumped by every change notification: a full re-read that started before a change
     /// must not overwrite it.
     changes: AtomicU64,
@@ -40,24 +40,9 @@ impl AliasView {
 
     pub fn is_deleted(&self, id: Uuid) -> bool {
         self.deleted
-            .lock()
+            .read()
             .map(|deleted| deleted.0.contains(&id))
             .unwrap_or(false)
-    }
-
-    /// Every alias currently pointing at `id`, as `(name, alias)`.
-    pub fn aliases_of(&self, id: Uuid) -> Vec<(String, String)> {
-        let Ok(aliases) = self.aliases.read() else {
-            return Vec::new();
-        };
-        aliases
-            .iter()
-            .filter(|(_, target)| **target == id)
-            .filter_map(|(field, _)| {
-                let (name, alias) = field.split_once('/')?;
-                Some((name.to_owned(), alias.to_owned()))
-            })
-            .collect()
     }
 
     /// A token to pass to [`Self::replace_if_unchanged`] with the result of a full read
@@ -103,7 +88,7 @@ impl AliasView {
                     aliases.retain(|_, target| target != id);
                     self.changes.fetch_add(1, Ordering::SeqCst);
                 }
-                if let Ok(mut deleted) = self.deleted.lock() {
+                if let Ok(mut deleted) = self.deleted.write() {
                     let (set, order) = &mut *deleted;
                     if set.insert(*id) {
                         order.push_back(*id);

@@ -12,9 +12,11 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (e.g. `--replicaof`).
+    extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -23,6 +25,11 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server started with extra arguments, e.g. `["--replicaof", "127.0.0.1", "6379"]`.
+    pub fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("ml-api-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
@@ -30,6 +37,7 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         server.launch();
         server
@@ -53,6 +61,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(&self.dir)
             .args(["--daemonize", "no", "--logfile", "redis.log"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

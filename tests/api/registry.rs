@@ -8,9 +8,9 @@ use bytes::Bytes;
 use ml_api::{
     catalog::{Catalog, CatalogSettings, ModelRef},
     config::ServeConfig,
-    redis_link::RedisEndpoint,
     metrics::Metrics,
     models::read_model_dir,
+    redis_link::RedisEndpoint,
     registry::{
         embedded::EmbeddedRegistry,
         redis::{RedisOptions, RedisRegistry},
@@ -155,7 +155,10 @@ async fn registry_contract(registry: &dyn ModelRegistry) {
         stored.id,
         "the same content is not stored twice"
     );
-    assert_eq!(registry.alias("bundled", "latest").await.unwrap(), Some(stored.id));
+    assert_eq!(
+        registry.alias("bundled", "latest").await.unwrap(),
+        Some(stored.id)
+    );
     let mut other = record("bundled");
     other.sha256 = Some("cd".repeat(32));
     let other = registry

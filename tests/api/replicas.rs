@@ -120,7 +120,10 @@ async fn replicas_started_together_on_an_empty_registry_store_one_version_and_ar
             ServerProcess::start(&[], &env)
         );
         let page = get_json(&client, &a.url("/models?name=santander")).await;
-        assert_eq!(page["total"], 1, "round {round}: one stored version: {page}");
+        assert_eq!(
+            page["total"], 1,
+            "round {round}: one stored version: {page}"
+        );
         for replica in [&a, &b] {
             assert_eq!(
                 status(&client, replica.url("/readyz")).await,
@@ -190,14 +193,30 @@ async fn twenty_trainings_in_a_row_never_make_a_replica_unready() {
         let record = wait_for_training(&client, &replica_a.url(&format!("/models/{id}"))).await;
         assert_eq!(record["status"], "ready", "{record}");
         // Ready means `name` serves it, on the other replica too.
-        let answer = predict(&client, &replica_b, &format!("iris{}", round % 10), &iris_record()).await;
+        let answer = predict(
+            &client,
+            &replica_b,
+            &format!("iris{}", round % 10),
+            &iris_record(),
+        )
+        .await;
         assert_eq!(answer.status(), 200, "round {round}");
-        assert_eq!(header(&answer, "x-model-version"), record["version"].to_string());
+        assert_eq!(
+            header(&answer, "x-model-version"),
+            record["version"].to_string()
+        );
     }
     stop.store(true, Ordering::SeqCst);
     let polls = polls.await.unwrap();
-    assert!(polls > 20, "readiness was sampled throughout ({polls} polls)");
-    assert_eq!(*failures.lock().unwrap(), Vec::new(), "every poll answered 200");
+    assert!(
+        polls > 20,
+        "readiness was sampled throughout ({polls} polls)"
+    );
+    assert_eq!(
+        *failures.lock().unwrap(),
+        Vec::new(),
+        "every poll answered 200"
+    );
     for replica in [&replica_a, &replica_b] {
         let answer = client
             .post(replica.url("/predict"))
@@ -292,7 +311,11 @@ async fn a_replica_started_without_redis_serves_its_bundled_model_and_joins_when
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status(), 200, "the bundled model serves without Redis");
+    assert_eq!(
+        answer.status(),
+        200,
+        "the bundled model serves without Redis"
+    );
     eprintln!(
         "replica without Redis: ready and serving /predict {} ms after spawn",
         started.elapsed().as_millis()
@@ -327,7 +350,10 @@ async fn a_replica_started_without_redis_serves_its_bundled_model_and_joins_when
         if page.status() == 200 && page.json::<Value>().await.unwrap()["total"] == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the replica stored its bundled model");
+        assert!(
+            Instant::now() < deadline,
+            "the replica stored its bundled model"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let created = client
@@ -360,7 +386,10 @@ async fn a_replica_started_without_redis_serves_its_bundled_model_and_joins_when
         if header(&answer, "x-model-version") == "1" {
             break;
         }
-        assert!(Instant::now() < deadline, "the pin moved to the registry's model");
+        assert!(
+            Instant::now() < deadline,
+            "the pin moved to the registry's model"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status(&client, replica.url("/readyz")).await, 200);
@@ -388,9 +417,8 @@ async fn a_loaded_model_answers_every_prediction_route_while_redis_is_frozen() {
         .unwrap();
     let id = created["model_id"].as_str().unwrap().to_owned();
     wait_for_training(&client, &replica.url(&format!("/models/{id}"))).await;
-    let query = format!(
-        "/models/{id}?sepal_length=5.9&sepal_width=3.0&petal_length=5.1&petal_width=1.8"
-    );
+    let query =
+        format!("/models/{id}?sepal_length=5.9&sepal_width=3.0&petal_length=5.1&petal_width=1.8");
     // Loaded by a first prediction.
     assert_eq!(status(&client, replica.url(&query)).await, 200);
 
@@ -398,14 +426,20 @@ async fn a_loaded_model_answers_every_prediction_route_while_redis_is_frozen() {
     let timed = |response: reqwest::Response, started: Instant, route: &str| {
         assert_eq!(response.status(), 200, "{route}");
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(2), "{route} took {took:?}: it waited on Redis");
+        assert!(
+            took < Duration::from_secs(2),
+            "{route} took {took:?}: it waited on Redis"
+        );
         took
     };
     for _ in 0..3 {
         let started = Instant::now();
         let answer = client.get(replica.url(&query)).send().await.unwrap();
         let took = timed(answer, started, "the training API's GET");
-        eprintln!("GET /models/{{id}}?features with Redis frozen: {} ms", took.as_millis());
+        eprintln!(
+            "GET /models/{{id}}?features with Redis frozen: {} ms",
+            took.as_millis()
+        );
         let started = Instant::now();
         let answer = client
             .post(replica.url("/predict"))
