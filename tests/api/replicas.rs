@@ -235,6 +235,7 @@ async fn writes_through_one_replica_are_followed_by_the_next_request_to_another_
     let replica_a = ServerProcess::start(&[], &env).await;
     let replica_b = ServerProcess::start(&[], &env).await;
     let client = reqwest::Client::new();
+    let _machine = crate::helpers::MACHINE.lock().await;
     let _load = CpuLoad::start();
     let (model, card) = tiny();
     let golden: Vec<Value> = serde_json::from_slice(
@@ -454,4 +455,85 @@ async fn a_loaded_model_answers_every_prediction_route_while_redis_is_frozen() {
     }
     assert_eq!(status(&client, replica.url("/readyz")).await, 200);
     redis.thaw();
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_names_asks_redis_once_per_negative_cache_ttl() {
+    let redis = RedisServer::start();
+    let mut env = replica_env(&redis, "unknown");
+    env.push(("ML_API_NEGATIVE_CACHE_TTL", "60m".to_owned()));
+    let replica = ServerProcess::start(&[], &env).await;
+    let client = reqwest::Client::new();
+    redis_command(&redis, redis::cmd("CONFIG").arg("RESETSTAT")).await;
+    for _ in 0..50 {
+        let answer = predict(&client, &replica, "nosuch:prod", &iris_record()).await;
+        assert_eq!(answer.status(), 404);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    let stats: String = {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .unwrap()
+    };
+    let alias_reads: u64 = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_hget:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(alias_reads, 1, "one alias read for 50 requests: {stats}");
+}
+
+#[tokio::test]
+async fn a_pinned_model_is_loaded_when_it_appears_and_readiness_waits_for_it() {
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.registry.pins = vec!["colours:prod".to_owned()];
+    })
+    .await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503, "a pinned model is missing");
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["missing"], json!(["colours:prod"]));
+
+    let (model, card) = tiny();
+    let form = Form::new()
+        .part("model", Part::bytes(model).file_name("model.onnx"))
+        .part("card", Part::text(card.to_string()))
+        .text("name", "colours");
+    let created: Value = app
+        .client
+        .post(app.url("/models/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let moved = app
+        .client
+        .put(app.url("/models/colours/aliases/prod"))
+        .json(&json!({"model_id": created["model_id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    // The pin is loaded in the background once its alias exists.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = app.get("/readyz").await;
+        if ready.status() == 200 {
+            let body: Value = ready.json().await.unwrap();
+            assert_eq!(body["models"], json!(["colours", "santander"]));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pinned model was loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
 }
