@@ -61,6 +61,15 @@ pub enum RegistryEvent {
     },
 }
 
+/// An event with the token its writer waits on (old replicas ignore the extra field).
+pub(crate) fn notice(event: &RegistryEvent, ack: &str) -> Result<String, serde_json::Error> {
+    let mut value = serde_json::to_value(event)?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("ack".to_owned(), serde_json::Value::from(ack));
+    }
+    serde_json::to_string(&value)
+}
+
 /// Filter and page for [`ModelRegistry::list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {

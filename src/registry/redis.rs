@@ -134,7 +134,7 @@ impl RedisRegistry {
     async fn publish_synced(&self, event: &RegistryEvent) {
         self.view.apply(event);
         let token = Uuid::new_v4().to_string();
-        let Ok(payload) = notice(event, &token) else {
+        let Ok(payload) = super::notice(event, &token) else {
             return;
         };
         let mut connection = self.connection.clone();
@@ -221,15 +221,6 @@ impl RedisRegistry {
             })
             .collect()
     }
-}
-
-/// An event with the token its writer waits on (old replicas ignore the extra field).
-pub(super) fn notice(event: &RegistryEvent, ack: &str) -> Result<String, serde_json::Error> {
-    let mut value = serde_json::to_value(event)?;
-    if let Some(object) = value.as_object_mut() {
-        object.insert("ack".to_owned(), serde_json::Value::from(ack));
-    }
-    serde_json::to_string(&value)
 }
 
 /// Follows `{p}:events`: applies each change to the alias view, acknowledges it when its

@@ -252,7 +252,7 @@ pub(super) async fn redis_promote(
     ack: &str,
 ) -> Result<u64, RegistryError> {
     let corrupt = |e: serde_json::Error| RegistryError::Corrupt(e.to_string());
-    let moved = super::redis::notice(
+    let moved = super::notice(
         &RegistryEvent::AliasMoved {
             name: name.to_owned(),
             alias: alias.to_owned(),
