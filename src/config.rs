@@ -138,15 +138,41 @@ pub struct RegistryConfig {
         hide_env_values = true
     )]
     pub redis_url: String,
+    /// Redis Sentinel addresses (`host:port`, comma-separated). When set, ml-api connects to
+    /// the master the sentinels name `--redis-sentinel-master` and follows it through a
+    /// failover; `--redis-url` then only gives the password and database.
+    #[arg(long, env = "ML_API_REDIS_SENTINELS", value_delimiter = ',')]
+    pub redis_sentinels: Vec<String>,
+    /// The master's name in the sentinels' configuration.
+    #[arg(long, env = "ML_API_REDIS_SENTINEL_MASTER", default_value = "mymaster")]
+    pub redis_sentinel_master: String,
     /// Prefix of every Redis key, so several installations can share one Redis.
     #[arg(long, env = "ML_API_REDIS_PREFIX", default_value = "mlapi")]
     pub redis_prefix: String,
     /// Loaded models kept per replica (least recently used ones are unloaded).
     #[arg(long, env = "ML_API_MODEL_CACHE_SIZE", default_value_t = 8)]
     pub model_cache_size: usize,
-    /// How often a replica re-reads aliases, healing any missed change notification.
+    /// How often a replica re-reads aliases, healing any missed change notification (and,
+    /// while the registry is unreachable, how often it tries to join it).
     #[arg(long, env = "ML_API_RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
+    /// Models this replica must always serve besides the default model (comma-separated
+    /// `name`, `name:alias` or ids): loaded at start, never evicted, and followed when their
+    /// alias moves. Readiness waits for every pinned model.
+    #[arg(long = "pin", env = "ML_API_PIN", value_delimiter = ',')]
+    pub pins: Vec<String>,
+    /// How long a replica remembers that the registry has no model of a name, alias or id
+    /// before it asks again (a flood of unknown names does not reach Redis).
+    #[arg(long, env = "ML_API_NEGATIVE_CACHE_TTL", default_value = "1s", value_parser = parse_duration)]
+    pub negative_cache_ttl: Duration,
+    /// Bound on connecting to Redis and on each registry command: nothing waits longer on a
+    /// Redis that is down or frozen.
+    #[arg(long, env = "ML_API_REDIS_OP_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub redis_op_timeout: Duration,
+    /// Longest wait of an alias move or a delete for the other replicas to apply it before
+    /// the write answers (they all follow it on their next request when they do).
+    #[arg(long, env = "ML_API_ALIAS_SYNC_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub alias_sync_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -229,6 +255,17 @@ pub struct InferenceConfig {
     /// Drift: rows the window must hold before PSI is reported.
     #[arg(long, env = "ML_API_DRIFT_MIN_SAMPLES", default_value_t = 200)]
     pub drift_min_samples: u64,
+}
+
+impl RegistryConfig {
+    /// Where Redis is: the sentinels' master when sentinels are given, else the URL.
+    pub fn redis_endpoint(&self) -> crate::redis_link::RedisEndpoint {
+        crate::redis_link::RedisEndpoint::new(
+            &self.redis_url,
+            &self.redis_sentinels,
+            &self.redis_sentinel_master,
+        )
+    }
 }
 
 impl InferenceConfig {

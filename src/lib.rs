@@ -13,6 +13,7 @@ pub mod model;
 pub mod models;
 pub mod onnx_import;
 pub mod quota;
+pub mod redis_link;
 pub mod registry;
 pub mod shadow;
 pub mod shutdown;

@@ -46,6 +46,12 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The registry id it was loaded from (none for a bundled model served before the
+    /// registry was reachable).
+    pub fn id(&self) -> Option<uuid::Uuid> {
+        self.record.as_ref().map(|record| record.id)
+    }
+
     pub async fn infer(&self, batch: FeatureBatch) -> Result<Scores, InferenceError> {
         self.pool.infer(batch).await
     }

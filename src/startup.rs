@@ -7,14 +7,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    catalog::{Catalog, ModelRef},
+    catalog::{Catalog, CatalogSettings, ModelRef},
     config::{ContractConfig, RegistryConfig, RegistryKind, ServeConfig, WorkerConfig},
     http::{self, AppState, Lifecycle},
     jobs::{embedded::EmbeddedQueue, redis::RedisQueue, JobQueue},
     metrics::Metrics,
     model::Contract,
     models::{read_model, read_model_dir, LoadedModel},
-    registry::{embedded::EmbeddedRegistry, redis::RedisRegistry, ModelRegistry},
+    registry::{
+        embedded::EmbeddedRegistry,
+        redis::{RedisOptions, RedisRegistry},
+        ModelRegistry,
+    },
     shadow::Shadow,
     worker::{Worker, WorkerSettings},
 };
@@ -34,7 +38,7 @@ impl Application {
     /// builds the router and binds the listener (port 0 picks a free port).
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let metrics = Metrics::new()?;
-        let registry = connect_registry(&config.registry)?;
+        let registry = connect_registry(&config.registry, true)?;
         let stopped = CancellationToken::new();
         let jobs: Arc<dyn JobQueue> = match config.registry.registry {
             RegistryKind::Embedded => {
@@ -54,30 +58,25 @@ impl Application {
                 queue
             }
             RegistryKind::Redis => Arc::new(RedisQueue::connect(
-                &config.registry.redis_url,
+                &config.registry.redis_endpoint(),
                 &config.registry.redis_prefix,
                 Duration::from_secs(30),
             )?),
         };
+        let default_model = ModelRef::parse(&config.default_model);
         let catalog = Catalog::new(
             registry,
             config.inference.clone(),
             metrics.clone(),
-            config.registry.model_cache_size,
+            catalog_settings(&config.registry, &default_model),
         );
-        if config.model_dir.is_dir() {
-            catalog
-                .import_bundled(read_model_dir(&config.model_dir)?)
-                .await?;
+        let bundled = if config.model_dir.is_dir() {
+            read_model_dir(&config.model_dir)?
         } else {
             tracing::warn!(dir = %config.model_dir.display(), "no model directory: serving registry models only");
-            catalog.reconcile().await?;
-        }
-        let default_model = ModelRef::parse(&config.default_model);
-        catalog
-            .get(&default_model)
-            .await
-            .with_context(|| format!("cannot load the default model `{default_model}`"))?;
+            Vec::new()
+        };
+        catalog.start(bundled).await?;
         catalog.spawn_sync(config.registry.reconcile_interval, stopped.clone());
         let quotas = connect_quotas(&config, &metrics)?;
         let shadow = Shadow::new(
@@ -177,13 +176,46 @@ impl Application {
     }
 }
 
-/// The registry backend the configuration asks for.
-pub fn connect_registry(config: &RegistryConfig) -> anyhow::Result<Arc<dyn ModelRegistry>> {
+/// What a replica must serve (the default model first, then `--pin`) and keeps.
+fn catalog_settings(config: &RegistryConfig, default_model: &ModelRef) -> CatalogSettings {
+    let mut pins = vec![default_model.clone()];
+    for pin in config
+        .pins
+        .iter()
+        .map(|pin| pin.trim())
+        .filter(|pin| !pin.is_empty())
+    {
+        let pin = ModelRef::parse(pin);
+        if !pins.contains(&pin) {
+            pins.push(pin);
+        }
+    }
+    CatalogSettings {
+        cache_size: config.model_cache_size,
+        negative_ttl: config.negative_cache_ttl,
+        pins,
+    }
+}
+
+/// The registry backend the configuration asks for. Replicas `follow_events` (alias changes
+/// wait for them); workers do not.
+pub fn connect_registry(
+    config: &RegistryConfig,
+    follow_events: bool,
+) -> anyhow::Result<Arc<dyn ModelRegistry>> {
     Ok(match config.registry {
         RegistryKind::Embedded => Arc::new(EmbeddedRegistry::default()),
         RegistryKind::Redis => Arc::new(
-            RedisRegistry::connect(&config.redis_url, &config.redis_prefix)
-                .context("invalid --redis-url")?,
+            RedisRegistry::connect(
+                &config.redis_endpoint(),
+                &config.redis_prefix,
+                &RedisOptions {
+                    op_timeout: config.redis_op_timeout,
+                    sync_timeout: config.alias_sync_timeout,
+                    follow_events,
+                },
+            )
+            .context("invalid --redis-url")?,
         ),
     })
 }
@@ -199,7 +231,7 @@ pub fn connect_quotas(
     Ok(Arc::new(match config.registry.registry {
         RegistryKind::Embedded => Quotas::embedded(settings, metrics),
         RegistryKind::Redis => Quotas::redis(
-            &config.registry.redis_url,
+            &config.registry.redis_endpoint(),
             &config.registry.redis_prefix,
             settings,
             metrics,
@@ -220,9 +252,9 @@ pub async fn run_worker(
         "`ml-api worker` needs `--registry redis`: with the embedded registry, `serve` trains in-process"
     );
     let metrics = Metrics::new()?;
-    let registry = connect_registry(&config.registry)?;
+    let registry = connect_registry(&config.registry, false)?;
     let queue = Arc::new(RedisQueue::connect(
-        &config.registry.redis_url,
+        &config.registry.redis_endpoint(),
         &config.registry.redis_prefix,
         config.reclaim_after,
     )?);

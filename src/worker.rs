@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    catalog::LATEST,
     jobs::{Delivery, JobQueue},
     metrics::Metrics,
     models::sha256_hex,
@@ -202,10 +201,9 @@ impl Worker {
         card.version = Some(record.version.to_string());
         record.card = Some(card);
         record.touch();
+        // Ready and `name:latest` in one step: a client that reads `ready` gets this model
+        // from `name` on any replica.
         self.registry.complete(&record, trained.onnx.into()).await?;
-        self.registry
-            .set_alias(&record.name, LATEST, record.id)
-            .await?;
         self.queue.ack(delivery).await?;
         self.metrics
             .training_jobs

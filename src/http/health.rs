@@ -16,8 +16,12 @@ use crate::error::ApiError;
 pub struct Health {
     /// `ok`, `ready`, `draining` or `not_ready`.
     pub status: &'static str,
+    /// Readiness: the pinned models this replica serves.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Readiness: the pinned models it cannot serve yet (`name:alias` or id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 /// Liveness: the process is up and answering.
@@ -27,20 +31,29 @@ pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok",
         models: Vec::new(),
+        missing: Vec::new(),
     })
 }
 
-/// Readiness: the default model is loaded and warm, and the replica is not draining. The
-/// registry is not consulted: a replica keeps serving what it has loaded while Redis is away.
+/// Readiness: every model this replica must serve (the default model and `--pin`) is
+/// loaded and warm, and the replica is not draining. The registry is not consulted, and the
+/// cache of other models plays no part: a replica keeps serving what it has pinned while
+/// Redis is away, and training or eviction never makes it unready. `models` lists the
+/// pinned models that are missing, when any are.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Health),
-              (status = 503, description = "Not ready (loading or draining)", body = Health)))]
+              (status = 503, description = "Not ready (loading, a pinned model missing, or draining)", body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let default = state.catalog.cached(&state.default_model);
-    let models: Vec<String> = default.iter().map(|m| m.name.clone()).collect();
+    let missing: Vec<String> = state
+        .catalog
+        .missing_pins()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let models = state.catalog.pinned_names();
     let (status, word) = if state.lifecycle.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if state.lifecycle.is_ready() && default.is_some() {
+    } else if state.lifecycle.is_ready() && missing.is_empty() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
@@ -50,6 +63,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Json(Health {
             status: word,
             models,
+            missing,
         }),
     )
         .into_response()

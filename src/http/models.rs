@@ -152,15 +152,15 @@ pub async fn get(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let record = match record_of(&state, &id).await {
-        // Registry unreachable: a model this replica has loaded is still answered.
-        Err(ApiError::Unavailable(reason)) if !query.is_empty() => id
-            .parse()
-            .ok()
-            .and_then(|id| state.catalog.cached_id(id))
-            .and_then(|model| model.record.clone())
-            .ok_or(ApiError::Unavailable(reason))?,
-        other => other?,
+    // A prediction from a model this replica has loaded never waits on the registry (a
+    // loaded model is ready, and stays so until it is deleted).
+    let loaded = (!query.is_empty())
+        .then(|| id.parse().ok().and_then(|id| state.catalog.cached_id(id)))
+        .flatten()
+        .and_then(|model| model.record.clone());
+    let record = match loaded {
+        Some(record) => record,
+        None => record_of(&state, &id).await?,
     };
     if query.is_empty() {
         return Ok(Json(record).into_response());

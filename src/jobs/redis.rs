@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{
-    aio::ConnectionManager,
     streams::{
         StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
     },
@@ -17,7 +16,8 @@ use uuid::Uuid;
 
 use super::{Delivery, JobQueue};
 use crate::{
-    registry::{redis::lazy_connection, RegistryError},
+    redis_link::{RedisEndpoint, RedisLink},
+    registry::RegistryError,
     training::TrainingJob,
 };
 
@@ -28,7 +28,7 @@ fn unavailable(error: redis::RedisError) -> RegistryError {
 }
 
 pub struct RedisQueue {
-    connection: ConnectionManager,
+    connection: RedisLink,
     stream: String,
     prefix: String,
     reclaim_after: Duration,
@@ -37,9 +37,13 @@ pub struct RedisQueue {
 
 impl RedisQueue {
     /// `reclaim_after`: a job with no heartbeat for this long is handed to another worker.
-    pub fn connect(url: &str, prefix: &str, reclaim_after: Duration) -> anyhow::Result<Self> {
+    pub fn connect(
+        endpoint: &RedisEndpoint,
+        prefix: &str,
+        reclaim_after: Duration,
+    ) -> anyhow::Result<Self> {
         // Responses may take longer than the longest blocking read.
-        let connection = lazy_connection(url, Duration::from_secs(2), Duration::from_secs(5))?;
+        let connection = RedisLink::open(endpoint, Duration::from_secs(2), Duration::from_secs(5))?;
         Ok(Self {
             connection,
             stream: format!("{prefix}:jobs"),

@@ -13,11 +13,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{aio::ConnectionManager, AsyncCommands, Script};
+use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::{ApiKey, Decision, KeyStore, Limiter, QuotaError};
-use crate::registry::redis::lazy_connection;
+use crate::redis_link::{RedisEndpoint, RedisLink};
 
 const INSERT: &str = r"
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 0 end
@@ -28,7 +28,7 @@ return 1
 ";
 
 pub struct RedisQuotas {
-    connection: ConnectionManager,
+    connection: RedisLink,
     prefix: String,
     bucket: Script,
     insert: Script,
@@ -40,9 +40,9 @@ fn unavailable(error: redis::RedisError) -> QuotaError {
 
 impl RedisQuotas {
     /// Connects lazily: a Redis that is down only sends requests to the local fallback.
-    pub fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub fn connect(endpoint: &RedisEndpoint, prefix: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            connection: lazy_connection(url, Duration::from_secs(1), Duration::from_secs(2))?,
+            connection: RedisLink::open(endpoint, Duration::from_secs(1), Duration::from_secs(2))?,
             prefix: prefix.to_owned(),
             bucket: Script::new(include_str!("token_bucket.lua")),
             insert: Script::new(INSERT),

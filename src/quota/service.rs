@@ -106,12 +106,12 @@ impl Quotas {
 
     /// In Redis, shared by every replica.
     pub fn redis(
-        url: &str,
+        endpoint: &crate::redis_link::RedisEndpoint,
         prefix: &str,
         settings: QuotaSettings,
         metrics: QuotaMetrics,
     ) -> anyhow::Result<Self> {
-        let store = Arc::new(RedisQuotas::connect(url, prefix)?);
+        let store = Arc::new(RedisQuotas::connect(endpoint, prefix)?);
         Ok(Self::new(store.clone(), store, settings, metrics))
     }
 

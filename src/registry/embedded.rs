@@ -8,7 +8,7 @@ use tokio::sync::{broadcast, RwLock};
 use uuid::Uuid;
 
 use super::{
-    check_alias_target, shadow::promotion_outcome, Challenger, ListQuery, ModelRecord,
+    check_alias_target, shadow::promotion_outcome, AliasView, Challenger, ListQuery, ModelRecord,
     ModelRegistry, Page, Promotion, RegistryError, RegistryEvent, ShadowKey, Tally,
 };
 
@@ -26,6 +26,7 @@ struct State {
 pub struct EmbeddedRegistry {
     state: RwLock<State>,
     events: broadcast::Sender<RegistryEvent>,
+    view: AliasView,
 }
 
 impl Default for EmbeddedRegistry {
@@ -33,12 +34,16 @@ impl Default for EmbeddedRegistry {
         Self {
             state: RwLock::default(),
             events: broadcast::channel(1024).0,
+            view: AliasView::default(),
         }
     }
 }
 
 impl EmbeddedRegistry {
+    /// Applies a change to this process's alias view before the write returns, then
+    /// notifies subscribers.
     fn publish(&self, event: RegistryEvent) {
+        self.view.apply(&event);
         // No receiver is fine: nobody is listening yet.
         let _ = self.events.send(event);
     }
@@ -89,7 +94,15 @@ impl ModelRegistry for EmbeddedRegistry {
         }
         state.onnx.insert(record.id, onnx);
         state.records.insert(record.id, record.clone());
+        state
+            .aliases
+            .insert((record.name.clone(), super::LATEST.to_owned()), record.id);
         drop(state);
+        self.publish(RegistryEvent::AliasMoved {
+            name: record.name.clone(),
+            alias: super::LATEST.to_owned(),
+            id: record.id,
+        });
         self.publish(RegistryEvent::Updated {
             id: record.id,
             name: record.name.clone(),
@@ -139,6 +152,60 @@ impl ModelRegistry for EmbeddedRegistry {
             id,
         });
         Ok(())
+    }
+
+    async fn import(
+        &self,
+        mut record: ModelRecord,
+        onnx: Bytes,
+    ) -> Result<ModelRecord, RegistryError> {
+        let mut state = self.state.write().await;
+        let existing = state
+            .records
+            .values()
+            .find(|stored| stored.name == record.name && stored.sha256 == record.sha256)
+            .cloned();
+        let stored = match existing {
+            Some(stored) => stored,
+            None => {
+                let version = state.versions.entry(record.name.clone()).or_insert(0);
+                *version += 1;
+                record.version = *version;
+                state.onnx.insert(record.id, onnx);
+                state.records.insert(record.id, record.clone());
+                record
+            }
+        };
+        let latest = (stored.name.clone(), super::LATEST.to_owned());
+        let moved = !state.aliases.contains_key(&latest);
+        if moved {
+            state.aliases.insert(latest, stored.id);
+        }
+        drop(state);
+        self.publish(RegistryEvent::Updated {
+            id: stored.id,
+            name: stored.name.clone(),
+        });
+        if moved {
+            self.publish(RegistryEvent::AliasMoved {
+                name: stored.name.clone(),
+                alias: super::LATEST.to_owned(),
+                id: stored.id,
+            });
+        }
+        Ok(stored)
+    }
+
+    async fn alias(&self, name: &str, alias: &str) -> Result<Option<Uuid>, RegistryError> {
+        let state = self.state.read().await;
+        Ok(state
+            .aliases
+            .get(&(name.to_owned(), alias.to_owned()))
+            .copied())
+    }
+
+    fn view(&self) -> &AliasView {
+        &self.view
     }
 
     async fn aliases(&self) -> Result<Vec<(String, String, Uuid)>, RegistryError> {

@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod record;
 pub mod redis;
 pub mod shadow;
+pub mod view;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,6 +18,10 @@ use uuid::Uuid;
 
 pub use record::{ModelRecord, ModelStatus, Page, Progress};
 pub use shadow::{Challenger, Promotion, ShadowKey, Tally};
+pub use view::AliasView;
+
+/// The alias that `name` alone means, and that moves to each newly ready version.
+pub const LATEST: &str = "latest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -54,6 +59,15 @@ pub enum RegistryEvent {
         name: String,
         alias: String,
     },
+}
+
+/// An event with the token its writer waits on (old replicas ignore the extra field).
+pub(crate) fn notice(event: &RegistryEvent, ack: &str) -> Result<String, serde_json::Error> {
+    let mut value = serde_json::to_value(event)?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("ack".to_owned(), serde_json::Value::from(ack));
+    }
+    serde_json::to_string(&value)
 }
 
 /// Filter and page for [`ModelRegistry::list`].
@@ -98,12 +112,14 @@ pub fn check_alias_target(
 ) -> Result<(), RegistryError> {
     match record {
         Some(record) if record.name == name => Ok(()),
-        Some(record) => Err(RegistryError::Conflict(format!(
-            "model {id} is named `{}`, not `{name}`",
-            record.name
-        ))),
+        Some(record) => Err(misnamed_target(id, &record.name, name)),
         None => Err(RegistryError::NotFound(id.to_string())),
     }
+}
+
+/// An alias of `name` pointed at model `id`, which is named `actual`.
+pub fn misnamed_target(id: Uuid, actual: &str, name: &str) -> RegistryError {
+    RegistryError::Conflict(format!("model {id} is named `{actual}`, not `{name}`"))
 }
 
 #[async_trait]
@@ -117,17 +133,37 @@ pub trait ModelRegistry: Send + Sync + 'static {
     ) -> Result<ModelRecord, RegistryError>;
     /// Replaces a record's metadata (status, progress, metrics...), keeping id, name, version.
     async fn update(&self, record: &ModelRecord) -> Result<(), RegistryError>;
-    /// Stores the ONNX bytes of a model and marks it ready in one step.
+    /// Stores the ONNX bytes of a model, marks it ready and points `name:latest` at it, in
+    /// one step: once the record reads `ready`, `name` serves it on every replica.
     async fn complete(&self, record: &ModelRecord, onnx: Bytes) -> Result<(), RegistryError>;
     async fn get(&self, id: Uuid) -> Result<Option<ModelRecord>, RegistryError>;
     async fn onnx(&self, id: Uuid) -> Result<Option<Bytes>, RegistryError>;
     async fn list(&self, query: &ListQuery) -> Result<Page<ModelRecord>, RegistryError>;
     /// Removes a model, its bytes and any alias pointing at it. `false` when unknown.
     async fn delete(&self, id: Uuid) -> Result<bool, RegistryError>;
-    /// Points `name:alias` at a model of that name.
+    /// Stores a model unless one of the same name with the same content (`record.sha256`)
+    /// is stored already, and points `name:latest` at the stored one when that alias is
+    /// unset: one atomic step, so writers racing on a name (replicas starting together on an
+    /// empty registry) store one version and agree on the alias. Returns the stored record.
+    async fn import(&self, record: ModelRecord, onnx: Bytes) -> Result<ModelRecord, RegistryError>;
+    /// Points `name:alias` at a model of that name. Returns once every replica that follows
+    /// the registry's notifications has applied the move (or the backend's bound passed), so
+    /// the next request to any replica follows the alias.
     async fn set_alias(&self, name: &str, alias: &str, id: Uuid) -> Result<(), RegistryError>;
-    /// Every alias of every name: `(name, alias, id)`; replicas cache this map.
+    /// Every alias of every name: `(name, alias, id)`.
     async fn aliases(&self) -> Result<Vec<(String, String, Uuid)>, RegistryError>;
+    /// The model `name:alias` points at now, read from the backing store (and recorded in
+    /// [`Self::view`]).
+    async fn alias(&self, name: &str, alias: &str) -> Result<Option<Uuid>, RegistryError>;
+    /// This process's copy of the aliases, kept current by the backend; never waits.
+    fn view(&self) -> &AliasView;
+    /// Re-reads every alias into [`Self::view`] (healing a missed notification).
+    async fn refresh_view(&self) -> Result<(), RegistryError> {
+        let generation = self.view().generation();
+        let all = self.aliases().await?;
+        self.view().replace_if_unchanged(generation, &all);
+        Ok(())
+    }
     /// Sets (or with `None` removes) the challenger of `name:alias`; it must be a model of
     /// that name.
     async fn set_challenger(

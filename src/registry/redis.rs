@@ -6,68 +6,98 @@
 //! - `{p}:models`        sorted set of ids by creation time (listing)
 //! - `{p}:version:{name}` the last version number of a name (INCR)
 //! - `{p}:aliases`       hash `name/alias` → id
+//! - `{p}:content:{name}:{sha256}` the id of the model of that name with that content
+//!   (imports store each content once)
 //! - `{p}:events`        pub/sub channel of [`RegistryEvent`]s
+//! - `{p}:ack:{token}`   how many replicas applied one alias change (expires after a minute)
 //! - `{p}:challengers`, `{p}:shadow:*`  shadow scoring (see [`super::shadow`])
 //!
-//! Writes that touch several keys run in one MULTI/EXEC transaction.
+//! Writes that touch several keys run in one MULTI/EXEC transaction or one Lua script.
+//!
+//! **Alias changes are synchronous.** Every replica follows `{p}:events` and applies an
+//! alias move or a deletion to its [`AliasView`] before it acknowledges the notification
+//! (`INCR {p}:ack:{token}`). The writer counts the subscribers `PUBLISH` reached and returns
+//! once that many have acknowledged (or after `sync_timeout`), so a request sent to any
+//! replica after the write returned follows the new alias. A replica whose subscription was
+//! down at that moment heals at its next full re-read (`--reconcile-interval`), and a name it
+//! does not know at all is read from Redis before it answers 404.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use redis::{aio::ConnectionManager, AsyncCommands, Client};
+use redis::AsyncCommands;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::redis_link::{RedisEndpoint, RedisLink};
+
 use super::{
-    check_alias_target, shadow, Challenger, ListQuery, ModelRecord, ModelRegistry, Page, Promotion,
-    RegistryError, RegistryEvent, ShadowKey, Tally,
+    check_alias_target, shadow, AliasView, Challenger, ListQuery, ModelRecord, ModelRegistry, Page,
+    Promotion, RegistryError, RegistryEvent, ShadowKey, Tally, LATEST,
 };
 
+/// How the registry talks to Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Bound on connecting and on each command: nothing waits longer on a frozen Redis.
+    pub op_timeout: Duration,
+    /// Longest wait of an alias change for the other replicas' acknowledgements.
+    pub sync_timeout: Duration,
+    /// Follow the change notifications (replicas do; workers, which serve nothing, do not,
+    /// so writers do not wait for them).
+    pub follow_events: bool,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            op_timeout: Duration::from_secs(2),
+            sync_timeout: Duration::from_secs(2),
+            follow_events: true,
+        }
+    }
+}
+
 pub struct RedisRegistry {
-    connection: ConnectionManager,
+    connection: RedisLink,
     prefix: String,
     events: broadcast::Sender<RegistryEvent>,
+    view: Arc<AliasView>,
+    sync_timeout: Duration,
 }
 
 fn unavailable(error: redis::RedisError) -> RegistryError {
     RegistryError::Unavailable(error.to_string())
 }
 
-/// A connection that opens on first use and reconnects on its own (one retry, then the
-/// error is the caller's), shared by the registry, the job queue and the quotas. `connect`
-/// bounds each connection attempt and the reconnect back-off; `response` each command.
-pub(crate) fn lazy_connection(
-    url: &str,
-    connect: Duration,
-    response: Duration,
-) -> redis::RedisResult<ConnectionManager> {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(connect))
-        .set_response_timeout(Some(response))
-        .set_number_of_retries(1)
-        .set_max_delay(connect);
-    ConnectionManager::new_lazy_with_config(Client::open(url)?, config)
-}
-
 impl RedisRegistry {
-    /// Connects (lazily: a Redis that is down at start-up only delays readiness of writes)
-    /// and starts the task that relays pub/sub events, reconnecting as needed.
-    pub fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = Client::open(url)?;
-        let two_seconds = Duration::from_secs(2);
-        let connection = lazy_connection(url, two_seconds, two_seconds)?;
+    /// Connects (lazily: a Redis that is down at start-up only delays writes) and, when
+    /// following events, starts the task that relays pub/sub notifications, reconnecting as
+    /// needed.
+    pub fn connect(
+        endpoint: &RedisEndpoint,
+        prefix: &str,
+        options: &RedisOptions,
+    ) -> anyhow::Result<Self> {
+        let connection = RedisLink::open(endpoint, options.op_timeout, options.op_timeout)?;
         let (events, _) = broadcast::channel(1024);
-        tokio::spawn(relay_events(
-            client,
-            format!("{prefix}:events"),
-            events.clone(),
-        ));
+        let view = Arc::new(AliasView::default());
+        if options.follow_events {
+            tokio::spawn(relay_events(
+                connection.clone(),
+                prefix.to_owned(),
+                events.clone(),
+                view.clone(),
+            ));
+        }
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
             events,
+            view,
+            sync_timeout: options.sync_timeout,
         })
     }
 
@@ -100,10 +130,54 @@ impl RedisRegistry {
         }
     }
 
+    /// Publishes an alias change and waits until every replica it reached has applied it.
+    async fn publish_synced(&self, event: &RegistryEvent) {
+        self.view.apply(event);
+        let token = Uuid::new_v4().to_string();
+        let Ok(payload) = super::notice(event, &token) else {
+            return;
+        };
+        let mut connection = self.connection.clone();
+        let channel = self.key(&["events"]);
+        match connection.publish::<_, _, u64>(channel, payload).await {
+            Ok(receivers) => self.wait_for_acks(&token, receivers).await,
+            Err(error) => tracing::warn!(%error, "cannot publish a registry event"),
+        }
+    }
+
+    /// Waits until `receivers` replicas acknowledged `token`, at most `sync_timeout`.
+    async fn wait_for_acks(&self, token: &str, receivers: u64) {
+        if receivers == 0 {
+            return;
+        }
+        let key = self.key(&["ack", token]);
+        let mut connection = self.connection.clone();
+        let deadline = tokio::time::Instant::now() + self.sync_timeout;
+        let mut pause = Duration::from_micros(500);
+        loop {
+            let acked: Option<u64> = connection.get(&key).await.unwrap_or(None);
+            if acked.unwrap_or(0) >= receivers {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    receivers,
+                    acked = acked.unwrap_or(0),
+                    "not every replica acknowledged an alias change in time; the others follow at their next re-read"
+                );
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Writes a record (and its bytes, and points `name:alias` at it) in one transaction.
     async fn write_record(
         &self,
         record: &ModelRecord,
         onnx: Option<&Bytes>,
+        alias: Option<&str>,
     ) -> Result<(), RegistryError> {
         let json =
             serde_json::to_string(record).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
@@ -118,6 +192,14 @@ impl RedisRegistry {
             record.created_at_ms,
         )
         .ignore();
+        if let Some(alias) = alias {
+            pipe.hset(
+                self.key(&["aliases"]),
+                format!("{}/{alias}", record.name),
+                record.id.to_string(),
+            )
+            .ignore();
+        }
         let mut connection = self.connection.clone();
         pipe.query_async::<()>(&mut connection)
             .await
@@ -141,19 +223,27 @@ impl RedisRegistry {
     }
 }
 
-/// Forwards `{p}:events` messages to local subscribers, resubscribing after failures.
-async fn relay_events(client: Client, channel: String, events: broadcast::Sender<RegistryEvent>) {
+/// Follows `{p}:events`: applies each change to the alias view, acknowledges it when its
+/// writer waits, and forwards it to local subscribers; resubscribes after failures.
+async fn relay_events(
+    mut connection: RedisLink,
+    prefix: String,
+    events: broadcast::Sender<RegistryEvent>,
+    view: Arc<AliasView>,
+) {
+    let channel = format!("{prefix}:events");
     loop {
-        match client.get_async_pubsub().await {
+        let subscribed = match connection.client().await {
+            Ok(client) => client.get_async_pubsub().await,
+            Err(error) => Err(error),
+        };
+        match subscribed {
             Ok(mut pubsub) => {
                 if pubsub.subscribe(&channel).await.is_ok() {
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
-                        let Ok(payload) = message.get_payload::<String>() else {
-                            continue;
-                        };
-                        if let Ok(event) = serde_json::from_str(&payload) {
-                            let _ = events.send(event);
+                        if let Ok(payload) = message.get_payload::<String>() {
+                            relay(&payload, &mut connection, &prefix, &events, &view).await;
                         }
                     }
                 }
@@ -164,6 +254,68 @@ async fn relay_events(client: Client, channel: String, events: broadcast::Sender
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// One notification: applied to the view, acknowledged when its writer waits, forwarded.
+async fn relay(
+    payload: &str,
+    connection: &mut RedisLink,
+    prefix: &str,
+    events: &broadcast::Sender<RegistryEvent>,
+    view: &AliasView,
+) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(payload) else {
+        return;
+    };
+    let Ok(event) = serde_json::from_value::<RegistryEvent>(value.clone()) else {
+        return;
+    };
+    view.apply(&event);
+    if let Some(token) = value.get("ack").and_then(|ack| ack.as_str()) {
+        let key = format!("{prefix}:ack:{token}");
+        let acked: redis::RedisResult<()> = redis::pipe()
+            .incr(&key, 1)
+            .ignore()
+            .expire(&key, 60)
+            .ignore()
+            .query_async(connection)
+            .await;
+        if let Err(error) = acked {
+            tracing::debug!(%error, "cannot acknowledge a registry event");
+        }
+    }
+    let _ = events.send(event);
+}
+
+/// Stores a model unless its content is stored under its name already, and points
+/// `name:latest` at the stored one when unset; see [`ModelRegistry::import`].
+/// Returns `{created, id, alias_set}`.
+const IMPORT: &str = r#"
+local id = redis.call('GET', KEYS[1])
+local created = 0
+if not id then
+  id = ARGV[1]
+  local version = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[5], '{"version":' .. version .. ',' .. string.sub(ARGV[2], 2))
+  redis.call('SET', KEYS[6], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[4], id)
+  redis.call('SET', KEYS[1], id)
+  created = 1
+end
+local alias_set = redis.call('HSETNX', KEYS[4], ARGV[5], id)
+return {created, id, alias_set}
+"#;
+
+/// Points an alias at a model only if that model exists and has the alias's name, in one
+/// step (a concurrent delete cannot leave an alias to nothing). Returns 1, or 0 when the
+/// model is missing, or the model's name.
+const SET_ALIAS: &str = r"
+local stored = redis.call('GET', KEYS[1])
+if not stored then return 0 end
+local name = cjson.decode(stored)['name']
+if name ~= ARGV[1] then return name end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+";
 
 #[async_trait]
 impl ModelRegistry for RedisRegistry {
@@ -177,7 +329,7 @@ impl ModelRegistry for RedisRegistry {
             .incr(self.key(&["version", &record.name]), 1u64)
             .await
             .map_err(unavailable)?;
-        self.write_record(&record, onnx.as_ref()).await?;
+        self.write_record(&record, onnx.as_ref(), None).await?;
         self.publish(&RegistryEvent::Updated {
             id: record.id,
             name: record.name.clone(),
@@ -195,7 +347,7 @@ impl ModelRegistry for RedisRegistry {
         if !exists {
             return Err(RegistryError::NotFound(record.id.to_string()));
         }
-        self.write_record(record, None).await?;
+        self.write_record(record, None, None).await?;
         self.publish(&RegistryEvent::Updated {
             id: record.id,
             name: record.name.clone(),
@@ -205,13 +357,91 @@ impl ModelRegistry for RedisRegistry {
     }
 
     async fn complete(&self, record: &ModelRecord, onnx: Bytes) -> Result<(), RegistryError> {
-        self.write_record(record, Some(&onnx)).await?;
+        self.write_record(record, Some(&onnx), Some(LATEST)).await?;
+        self.publish_synced(&RegistryEvent::AliasMoved {
+            name: record.name.clone(),
+            alias: LATEST.to_owned(),
+            id: record.id,
+        })
+        .await;
         self.publish(&RegistryEvent::Updated {
             id: record.id,
             name: record.name.clone(),
         })
         .await;
         Ok(())
+    }
+
+    async fn import(&self, record: ModelRecord, onnx: Bytes) -> Result<ModelRecord, RegistryError> {
+        let sha256 = record
+            .sha256
+            .clone()
+            .ok_or_else(|| RegistryError::Corrupt("an imported model needs its SHA-256".into()))?;
+        let content_key = self.key(&["content", &record.name, &sha256]);
+        let mut connection = self.connection.clone();
+        // A registry written before content keys existed: adopt a stored copy.
+        let indexed: bool = connection.exists(&content_key).await.map_err(unavailable)?;
+        if !indexed {
+            let stored = self
+                .list(&ListQuery {
+                    name: Some(record.name.clone()),
+                    limit: usize::MAX,
+                    ..ListQuery::default()
+                })
+                .await?
+                .items
+                .into_iter()
+                .find(|stored| stored.sha256.as_deref() == Some(sha256.as_str()));
+            if let Some(stored) = stored {
+                connection
+                    .set_nx::<_, _, ()>(&content_key, stored.id.to_string())
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        let mut unversioned =
+            serde_json::to_value(&record).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+        if let Some(object) = unversioned.as_object_mut() {
+            object.remove("version");
+        }
+        let (created, id, alias_set): (i64, String, i64) = redis::Script::new(IMPORT)
+            .key(&content_key)
+            .key(self.key(&["version", &record.name]))
+            .key(self.key(&["models"]))
+            .key(self.key(&["aliases"]))
+            .key(self.record_key(record.id))
+            .key(self.onnx_key(record.id))
+            .arg(record.id.to_string())
+            .arg(unversioned.to_string())
+            .arg(onnx.as_ref())
+            .arg(record.created_at_ms)
+            .arg(format!("{}/{LATEST}", record.name))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let id: Uuid = id
+            .parse()
+            .map_err(|_| RegistryError::Corrupt(format!("content key holds `{id}`")))?;
+        let stored = self
+            .get(id)
+            .await?
+            .ok_or_else(|| RegistryError::Corrupt(format!("content key points at missing {id}")))?;
+        if created == 1 {
+            self.publish(&RegistryEvent::Updated {
+                id,
+                name: stored.name.clone(),
+            })
+            .await;
+        }
+        if alias_set == 1 {
+            self.publish_synced(&RegistryEvent::AliasMoved {
+                name: stored.name.clone(),
+                alias: LATEST.to_owned(),
+                id,
+            })
+            .await;
+        }
+        Ok(stored)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ModelRecord>, RegistryError> {
@@ -275,7 +505,7 @@ impl ModelRegistry for RedisRegistry {
         pipe.query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)?;
-        self.publish(&RegistryEvent::Deleted {
+        self.publish_synced(&RegistryEvent::Deleted {
             id,
             name: record.name,
         })
@@ -284,23 +514,49 @@ impl ModelRegistry for RedisRegistry {
     }
 
     async fn set_alias(&self, name: &str, alias: &str, id: Uuid) -> Result<(), RegistryError> {
-        check_alias_target(self.get(id).await?.as_ref(), name, id)?;
         let mut connection = self.connection.clone();
-        connection
-            .hset::<_, _, _, ()>(
-                self.key(&["aliases"]),
-                format!("{name}/{alias}"),
-                id.to_string(),
-            )
+        let outcome: redis::Value = redis::Script::new(SET_ALIAS)
+            .key(self.record_key(id))
+            .key(self.key(&["aliases"]))
+            .arg(name)
+            .arg(format!("{name}/{alias}"))
+            .arg(id.to_string())
+            .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        self.publish(&RegistryEvent::AliasMoved {
+        match outcome {
+            redis::Value::Int(1) => {}
+            redis::Value::Int(_) => return Err(RegistryError::NotFound(id.to_string())),
+            other => {
+                let actual: String = redis::from_redis_value(other)
+                    .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+                return Err(super::misnamed_target(id, &actual, name));
+            }
+        }
+        self.publish_synced(&RegistryEvent::AliasMoved {
             name: name.to_owned(),
             alias: alias.to_owned(),
             id,
         })
         .await;
         Ok(())
+    }
+
+    async fn alias(&self, name: &str, alias: &str) -> Result<Option<Uuid>, RegistryError> {
+        let mut connection = self.connection.clone();
+        let id: Option<String> = connection
+            .hget(self.key(&["aliases"]), format!("{name}/{alias}"))
+            .await
+            .map_err(unavailable)?;
+        let id = id.and_then(|id| id.parse().ok());
+        if let Some(id) = id {
+            self.view.learn(name, alias, id);
+        }
+        Ok(id)
+    }
+
+    fn view(&self) -> &AliasView {
+        &self.view
     }
 
     async fn aliases(&self) -> Result<Vec<(String, String, Uuid)>, RegistryError> {
@@ -372,14 +628,23 @@ impl ModelRegistry for RedisRegistry {
             self.key(&["events"]),
         ];
         let mut connection = self.connection.clone();
-        shadow::redis_promote(
+        let token = Uuid::new_v4().to_string();
+        let receivers = shadow::redis_promote(
             &mut connection,
             [&keys[0], &keys[1], &keys[2]],
             name,
             alias,
             expected,
+            &token,
         )
-        .await
+        .await?;
+        self.view.apply(&RegistryEvent::AliasMoved {
+            name: name.to_owned(),
+            alias: alias.to_owned(),
+            id: expected.challenger,
+        });
+        self.wait_for_acks(&token, receivers).await;
+        Ok(())
     }
 
     async fn add_shadow_stats(&self, tallies: &[(ShadowKey, Tally)]) -> Result<(), RegistryError> {

@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 
-use redis::{aio::ConnectionManager, AsyncCommands};
+use redis::AsyncCommands;
+
+use crate::redis_link::RedisLink;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -221,8 +223,9 @@ pub(super) fn parse_challengers(all: Vec<(String, String)>) -> Vec<(String, Stri
 }
 
 /// Swaps an alias and its challenger if both are still what the caller read, publishing the
-/// alias move and the challenger change; nothing happens otherwise. Returns 1 on success,
-/// 0 when the alias moved, -1 when the challenger changed or is gone.
+/// alias move (acknowledged with token ARGV[4]'s) and the challenger change; nothing happens
+/// otherwise. Returns `{1, replicas reached}` on success, 0 when the alias moved, -1 when the
+/// challenger changed or is gone.
 const PROMOTE: &str = r"
 local champion = redis.call('HGET', KEYS[1], ARGV[1])
 if champion ~= ARGV[2] then return 0 end
@@ -233,33 +236,37 @@ if challenger['challenger'] ~= ARGV[3] then return -1 end
 challenger['challenger'] = ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(challenger))
-redis.call('PUBLISH', KEYS[3], ARGV[4])
+local receivers = redis.call('PUBLISH', KEYS[3], ARGV[4])
 redis.call('PUBLISH', KEYS[3], ARGV[5])
-return 1
+return {1, receivers}
 ";
 
 /// Redis side of [`super::ModelRegistry::promote`]: `keys` are the aliases hash, the
 /// challengers hash and the events channel.
 pub(super) async fn redis_promote(
-    connection: &mut ConnectionManager,
+    connection: &mut RedisLink,
     keys: [&str; 3],
     name: &str,
     alias: &str,
     expected: Promotion,
-) -> Result<(), RegistryError> {
-    let event = |event: &RegistryEvent| {
-        serde_json::to_string(event).map_err(|e| RegistryError::Corrupt(e.to_string()))
-    };
-    let moved = event(&RegistryEvent::AliasMoved {
+    ack: &str,
+) -> Result<u64, RegistryError> {
+    let corrupt = |e: serde_json::Error| RegistryError::Corrupt(e.to_string());
+    let moved = super::notice(
+        &RegistryEvent::AliasMoved {
+            name: name.to_owned(),
+            alias: alias.to_owned(),
+            id: expected.challenger,
+        },
+        ack,
+    )
+    .map_err(corrupt)?;
+    let changed = serde_json::to_string(&RegistryEvent::ChallengerChanged {
         name: name.to_owned(),
         alias: alias.to_owned(),
-        id: expected.challenger,
-    })?;
-    let changed = event(&RegistryEvent::ChallengerChanged {
-        name: name.to_owned(),
-        alias: alias.to_owned(),
-    })?;
-    let outcome: i64 = redis::Script::new(PROMOTE)
+    })
+    .map_err(corrupt)?;
+    let outcome: redis::Value = redis::Script::new(PROMOTE)
         .key(keys[0])
         .key(keys[1])
         .key(keys[2])
@@ -271,7 +278,16 @@ pub(super) async fn redis_promote(
         .invoke_async(connection)
         .await
         .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-    promotion_outcome(outcome, name, alias)
+    match outcome {
+        redis::Value::Array(values) => match values.as_slice() {
+            [redis::Value::Int(1), redis::Value::Int(receivers)] => {
+                Ok(u64::try_from(*receivers).unwrap_or(0))
+            }
+            _ => Err(RegistryError::Corrupt("unexpected promotion answer".into())),
+        },
+        redis::Value::Int(outcome) => promotion_outcome(outcome, name, alias).map(|()| 0),
+        _ => Err(RegistryError::Corrupt("unexpected promotion answer".into())),
+    }
 }
 
 pub(super) fn promotion_outcome(
@@ -302,7 +318,7 @@ pub(super) fn stats_key(prefix: &str, key: &ShadowKey) -> String {
 
 /// Adds every tally to its hash, in one MULTI/EXEC.
 pub(super) async fn redis_add_stats(
-    connection: &mut ConnectionManager,
+    connection: &mut RedisLink,
     prefix: &str,
     tallies: &[(ShadowKey, Tally)],
 ) -> Result<(), RegistryError> {
@@ -329,7 +345,7 @@ pub(super) async fn redis_add_stats(
 }
 
 pub(super) async fn redis_stats(
-    connection: &mut ConnectionManager,
+    connection: &mut RedisLink,
     prefix: &str,
     key: &ShadowKey,
 ) -> Result<Tally, RegistryError> {

@@ -145,3 +145,7 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
         .await
         .expect("a JSON body")
 }
+
+/// Held by tests that load the machine on purpose (CPU burners) and by tests that measure a
+/// rate over wall-clock seconds, so the two never overlap within one `cargo test` run.
+pub static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -14,6 +14,8 @@ mod quotas;
 mod rate_limit;
 mod redis_server;
 mod registry;
+mod replicas;
+mod sentinel;
 mod shadow;
 mod training_api;
 mod upload;

@@ -271,6 +271,7 @@ async fn two_replicas_behind_nginx_hold_one_key_to_its_rate() {
     const DRIVE_PER_S: u32 = 200;
     const SECONDS: u32 = 10;
 
+    let _machine = crate::helpers::MACHINE.lock().await;
     let mut redis = RedisServer::start();
     let env = vec![
         ("ML_API_REGISTRY", "redis".to_owned()),
@@ -278,6 +279,10 @@ async fn two_replicas_behind_nginx_hold_one_key_to_its_rate() {
         ("ML_API_REDIS_PREFIX", "nginx".to_owned()),
         ("ML_API_ADMIN_API_KEY", ADMIN.to_owned()),
         ("ML_API_QUOTA_FALLBACK_REPLICAS", "2".to_owned()),
+        // This test is about the shared bucket: on a loaded machine a Redis answer may take
+        // longer than the default 100 ms, which would hand the decision to the local fallback
+        // (tested above, with Redis stopped).
+        ("ML_API_QUOTA_REDIS_TIMEOUT", "2s".to_owned()),
     ];
     let replicas = [
         ServerProcess::start(&[], &env).await,

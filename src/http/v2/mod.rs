@@ -102,7 +102,7 @@ pub async fn live() -> Json<Value> {
 #[utoipa::path(get, path = "/v2/health/ready", tag = "v2",
     responses((status = 200, description = "`{\"ready\": true}`"), (status = 503, description = "`{\"ready\": false}`")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let ready = state.lifecycle.is_ready() && state.catalog.cached(&state.default_model).is_some();
+    let ready = state.lifecycle.is_ready() && state.catalog.missing_pins().is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
