@@ -261,8 +261,11 @@ ML_API_REGISTRY: "redis"
 ML_API_REDIS_PREFIX: {{ $c.redisPrefix | quote }}
 ML_API_MODEL_CACHE_SIZE: {{ $c.modelCacheSize | int64 | quote }}
 ML_API_RECONCILE_INTERVAL: {{ $c.reconcileInterval | quote }}
-{{- with $c.redisOpsTimeout }}
-ML_API_REDIS_TIMEOUT_OPS: {{ . | quote }}
+{{- with $c.redisOpTimeout }}
+ML_API_REDIS_OP_TIMEOUT: {{ . | quote }}
+{{- end }}
+{{- with $c.aliasSyncTimeout }}
+ML_API_ALIAS_SYNC_TIMEOUT: {{ . | quote }}
 {{- end }}
 {{- if and (not .Values.redis.enabled) .Values.externalRedis.sentinels }}
 ML_API_REDIS_SENTINELS: {{ join "," .Values.externalRedis.sentinels | quote }}
