@@ -163,28 +163,10 @@ start_redis() { # NAME PORT DIR [LOGFILE]: returns once it answers PING
   done
 }
 
-# render_nginx DIR LISTEN_PORT UPSTREAM_PORT...: DIR/nginx.conf = deploy/nginx/nginx.conf with
-# `listen 8080` -> 127.0.0.1:LISTEN_PORT, the upstream's `server predictor-N:5001 ...` lines
-# replaced by one line per port (same max_fails/fail_timeout), every /tmp/ path under DIR.
+# render_nginx DIR LISTEN_PORT UPSTREAM_PORT...: DIR/nginx.conf, the ingress configuration for
+# loopback (scripts/render-nginx.sh, the renderer the Rust tests use too).
 render_nginx() {
-  local dir="$1" listen="$2"
-  shift 2
-  mkdir -p "$dir"
-  local servers="" p first
-  first="$(grep -m1 -E '^\s*server\s+predictor-[0-9]+:5001' "$CLUSTER_LIB_ROOT/deploy/nginx/nginx.conf")" \
-    || lib_fail "deploy/nginx/nginx.conf has no 'server predictor-N:5001' upstream line"
-  for p in "$@"; do
-    servers+="$(sed -E "s#predictor-[0-9]+:5001#127.0.0.1:$p#" <<<"$first")"$'\n'
-  done
-  awk -v servers="$servers" '
-    /^[[:space:]]*server[[:space:]]+predictor-[0-9]+:5001/ { if (!done) { printf "%s", servers; done = 1 } next }
-    { print }' "$CLUSTER_LIB_ROOT/deploy/nginx/nginx.conf" \
-    | sed -e "s#/tmp/#$dir/#g" -e "s#listen 8080;#listen 127.0.0.1:$listen;#" >"$dir/nginx.conf"
-  if ! grep -q "listen 127.0.0.1:$listen;" "$dir/nginx.conf" \
-    || [[ "$(grep -cE '^\s*server\s+127\.0\.0\.1:[0-9]+' "$dir/nginx.conf")" != "$#" ]] \
-    || grep -v '^[[:space:]]*#' "$dir/nginx.conf" | sed "s#$dir/##g" | grep -qE 'predictor-|/tmp/'; then
-    lib_fail "could not rewrite deploy/nginx/nginx.conf for loopback"
-  fi
+  "$CLUSTER_LIB_ROOT/scripts/render-nginx.sh" "$@" || lib_fail "could not render nginx.conf"
 }
 
 # render_prometheus OUT INTERVAL JOB=TARGET[,TARGET...]...: deploy/prometheus/prometheus.yml

@@ -1,7 +1,6 @@
 //! A real nginx on a free loopback port, running the repository's ingress configuration
-//! (`deploy/nginx/nginx.conf`) rewritten for loopback the way `scripts/lib/cluster.sh`
-//! `render_nginx` does: listen address, one upstream line per replica, `/tmp/` paths moved
-//! into a temporary directory. Stopped by PID when dropped.
+//! (`deploy/nginx/nginx.conf`) as `scripts/render-nginx.sh` rewrites it for loopback, the
+//! same renderer as the local cluster's. Stopped by PID when dropped.
 
 use std::{
     net::TcpListener,
@@ -35,46 +34,18 @@ fn binary() -> PathBuf {
         .expect("nginx is installed (scripts/install-test-tools.sh installs it)")
 }
 
-/// The ingress configuration with `upstreams` (loopback ports) as its replicas.
-fn render(dir: &Path, listen: u16, upstreams: &[u16]) -> String {
-    let source = std::fs::read_to_string(repo_path("deploy/nginx/nginx.conf")).unwrap();
-    let is_replica = |line: &str| {
-        let line = line.trim_start();
-        line.starts_with("server predictor-") && line.contains(":5001")
-    };
-    let template = source
-        .lines()
-        .find(|line| is_replica(line))
-        .expect("deploy/nginx/nginx.conf has `server predictor-N:5001` upstream lines");
-    let (indent, rest) = template.split_at(template.len() - template.trim_start().len());
-    let options = rest.split_once(';').map_or("", |(server, _)| {
-        server.split_once(' ').map_or("", |(_, address)| {
-            address.split_once(' ').map_or("", |(_, options)| options)
-        })
-    });
-    let mut rendered = String::new();
-    let mut replaced = false;
-    for line in source.lines() {
-        if is_replica(line) {
-            if !replaced {
-                for port in upstreams {
-                    rendered.push_str(&format!("{indent}server 127.0.0.1:{port} {options};\n"));
-                }
-                replaced = true;
-            }
-            continue;
-        }
-        rendered.push_str(line);
-        rendered.push('\n');
-    }
-    let dir = format!("{}/", dir.display());
-    let rendered = rendered
-        .replace("/tmp/", &dir)
-        .replace("listen 8080;", &format!("listen 127.0.0.1:{listen};"))
-        .replace("access_log /dev/stdout", "access_log off; #");
-    assert!(rendered.contains(&format!("listen 127.0.0.1:{listen};")));
-    assert!(!rendered.contains("predictor-"), "{rendered}");
-    rendered
+/// Writes `dir/nginx.conf`: the ingress configuration with `upstreams` (loopback ports) as its
+/// replicas, by the renderer the local cluster uses (`scripts/render-nginx.sh`).
+fn render(dir: &Path, listen: u16, upstreams: &[u16]) {
+    let status = Command::new("bash")
+        .arg(repo_path("scripts/render-nginx.sh"))
+        .arg(dir)
+        .arg(listen.to_string())
+        .args(upstreams.iter().map(u16::to_string))
+        .env("NGINX_ACCESS_LOG", "off")
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "scripts/render-nginx.sh rendered the configuration");
 }
 
 impl Nginx {
@@ -83,7 +54,7 @@ impl Nginx {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("ml-api-nginx-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("nginx dir");
-        std::fs::write(dir.join("nginx.conf"), render(&dir, port, upstreams)).unwrap();
+        render(&dir, port, upstreams);
         let child = Command::new(binary())
             .arg("-p")
             .arg(&dir)
