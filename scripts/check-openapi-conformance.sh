@@ -5,7 +5,7 @@
 #
 # Two modes:
 #   (default, `make test`)   derandomized: the same cases on every run (fixed seed, Hypothesis'
-#                            deterministic mode, no example database carried between runs).
+#                            deterministic mode, which also turns off the example database).
 #   SCHEMATHESIS_MODE=explore (`make openapi-explore`): a fresh random seed (printed, so a
 #                            failure can be replayed with SCHEMATHESIS_SEED), more examples, and
 #                            an example database in .schemathesis/ that remembers failures.
@@ -21,7 +21,7 @@ start_test_server
 case "${SCHEMATHESIS_MODE:-ci}" in
   ci)
     GENERATION=(--max-examples "${SCHEMATHESIS_EXAMPLES:-300}" --seed 1
-      --generation-deterministic --generation-database none) ;;
+      --generation-deterministic) ;;
   explore)
     seed="${SCHEMATHESIS_SEED:-$RANDOM$RANDOM}"
     echo "schemathesis seed: $seed (replay with SCHEMATHESIS_MODE=explore SCHEMATHESIS_SEED=$seed)"

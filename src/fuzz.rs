@@ -15,8 +15,11 @@ use crate::model::{
     ModelSchema,
 };
 
+/// A fuzz target: takes any bytes, never panics.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (the directory names under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("json_records", json_records),
     ("v2_request", v2_request),
     ("training_csv", training_csv),

@@ -272,10 +272,11 @@ impl Activity {
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
+    /// No wake-up of the watchdog: a deadline it is sleeping towards is re-checked when it
+    /// fires, and a request in flight has none.
     fn start(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.head_since.store(NONE, Ordering::Release);
-        activity.changed.notify_one();
         Self(activity)
     }
 }
