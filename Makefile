@@ -45,6 +45,15 @@ test: ort test-tools lint ## Install test tools, lint, and run every test
 	scripts/check-lifecycle-doc.sh
 	scripts/loadtest.sh ci
 
+.PHONY: openapi-explore
+openapi-explore: ## schemathesis with a fresh random seed and 3000 examples per operation (the deep run; make test's run is derandomized)
+	SCHEMATHESIS_MODE=explore scripts/check-openapi-conformance.sh
+
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz
+fuzz: ## cargo-fuzz every decoder of client bytes for FUZZ_SECONDS each (docs/fuzzing.md); make test replays the corpus
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
 .PHONY: k8s-check
 k8s-check: ## Chart + k8s/: lint, render, schemas 1.30-1.35, checkov, drift
 	scripts/check-kubernetes.sh

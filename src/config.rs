@@ -301,6 +301,35 @@ pub struct HttpConfig {
     /// After the listener closes, in-flight requests get this long to finish.
     #[arg(long, env = "ML_API_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Once a client sends the first byte of a request, its head (request line and headers)
+    /// must arrive within this time, or the connection is closed (slow-header clients).
+    #[arg(long, env = "ML_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight that sends nothing for this long is closed
+    /// (keep-alive included). Keep it above the ingress's upstream keep-alive timeout (60s
+    /// for ingress-nginx), so the proxy closes idle connections first.
+    #[arg(long, env = "ML_API_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A request's body must arrive within this time after its head; a slower one gets 408
+    /// and its connection is closed. `--request-timeout` also bounds the whole request.
+    #[arg(long, env = "ML_API_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Most connections open at once (0: no cap). Further clients wait in the listen backlog
+    /// until a connection closes; they are not refused.
+    #[arg(long, env = "ML_API_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    /// The limits the connection loop enforces.
+    pub fn edge_limits(&self) -> crate::http::server::EdgeLimits {
+        crate::http::server::EdgeLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_read_timeout: self.body_read_timeout,
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 /// Per-client rate limiting (tower_governor, in memory per replica).
@@ -345,16 +374,21 @@ pub struct RateLimitConfig {
 pub struct QuotaConfig {
     /// Longest wait for Redis on a request's quota check; past it (or when Redis is
     /// unreachable) the replica decides alone, with a local limit.
-    #[arg(long, env = "ML_API_QUOTA_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long = "quota-redis-timeout", alias = "redis-timeout", env = "ML_API_QUOTA_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
     pub redis_timeout: Duration,
     /// How long a replica trusts its cached copy of a key (a revoked key may be accepted by
     /// other replicas for this long).
-    #[arg(long, env = "ML_API_QUOTA_KEY_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "quota-key-cache-ttl", alias = "key-cache-ttl", env = "ML_API_QUOTA_KEY_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub key_cache_ttl: Duration,
     /// While Redis is unreachable, each replica allows a key its rate divided by this (set it
     /// to the replica count to keep the total near the key's rate; 1 lets every replica
     /// allow the full rate).
-    #[arg(long, env = "ML_API_QUOTA_FALLBACK_REPLICAS", default_value_t = 1)]
+    #[arg(
+        long = "quota-fallback-replicas",
+        alias = "fallback-replicas",
+        env = "ML_API_QUOTA_FALLBACK_REPLICAS",
+        default_value_t = 1
+    )]
     pub fallback_replicas: u32,
 }
 
@@ -519,6 +553,124 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// The README's configuration table, checked against the flags the binary takes (the
+    /// same definitions `--help` prints): a flag without a row, a row without a flag, or a
+    /// row whose env var or default differs fails with the row to write.
+    #[test]
+    fn the_readme_configuration_table_matches_the_flags() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README.md has a `## Configuration` section");
+        // `--flag` (serve and global) or `ml-api worker --flag` → (env, default cell).
+        let rows: std::collections::BTreeMap<String, (String, String)> = section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split(" | ").map(str::trim).collect();
+                let flag = cells.first()?.trim_start_matches("| ").trim_matches('`');
+                let env = cells.get(1)?.trim_matches('`');
+                Some((
+                    flag.to_owned(),
+                    (env.to_owned(), (*cells.get(2)?).to_owned()),
+                ))
+            })
+            .collect();
+        let command = Cli::command();
+        let mut flags = Vec::new();
+        let mut serve_longs = std::collections::HashSet::new();
+        for sub in ["serve", "worker"] {
+            let sub_command = command
+                .find_subcommand(sub)
+                .expect("serve and worker subcommands");
+            for arg in sub_command.get_arguments().chain(command.get_arguments()) {
+                let Some(long) = arg.get_long() else { continue };
+                if matches!(long, "help" | "version") {
+                    continue;
+                }
+                let key = if sub == "serve" || arg.is_global_set() {
+                    serve_longs.insert(long.to_owned());
+                    format!("--{long}")
+                } else if serve_longs.contains(long) {
+                    continue; // shared with serve (registry, telemetry): one row
+                } else {
+                    format!("ml-api worker --{long}")
+                };
+                let env = arg
+                    .get_env()
+                    .map(|env| env.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let default: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                flags.push((key, env, default.join(",")));
+            }
+        }
+        flags.sort();
+        flags.dedup();
+        let mut problems = Vec::new();
+        for (key, env, default) in &flags {
+            let shown = if default.is_empty() {
+                "unset".to_owned()
+            } else {
+                format!("`{default}`")
+            };
+            match rows.get(key) {
+                None => problems.push(format!(
+                    "no row for `{key}`; add to README.md's configuration table: | `{key}` | `{env}` | {shown} | <what it does> |"
+                )),
+                Some((row_env, _)) if row_env != env => problems.push(format!(
+                    "`{key}`: README says env `{row_env}`, the binary reads `{env}`"
+                )),
+                Some((_, cell)) if !default.is_empty() && !cell.starts_with(&shown) => problems
+                    .push(format!(
+                        "`{key}`: README says default {cell}, the binary's is {shown}"
+                    )),
+                Some((_, cell)) if default.is_empty() && cell.starts_with('`') => problems.push(
+                    format!("`{key}`: README says default {cell}, the binary has none"),
+                ),
+                Some(_) => {}
+            }
+        }
+        for key in rows.keys() {
+            if !flags.iter().any(|(flag, _, _)| flag == key) {
+                problems.push(format!(
+                    "README.md documents `{key}`, which the binary does not take"
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "README.md's configuration table and `ml-api --help` disagree:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+
+    #[test]
+    fn quota_flags_keep_their_old_names_as_aliases() {
+        let cli = Cli::parse_from([
+            "ml-api",
+            "serve",
+            "--redis-timeout",
+            "50ms",
+            "--key-cache-ttl",
+            "3s",
+            "--fallback-replicas",
+            "4",
+        ]);
+        let Command::Serve(config) = cli.command else {
+            panic!("parsed as serve")
+        };
+        assert_eq!(config.quota.redis_timeout, Duration::from_millis(50));
+        assert_eq!(config.quota.key_cache_ttl, Duration::from_secs(3));
+        assert_eq!(config.quota.fallback_replicas, 4);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum ApiError {
     },
     #[error("request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body was not received within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("expected `Content-Type: application/json`")]
     UnsupportedMediaType,
     #[error("{0}")]
@@ -85,6 +87,7 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -105,6 +108,7 @@ impl ApiError {
             Self::MalformedJson(_) => "malformed_json",
             Self::Validation { .. } => "validation",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod config;
 pub mod drift;
 pub mod error;
+pub mod fuzz;
 pub mod http;
 pub mod inference;
 pub mod jobs;

@@ -29,6 +29,7 @@ pub struct Application {
     state: AppState,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
+    edge: http::server::EdgeLimits,
     /// Cancelled when the server stops: ends background tasks.
     stopped: CancellationToken,
 }
@@ -113,6 +114,7 @@ impl Application {
             state,
             shutdown_delay: config.http.shutdown_delay,
             shutdown_grace: config.http.shutdown_grace,
+            edge: config.http.edge_limits(),
             stopped,
         })
     }
@@ -134,7 +136,8 @@ impl Application {
 
     /// Serves until `stop` completes, then drains: `/readyz` turns 503 at once, the listener
     /// stays open for `--shutdown-delay` (so load balancers notice), then closes, and
-    /// in-flight requests get `--shutdown-grace` to finish.
+    /// in-flight requests get `--shutdown-grace` to finish. Connections are held to the
+    /// edge's limits throughout (see [`http::server`]).
     pub async fn run_until_stopped(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -145,6 +148,7 @@ impl Application {
             state,
             shutdown_delay,
             shutdown_grace,
+            edge,
             stopped,
         } = self;
         let _stop_background_tasks = stopped.drop_guard();
@@ -153,22 +157,21 @@ impl Application {
         let close_listener = closing.clone();
         let lifecycle = state.lifecycle.clone();
         let draining_gauge = state.metrics.draining.clone();
-        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                stop.await;
-                lifecycle.start_draining();
-                draining_gauge.set(1);
-                tracing::info!(delay = ?shutdown_delay, "draining: readiness is now 503");
-                tokio::time::sleep(shutdown_delay).await;
-                tracing::info!(grace = ?shutdown_grace, "listener closed; finishing in-flight requests");
-                close_listener.cancel();
-            });
+        let serve = http::server::serve(listener, router, edge, async move {
+            stop.await;
+            lifecycle.start_draining();
+            draining_gauge.set(1);
+            tracing::info!(delay = ?shutdown_delay, "draining: readiness is now 503");
+            tokio::time::sleep(shutdown_delay).await;
+            tracing::info!(grace = ?shutdown_grace, "listener closed; finishing in-flight requests");
+            close_listener.cancel();
+        });
         let grace_elapsed = async {
             closing.cancelled().await;
             tokio::time::sleep(shutdown_grace).await;
         };
         tokio::select! {
-            result = serve => result.context("server error")?,
+            () = serve => {}
             () = grace_elapsed => tracing::warn!("grace period over: exiting with requests still in flight"),
         }
         tracing::info!("stopped");

@@ -3,7 +3,7 @@
 use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, FromRequest, FromRequestParts, Query, Request},
-    http::{header, request::Parts, StatusCode},
+    http::{header, request::Parts, HeaderMap, StatusCode},
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -18,32 +18,70 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonText(_, value) = JsonText::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// A JSON request body as [`JsonBody`] checks it, with its text (for the few checks that need
+/// a number exactly as the client wrote it, not as a double).
+pub struct JsonText(pub Bytes, pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonText {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(usize::MAX, |limit| limit.0);
-        let bytes =
-            Bytes::from_request(req, state)
-                .await
-                .map_err(|rejection: BytesRejection| {
-                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::PayloadTooLarge { limit }
-                    } else {
-                        ApiError::MalformedJson(rejection.body_text())
-                    }
-                })?;
+        let limit = body_limit(&req);
+        refuse_declared_length(req.headers(), limit)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_error(&rejection, limit))?;
         let value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        Ok(Self(value))
+        Ok(Self(bytes, value))
     }
 }
 
 /// The configured body limit, put in request extensions so rejections can name it.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// The body limit of a request (none when the router did not set one).
+pub fn body_limit(req: &Request) -> usize {
+    req.extensions()
+        .get::<BodyLimit>()
+        .map_or(usize::MAX, |limit| limit.0)
+}
+
+/// Refuses a body whose declared `Content-Length` is over `limit` before reading any of it:
+/// a client that sent `Expect: 100-continue` gets the 413 instead of `100 Continue`, and
+/// nothing is read or buffered.
+pub fn refuse_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > u64::try_from(limit).unwrap_or(u64::MAX) => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Why a body could not be read: too large (413), too slow (408), or broken (400).
+pub fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge { limit };
+    }
+    match super::server::BodyReadTimeout::find(rejection) {
+        Some(timeout) => ApiError::BodyTimeout(timeout),
+        None => ApiError::MalformedJson(rejection.body_text()),
+    }
+}
 
 fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(Ok(value)) = content_type.map(|v| v.to_str()) else {

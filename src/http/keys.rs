@@ -12,7 +12,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{auth::Admin, extract::JsonBody, state::AppState};
+use super::{auth::Admin, extract::JsonText, state::AppState};
 use crate::{
     error::{ApiError, ErrorBody, FieldError},
     quota::{ApiKey, KeySpec},
@@ -66,9 +66,9 @@ pub struct KeyList {
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,
-    JsonBody(body): JsonBody,
+    JsonText(text, body): JsonText,
 ) -> Result<Response, ApiError> {
-    let spec = key_spec(&body).map_err(ApiError::validation)?;
+    let spec = key_spec(&body, &text).map_err(ApiError::validation)?;
     let (key, plaintext) = state.quotas.create(&spec).await?;
     let location = HeaderValue::from_str(&format!("/keys/{}", key.id));
     let body = CreatedKey {
@@ -121,8 +121,8 @@ pub async fn delete(
     }
 }
 
-/// Validates `POST /keys`'s body, reporting every bad field.
-fn key_spec(body: &Value) -> Result<KeySpec, Vec<FieldError>> {
+/// Validates `POST /keys`'s body (`text` is the same body as sent), reporting every bad field.
+fn key_spec(body: &Value, text: &[u8]) -> Result<KeySpec, Vec<FieldError>> {
     let Value::Object(fields) = body else {
         return Err(vec![FieldError::new(
             "body",
@@ -160,7 +160,12 @@ fn key_spec(body: &Value) -> Result<KeySpec, Vec<FieldError>> {
             None
         }
         Some(Value::Number(number)) => match number.as_f64() {
-            Some(rate) if (KeySpec::MIN_RATE..=KeySpec::MAX_RATE).contains(&rate) => Some(rate),
+            Some(rate)
+                if (KeySpec::MIN_RATE..=KeySpec::MAX_RATE).contains(&rate)
+                    && within_bounds_as_written(rate, text) =>
+            {
+                Some(rate)
+            }
             _ => {
                 errors.push(FieldError::new(
                     "rate_per_s",
@@ -211,6 +216,59 @@ fn key_spec(body: &Value) -> Result<KeySpec, Vec<FieldError>> {
     }
 }
 
+/// The bounds of `rate_per_s` as the OpenAPI schema states them (decimal text).
+const MIN_RATE_TEXT: &str = "0.001";
+const MAX_RATE_TEXT: &str = "1000000";
+
+/// A rate that rounds to a bound as a double may still lie outside it as written
+/// (`1000000.0000000001`): at a bound, compare the number's text with the bound exactly, so
+/// the check agrees with the schema's `minimum`/`maximum`.
+fn within_bounds_as_written(rate: f64, body: &[u8]) -> bool {
+    if rate != KeySpec::MIN_RATE && rate != KeySpec::MAX_RATE {
+        return true;
+    }
+    #[derive(serde::Deserialize)]
+    struct Rate<'a> {
+        #[serde(borrow)]
+        rate_per_s: &'a serde_json::value::RawValue,
+    }
+    let Some(text) = serde_json::from_slice::<Rate<'_>>(body)
+        .ok()
+        .map(|rate| rate.rate_per_s.get())
+    else {
+        return false;
+    };
+    match (
+        decimal(text),
+        decimal(MIN_RATE_TEXT),
+        decimal(MAX_RATE_TEXT),
+    ) {
+        (Some(value), Some(min), Some(max)) => value >= min && value <= max,
+        _ => false,
+    }
+}
+
+/// A positive JSON number as `(exponent, digits)` with `value = 0.digits × 10^exponent`, the
+/// first digit non-zero and no trailing zeros: such pairs order as the numbers do.
+fn decimal(text: &str) -> Option<(i64, String)> {
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.starts_with('-') {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    let digits = digits.trim_matches('0').to_owned();
+    if digits.is_empty() {
+        return None;
+    }
+    let point = i64::try_from(int.len()).ok()? - i64::try_from(leading).ok()?;
+    Some((point.checked_add(exponent)?, digits))
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -224,12 +282,36 @@ mod tests {
 
     use super::*;
 
+    fn parse(body: &Value) -> Result<KeySpec, Vec<FieldError>> {
+        key_spec(body, body.to_string().as_bytes())
+    }
+
+    fn rate(text: &str) -> Result<f64, Vec<FieldError>> {
+        let body = format!(r#"{{"name": "k", "rate_per_s": {text}}}"#);
+        let value: Value = serde_json::from_str(&body).unwrap();
+        key_spec(&value, body.as_bytes()).map(|spec| spec.rate_per_s)
+    }
+
+    #[test]
+    fn a_rate_is_checked_against_its_bounds_as_written_not_as_rounded() {
+        assert_eq!(rate("1000000").unwrap(), 1e6);
+        assert_eq!(rate("1e6").unwrap(), 1e6);
+        assert_eq!(rate("1000000.000").unwrap(), 1e6);
+        assert_eq!(rate("999999.99999999999").unwrap(), 1e6);
+        assert!(rate("1000000.0000000001").is_err());
+        assert!(rate("1.0000000000000001e6").is_err());
+        assert_eq!(rate("0.001").unwrap(), 0.001);
+        assert_eq!(rate("1E-3").unwrap(), 0.001);
+        assert!(rate("0.00099999999999999999").is_err());
+        assert_eq!(rate("0.0010000000000000000001").unwrap(), 0.001);
+    }
+
     #[test]
     fn a_key_spec_needs_a_name_and_a_positive_rate_and_reports_every_bad_field() {
-        let spec = key_spec(&json!({"name": "team-a", "rate_per_s": 2.5})).unwrap();
+        let spec = parse(&json!({"name": "team-a", "rate_per_s": 2.5})).unwrap();
         assert_eq!((spec.rate_per_s, spec.burst), (2.5, 3));
         let errors =
-            key_spec(&json!({"name": "no spaces", "rate_per_s": 0, "burst": 0.5})).unwrap_err();
+            parse(&json!({"name": "no spaces", "rate_per_s": 0, "burst": 0.5})).unwrap_err();
         let fields: Vec<(&str, &str)> = errors
             .iter()
             .map(|e| (e.field.as_str(), e.reason))
@@ -242,7 +324,7 @@ mod tests {
                 ("burst", "range")
             ]
         );
-        let errors = key_spec(&json!({"rate_per_s": "fast"})).unwrap_err();
+        let errors = parse(&json!({"rate_per_s": "fast"})).unwrap_err();
         let fields: Vec<(&str, &str)> = errors
             .iter()
             .map(|e| (e.field.as_str(), e.reason))

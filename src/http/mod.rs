@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod predict;
 pub mod quota;
 pub mod rate_limit;
+pub mod server;
 pub mod state;
 pub mod v2;
 

@@ -371,6 +371,7 @@ pub async fn upload(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     use axum::extract::FromRequest;
+    super::extract::refuse_declared_length(request.headers(), state.max_upload_bytes)?;
     let multipart = axum::extract::Multipart::from_request(request, &state)
         .await
         .map_err(|rejection| match rejection.status() {
@@ -480,7 +481,7 @@ pub struct Upload {
     pub reference: Option<Reference>,
 }
 
-async fn read_upload(
+pub async fn read_upload(
     mut multipart: axum::extract::Multipart,
     limit: usize,
     max_records: usize,
@@ -516,8 +517,11 @@ async fn read_upload(
 }
 
 fn multipart_error(error: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
-    match error.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit },
-        _ => ApiError::MalformedJson(format!("malformed multipart body: {}", error.body_text())),
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge { limit };
+    }
+    match super::server::BodyReadTimeout::find(&error) {
+        Some(timeout) => ApiError::BodyTimeout(timeout),
+        None => ApiError::MalformedJson(format!("malformed multipart body: {}", error.body_text())),
     }
 }

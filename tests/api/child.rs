@@ -3,6 +3,7 @@
 
 use std::{
     process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -18,6 +19,8 @@ use crate::helpers::repo_path;
 pub struct ServerProcess {
     child: Child,
     pub base: String,
+    /// Every line the process wrote so far (stdout and stderr).
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -48,18 +51,30 @@ impl ServerProcess {
             .env("RUST_LOG", "info,ort=warn")
             .current_dir(repo_path(""))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (key, value) in env {
             command.env(key, value);
         }
         let mut child = command.spawn().expect("ml-api starts");
         let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr_logs = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                stderr_logs.lock().expect("log lock").push(line);
+            }
+        });
         let (addr_tx, addr_rx) = oneshot::channel();
+        let stdout_logs = logs.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             let mut addr_tx = Some(addr_tx);
             while let Ok(Some(line)) = lines.next_line().await {
+                stdout_logs.lock().expect("log lock").push(line.clone());
                 if let Ok(log) = serde_json::from_str::<Value>(&line) {
                     if log["message"] == marker {
                         if let (Some(tx), Some(addr)) = (addr_tx.take(), log["addr"].as_str()) {
@@ -76,7 +91,13 @@ impl ServerProcess {
         Self {
             child,
             base: format!("http://{addr}"),
+            logs,
         }
+    }
+
+    /// The lines the process has written so far (stdout and stderr).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -18,7 +18,10 @@ use serde_json::{json, Map, Value};
 
 use self::tensor::{InferRequest, InferResponse};
 use super::{predict, state::AppState};
-use crate::{catalog::ModelRef, error::ApiError, models::LoadedModel, registry::ListQuery};
+use crate::{
+    catalog::ModelRef, error::ApiError, model::ModelSchema, models::LoadedModel,
+    registry::ListQuery,
+};
 
 /// Errors as the protocol shapes them: `{"error": "..."}`, 400 for a bad request.
 pub struct V2Error(ApiError);
@@ -63,20 +66,12 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = V2Error;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<super::extract::BodyLimit>()
-            .map_or(usize::MAX, |limit| limit.0);
+        let limit = super::extract::body_limit(&req);
+        super::extract::refuse_declared_length(req.headers(), limit)?;
         Bytes::from_request(req, state)
             .await
             .map(Self)
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    V2Error(ApiError::PayloadTooLarge { limit })
-                } else {
-                    bad_request(rejection.body_text())
-                }
-            })
+            .map_err(|rejection| V2Error(super::extract::body_error(&rejection, limit)))
     }
 }
 
@@ -265,11 +260,40 @@ async fn run(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Json<InferResponse>, V2Error> {
+    let header_length = headers
+        .get("inference-header-content-length")
+        .map(|value| value.as_bytes());
+    let (request, records) = decode_request(
+        body,
+        header_length,
+        &model.name,
+        &model.schema,
+        state.max_batch_records,
+    )?;
+    let scores = predict::score(state, model, &records, via).await?;
+    Ok(Json(InferResponse {
+        model_name: model.name.clone(),
+        model_version: model.version.clone(),
+        id: request.id,
+        outputs: vec![tensor::output(&model.schema.output, &scores)],
+    }))
+}
+
+/// Decodes an inference request (JSON, or the binary-data extension when
+/// `Inference-Header-Content-Length` is `header_length`) into the records (a JSON array) it
+/// carries for a model with `schema`. Every size the client states is checked before
+/// anything is sized from it; at most `max_rows` rows. Pure (the `v2` fuzz target calls it).
+pub fn decode_request(
+    body: &[u8],
+    header_length: Option<&[u8]>,
+    model_name: &str,
+    schema: &ModelSchema,
+    max_rows: usize,
+) -> Result<(InferRequest, Value), V2Error> {
     // Binary-data extension: a JSON header of this length, then the tensors' raw bytes.
-    let (json_part, mut binary) = match headers.get("inference-header-content-length") {
+    let (json_part, mut binary) = match header_length {
         Some(value) => {
-            let length: usize = value
-                .to_str()
+            let length: usize = std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| bad_request("Inference-Header-Content-Length is not a number"))?;
@@ -281,10 +305,10 @@ async fn run(
     let request: InferRequest = serde_json::from_slice(json_part)
         .map_err(|e| bad_request(format!("invalid inference request: {e}")))?;
     if let Some(outputs) = &request.outputs {
-        if let Some(unknown) = outputs.iter().find(|o| o.name != model.schema.output) {
+        if let Some(unknown) = outputs.iter().find(|o| o.name != schema.output) {
             return Err(bad_request(format!(
-                "unknown output `{}`; model `{}` produces `{}`",
-                unknown.name, model.name, model.schema.output
+                "unknown output `{}`; model `{model_name}` produces `{}`",
+                unknown.name, schema.output
             )));
         }
     }
@@ -292,15 +316,14 @@ async fn run(
     let mut columns: Vec<(String, Vec<Value>)> = Vec::with_capacity(request.inputs.len());
     let mut rows: Option<usize> = None;
     for input in &request.inputs {
-        let field = model
-            .schema
+        let field = schema
             .fields
             .iter()
             .find(|f| f.name == input.name)
             .ok_or_else(|| {
                 bad_request(format!(
-                    "unexpected input `{}` for model `{}`",
-                    input.name, model.name
+                    "unexpected input `{}` for model `{model_name}`",
+                    input.name
                 ))
             })?;
         let expected = tensor::datatype(field.element);
@@ -313,7 +336,12 @@ async fn run(
             )));
         }
         let n = match input.shape.as_slice() {
-            [n] | [n, 1] if *n >= 0 => *n as usize,
+            [n] | [n, 1] => usize::try_from(*n).map_err(|_| {
+                bad_request(format!(
+                    "input `{}` has shape {:?}; a dimension cannot be negative",
+                    input.name, input.shape
+                ))
+            })?,
             _ => {
                 return Err(bad_request(format!(
                     "input `{}` has shape {:?}; expected [N] or [N, 1]",
@@ -321,6 +349,13 @@ async fn run(
                 )))
             }
         };
+        // The shape is the client's claim: check it before anything is sized from it.
+        if n > max_rows {
+            return Err(bad_request(format!(
+                "input `{}` has shape {:?}: at most {} rows are accepted in one request",
+                input.name, input.shape, max_rows
+            )));
+        }
         if *rows.get_or_insert(n) != n {
             return Err(bad_request(format!(
                 "input `{}` has {n} rows, other inputs have {}",
@@ -365,13 +400,7 @@ async fn run(
             Value::Object(record)
         })
         .collect();
-    let scores = predict::score(state, model, &Value::Array(records), via).await?;
-    Ok(Json(InferResponse {
-        model_name: model.name.clone(),
-        model_version: model.version.clone(),
-        id: request.id,
-        outputs: vec![tensor::output(&model.schema.output, &scores)],
-    }))
+    Ok((request, Value::Array(records)))
 }
 
 fn binary_size(input: &tensor::InputTensor) -> Result<Option<usize>, V2Error> {
