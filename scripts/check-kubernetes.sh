@@ -173,8 +173,7 @@ env_read = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', open(config_rs).read()))
 assert "ML_API_REDIS_URL" in env_read, "could not read the env names from src/config.rs"
 # Settings the chart offers before src/config.rs has them: another branch adds them to the
 # binary. Remove a name from here once src/config.rs reads it (a note below says when).
-PENDING = {"ML_API_HEADER_READ_TIMEOUT", "ML_API_IDLE_TIMEOUT", "ML_API_BODY_READ_TIMEOUT",
-           "ML_API_MAX_CONNECTIONS"}
+PENDING = set()
 # Settings the binary reads that the chart deliberately does not offer, with the reason.
 NOT_IN_CHART = {
     "ML_API_TRAINING_CONCURRENCY": "embedded registry only; the chart always runs Redis and `ml-api worker` pods",
