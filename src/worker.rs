@@ -15,11 +15,14 @@ use uuid::Uuid;
 
 use crate::{
     catalog::LATEST,
-    jobs::{Delivery, JobQueue},
+    datasets::{load, DatasetStore},
+    jobs::{Delivery, Job, JobQueue},
     metrics::Metrics,
     models::sha256_hex,
-    registry::{ModelRecord, ModelRegistry, ModelStatus, Progress, RegistryError},
-    training::{self, TrainedModel},
+    registry::{
+        now_ms, ModelRecord, ModelRegistry, ModelStatus, PhaseProgress, Progress, RegistryError,
+    },
+    training::{self, Limits, Phase, TrainedModel, TrainingJob},
 };
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,15 @@ pub struct Worker {
     queue: Arc<dyn JobQueue>,
     settings: WorkerSettings,
     metrics: Metrics,
+    datasets: Option<Arc<DatasetStore>>,
+    limits: Limits,
+}
+
+/// What the job is doing, as the training thread reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Status {
+    progress: Option<Progress>,
+    phase: Option<PhaseProgress>,
 }
 
 impl Worker {
@@ -62,7 +74,16 @@ impl Worker {
             queue,
             settings,
             metrics,
+            datasets: None,
+            limits: Limits::default(),
         }
+    }
+
+    /// Where the data sets of `dataset_id` jobs are read from, and the limits they train under.
+    pub fn with_datasets(mut self, store: Arc<DatasetStore>, limits: Limits) -> Self {
+        self.datasets = Some(store);
+        self.limits = limits;
+        self
     }
 
     /// Works until `stop`; a job in progress when it fires is finished first.
@@ -132,43 +153,35 @@ impl Worker {
         }
     }
 
-    /// Trains on the blocking pool while this task heartbeats the job and publishes progress.
+    /// Reads the job's rows (from its data set) and trains on the blocking pool, while this
+    /// task heartbeats the job and publishes its phase and progress.
     async fn train_with_heartbeat(
         &self,
         delivery: &Delivery,
         record: &ModelRecord,
     ) -> Result<TrainedModel, String> {
-        let (progress_tx, mut progress_rx) = watch::channel::<Option<Progress>>(None);
-        let job = delivery.job.clone();
-        let span = tracing::Span::current();
-        let mut training = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                training::train(&job, &mut |p| {
-                    let _ = progress_tx.send(Some(Progress {
-                        iteration: p.iteration,
-                        loss: p.loss,
-                    }));
-                })
-            })
+        let (status_tx, mut status_rx) = watch::channel(Status {
+            progress: None,
+            phase: None,
         });
+        let status_tx = Arc::new(status_tx);
+        let work = self.work(delivery.job.clone(), status_tx);
+        tokio::pin!(work);
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         let mut shown = record.clone();
         loop {
             tokio::select! {
-                result = &mut training => {
-                    return match result {
-                        Ok(Ok(trained)) => Ok(trained),
-                        Ok(Err(error)) => Err(error.to_string()),
-                        Err(join) => Err(format!("training crashed: {join}")),
-                    };
-                }
+                result = &mut work => return result,
                 _ = heartbeat.tick() => {
                     if let Err(error) = self.queue.heartbeat(&self.settings.consumer, delivery).await {
                         tracing::warn!(%error, "cannot heartbeat the training job");
                     }
-                    let latest = *progress_rx.borrow_and_update();
-                    if latest.is_some() && latest != shown.progress {
-                        shown.progress = latest;
+                    let latest = *status_rx.borrow_and_update();
+                    let changed = (latest.progress.is_some() && latest.progress != shown.progress)
+                        || (latest.phase.is_some() && latest.phase != shown.phase);
+                    if changed {
+                        shown.progress = latest.progress.or(shown.progress);
+                        shown.phase = latest.phase.or(shown.phase);
                         shown.touch();
                         if let Err(error) = self.registry.update(&shown).await {
                             tracing::debug!(%error, "cannot publish training progress");
@@ -176,6 +189,117 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// The job itself: read (a data set job), check, fit, profile, export.
+    async fn work(
+        &self,
+        job: Job,
+        status: Arc<watch::Sender<Status>>,
+    ) -> Result<TrainedModel, String> {
+        let metrics = self.metrics.clone();
+        let phase_timer = Arc::new(std::sync::Mutex::new((Phase::Reading, Instant::now())));
+        let enter = {
+            let status = status.clone();
+            let metrics = metrics.clone();
+            let timer = phase_timer.clone();
+            move |phase: Phase| {
+                if let Ok(mut current) = timer.lock() {
+                    metrics
+                        .training_phase
+                        .with_label_values(&[phase_name(current.0)])
+                        .observe(current.1.elapsed().as_secs_f64());
+                    *current = (phase, Instant::now());
+                }
+                status.send_modify(|s| {
+                    let rows_read = s.phase.map_or(0, |p| p.rows_read);
+                    s.phase = Some(PhaseProgress {
+                        phase,
+                        rows_read,
+                        since_ms: now_ms(),
+                    });
+                });
+            }
+        };
+        let job: TrainingJob = match job {
+            Job::Inline(job) => *job,
+            Job::Dataset(job) => {
+                let store = self.datasets.clone().ok_or_else(|| {
+                    "this worker has no dataset store (--dataset-store)".to_owned()
+                })?;
+                status.send_modify(|s| {
+                    s.phase = Some(PhaseProgress {
+                        phase: Phase::Reading,
+                        rows_read: 0,
+                        since_ms: now_ms(),
+                    })
+                });
+                let reading = Instant::now();
+                let rows_status = status.clone();
+                let loaded = load::load(&store, &job, move |rows| {
+                    rows_status.send_modify(|s| {
+                        if let Some(p) = s.phase.as_mut() {
+                            p.rows_read = rows;
+                        }
+                    });
+                })
+                .await
+                .map_err(|error| {
+                    format!("cannot read data set {}: {error}", job.dataset.dataset_id)
+                })?;
+                let rows = loaded.rows() as u64;
+                metrics.training_rows.inc_by(rows);
+                let seconds = reading.elapsed().as_secs_f64();
+                if seconds > 0.0 {
+                    metrics
+                        .training_rows_per_second
+                        .observe(rows as f64 / seconds);
+                }
+                let problems = loaded.check(&self.limits);
+                if !problems.is_empty() {
+                    let listed: Vec<String> = problems
+                        .iter()
+                        .map(|p| format!("{}: {}", p.field, p.message))
+                        .collect();
+                    return Err(format!(
+                        "the data set cannot train this model: {}",
+                        listed.join("; ")
+                    ));
+                }
+                loaded
+            }
+        };
+        let span = tracing::Span::current();
+        let progress_status = status.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut enter = enter;
+            span.in_scope(|| {
+                training::train_in_phases(
+                    &job,
+                    &mut |p| {
+                        progress_status.send_modify(|s| {
+                            s.progress = Some(Progress {
+                                iteration: p.iteration,
+                                loss: p.loss,
+                            })
+                        });
+                    },
+                    &mut enter,
+                )
+            })
+        })
+        .await;
+        if let Ok(current) = phase_timer.lock() {
+            metrics
+                .training_phase
+                .with_label_values(&[phase_name(current.0)])
+                .observe(current.1.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok(Ok(trained)) => Ok(trained),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(join) => Err(format!("training crashed: {join}")),
         }
     }
 
@@ -192,6 +316,7 @@ impl Worker {
         record.status = ModelStatus::Ready;
         record.error = None;
         record.columns = delivery.job.feature_names().to_vec();
+        record.phase = None;
         record.labels = trained.card.labels.clone();
         record.class_values = trained.class_values.clone();
         record.metrics = serde_json::to_value(&trained.metrics).unwrap_or_default();
@@ -231,5 +356,14 @@ impl Worker {
             .with_label_values(&["failed"])
             .inc();
         Ok(JobOutcome::Failed(record.id))
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Reading => "reading",
+        Phase::Fitting => "fitting",
+        Phase::Exporting => "exporting",
+        Phase::Profiling => "profiling",
     }
 }

@@ -4,6 +4,7 @@ mod batching;
 mod child;
 mod cluster;
 mod contract;
+mod datasets;
 mod helpers;
 mod import;
 mod nginx;
