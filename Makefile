@@ -85,6 +85,10 @@ bench: ort ## Performance bar: ml-api vs a bare axum baseline (wrk, oha), target
 bench-train: ort ## Training bar: ml-api from a data set vs pandas + scikit-learn (one thread), 100k x 50, 1M x 10, 10M x 20 on the fly; see docs/performance.md
 	scripts/bench-train.sh
 
+.PHONY: santander-api
+santander-api: ort ## Train santander through the API from a Kaggle-layout CSV, serve it at /predict, compare with the skl2onnx pipeline
+	scripts/santander-api.sh
+
 .PHONY: model
 model: ## Regenerate the bundled model, its card and golden outputs (Python tooling)
 	scripts/python-venv.sh >/dev/null

@@ -148,7 +148,7 @@ impl Worker {
             .training_duration
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(trained) => self.succeed(record, &delivery, trained).await,
+            Ok((trained, phases)) => self.succeed(record, &delivery, trained, phases).await,
             Err(error) => self.fail(record, &delivery, error).await,
         }
     }
@@ -159,7 +159,7 @@ impl Worker {
         &self,
         delivery: &Delivery,
         record: &ModelRecord,
-    ) -> Result<TrainedModel, String> {
+    ) -> Result<(TrainedModel, serde_json::Value), String> {
         let (status_tx, mut status_rx) = watch::channel(Status {
             progress: None,
             phase: None,
@@ -197,21 +197,14 @@ impl Worker {
         &self,
         job: Job,
         status: Arc<watch::Sender<Status>>,
-    ) -> Result<TrainedModel, String> {
+    ) -> Result<(TrainedModel, serde_json::Value), String> {
         let metrics = self.metrics.clone();
-        let phase_timer = Arc::new(std::sync::Mutex::new((Phase::Reading, Instant::now())));
+        let clock = Arc::new(PhaseClock::new(metrics.clone()));
         let enter = {
             let status = status.clone();
-            let metrics = metrics.clone();
-            let timer = phase_timer.clone();
+            let clock = clock.clone();
             move |phase: Phase| {
-                if let Ok(mut current) = timer.lock() {
-                    metrics
-                        .training_phase
-                        .with_label_values(&[phase_name(current.0)])
-                        .observe(current.1.elapsed().as_secs_f64());
-                    *current = (phase, Instant::now());
-                }
+                clock.enter(Some(phase));
                 status.send_modify(|s| {
                     let rows_read = s.phase.map_or(0, |p| p.rows_read);
                     s.phase = Some(PhaseProgress {
@@ -228,6 +221,7 @@ impl Worker {
                 let store = self.datasets.clone().ok_or_else(|| {
                     "this worker has no dataset store (--dataset-store)".to_owned()
                 })?;
+                clock.enter(Some(Phase::Reading));
                 status.send_modify(|s| {
                     s.phase = Some(PhaseProgress {
                         phase: Phase::Reading,
@@ -290,14 +284,9 @@ impl Worker {
             })
         })
         .await;
-        if let Ok(current) = phase_timer.lock() {
-            metrics
-                .training_phase
-                .with_label_values(&[phase_name(current.0)])
-                .observe(current.1.elapsed().as_secs_f64());
-        }
+        clock.enter(None);
         match result {
-            Ok(Ok(trained)) => Ok(trained),
+            Ok(Ok(trained)) => Ok((trained, clock.seconds())),
             Ok(Err(error)) => Err(error.to_string()),
             Err(join) => Err(format!("training crashed: {join}")),
         }
@@ -308,6 +297,7 @@ impl Worker {
         mut record: ModelRecord,
         delivery: &Delivery,
         trained: TrainedModel,
+        phases: serde_json::Value,
     ) -> Result<JobOutcome, RegistryError> {
         if self.registry.get(record.id).await?.is_none() {
             self.queue.ack(delivery).await?;
@@ -320,6 +310,9 @@ impl Worker {
         record.labels = trained.card.labels.clone();
         record.class_values = trained.class_values.clone();
         record.metrics = serde_json::to_value(&trained.metrics).unwrap_or_default();
+        if let Some(metrics) = record.metrics.as_object_mut() {
+            metrics.insert("phase_seconds".to_owned(), phases);
+        }
         record.sha256 = Some(sha256_hex(&trained.onnx));
         record.size_bytes = Some(trained.onnx.len() as u64);
         let mut card = trained.card;
@@ -356,6 +349,53 @@ impl Worker {
             .with_label_values(&["failed"])
             .inc();
         Ok(JobOutcome::Failed(record.id))
+    }
+}
+
+/// The phase running (and since when), and the seconds of those that ended, by name.
+type ClockState = (
+    Option<(Phase, Instant)>,
+    serde_json::Map<String, serde_json::Value>,
+);
+
+/// Times a job's phases: each into `ml_api_training_phase_duration_seconds` and into the
+/// finished record's `metrics.phase_seconds`.
+struct PhaseClock {
+    metrics: Metrics,
+    state: std::sync::Mutex<ClockState>,
+}
+
+impl PhaseClock {
+    fn new(metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            state: std::sync::Mutex::new((None, serde_json::Map::new())),
+        }
+    }
+
+    /// Ends the current phase (if any) and starts `next` (if any).
+    fn enter(&self, next: Option<Phase>) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if let Some((phase, started)) = state.0.take() {
+            let seconds = started.elapsed().as_secs_f64();
+            self.metrics
+                .training_phase
+                .with_label_values(&[phase_name(phase)])
+                .observe(seconds);
+            state
+                .1
+                .insert(phase_name(phase).to_owned(), serde_json::json!(seconds));
+        }
+        state.0 = next.map(|phase| (phase, Instant::now()));
+    }
+
+    fn seconds(&self) -> serde_json::Value {
+        self.state
+            .lock()
+            .map(|state| serde_json::Value::Object(state.1.clone()))
+            .unwrap_or_default()
     }
 }
 

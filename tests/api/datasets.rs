@@ -158,6 +158,16 @@ async fn a_csv_upload_is_typed_listed_and_trains_a_model_that_agrees_with_scikit
     .await;
     assert_eq!(record["status"], "ready", "{record}");
     assert_eq!(record["metrics"]["train_rows"], 120);
+    for phase in ["reading", "fitting", "profiling", "exporting"] {
+        assert!(
+            record["metrics"]["phase_seconds"][phase].as_f64().is_some(),
+            "no {phase} time in {record}"
+        );
+    }
+    assert!(
+        record.get("phase").is_none(),
+        "a finished job has no phase: {record}"
+    );
     assert!(app.metric("ml_api_training_rows_read_total").await >= Some(120.0));
 
     // Served predictions agree with scikit-learn's on every training row.
