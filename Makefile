@@ -102,6 +102,14 @@ loadtest: build ## k6 daily-1m.js against the local cluster; non-zero when a thr
 bench: ort ## Performance bar: ml-api vs a bare axum baseline (wrk, oha), targets, criterion benches; see docs/performance.md
 	scripts/bench.sh
 
+.PHONY: bench-train
+bench-train: ort ## Training bar: ml-api from a data set vs pandas + scikit-learn (one thread), 100k x 50, 1M x 10, 10M x 20 on the fly; see docs/performance.md
+	scripts/bench-train.sh
+
+.PHONY: santander-api
+santander-api: ort ## Train santander through the API from a Kaggle-layout CSV, serve it at /predict, compare with the skl2onnx pipeline
+	scripts/santander-api.sh
+
 .PHONY: model
 model: ## Regenerate the bundled model, its card and golden outputs (Python tooling)
 	scripts/python-venv.sh >/dev/null

@@ -33,8 +33,8 @@ ST=("$TEST_VENV/bin/schemathesis" run "$BASE_URL/openapi.json" "${GENERATION[@]}
 
 # Prediction, probes and metrics: every check, including "a schema-valid request is accepted"
 # (the /predict schema is generated from the model, so it is exact).
-"${ST[@]}" --checks all --exclude-tag-regex '^(models|v2|keys)$'
-# Training, registry, V2 inference and API key routes: every check but that one. Their bodies carry constraints no
+"${ST[@]}" --checks all --exclude-tag-regex '^(models|v2|keys|datasets)$'
+# Training, data sets, registry, V2 inference and API key routes: every check but that one. Their bodies carry constraints no
 # JSON Schema states (rows as long as `columns`, two classes at least, a model that exists,
 # a key name not yet taken), so a schema-valid body may rightly get 422/404/409.
-"${ST[@]}" --checks all --exclude-checks positive_data_acceptance --include-tag-regex '^(models|v2|keys)$'
+"${ST[@]}" --checks all --exclude-checks positive_data_acceptance --include-tag-regex '^(models|v2|keys|datasets)$'

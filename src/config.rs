@@ -59,6 +59,8 @@ pub struct WorkerConfig {
     /// Deliveries of one job before it is marked failed.
     #[arg(long, env = "ML_API_JOB_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
+    #[command(flatten)]
+    pub datasets: DatasetConfig,
     /// Address of the worker's `/healthz` and `/metrics`.
     #[arg(
         long,
@@ -201,6 +203,8 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub inference: InferenceConfig,
     #[command(flatten)]
+    pub datasets: DatasetConfig,
+    #[command(flatten)]
     pub http: HttpConfig,
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
@@ -274,6 +278,46 @@ impl InferenceConfig {
             window: self.drift_window,
             slots: self.drift_slots,
             min_samples: self.drift_min_samples,
+        }
+    }
+}
+
+/// Data sets (`POST /datasets`) and the size limits of training jobs.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Data sets and training limits")]
+pub struct DatasetConfig {
+    /// Where uploaded data sets are stored: a directory, `file:///path`, or a bucket URL
+    /// (`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`) with credentials
+    /// from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`). Replicas and training workers
+    /// must all see the same store (in Kubernetes: a ReadWriteMany volume or a bucket).
+    #[arg(long, env = "ML_API_DATASET_STORE", default_value = "data/datasets")]
+    pub dataset_store: String,
+    /// Largest data set upload (`POST /datasets`), in bytes as sent (compressed, for
+    /// `Content-Encoding: gzip`); larger uploads get 413 and leave nothing stored.
+    #[arg(long, env = "ML_API_MAX_DATASET_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub max_dataset_bytes: u64,
+    /// Largest `POST /models` body, in bytes (rows sent inside the JSON: `columns` +
+    /// `features`, `records` or `csv`). Larger data goes through `POST /datasets`.
+    #[arg(long, env = "ML_API_MAX_TRAINING_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_training_body_bytes: usize,
+    /// Most rows × features sent inside one `POST /models` body.
+    #[arg(
+        long,
+        env = "ML_API_MAX_INLINE_TRAINING_CELLS",
+        default_value_t = 1_000_000
+    )]
+    pub max_inline_training_cells: usize,
+    /// Most values in one training job's design matrix: rows × encoded columns (categories
+    /// one-hot), 8 bytes each (the default, 500 million, is a 4 GB matrix).
+    #[arg(long, env = "ML_API_MAX_TRAINING_CELLS", default_value_t = 500_000_000)]
+    pub max_training_cells: usize,
+}
+
+impl DatasetConfig {
+    pub fn limits(&self) -> crate::training::Limits {
+        crate::training::Limits {
+            inline_cells: self.max_inline_training_cells,
+            encoded_cells: self.max_training_cells,
         }
     }
 }

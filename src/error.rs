@@ -48,6 +48,12 @@ pub enum ApiError {
     BodyTimeout(std::time::Duration),
     #[error("expected `Content-Type: application/json`")]
     UnsupportedMediaType,
+    /// A body over a limit other than the JSON body limit: the message names the flag.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A content type (or encoding) this endpoint does not take: the message lists those it does.
+    #[error("{0}")]
+    MediaType(String),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -88,7 +94,8 @@ impl ApiError {
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType | Self::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -109,7 +116,8 @@ impl ApiError {
             Self::Validation { .. } => "validation",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BodyTimeout(_) => "body_timeout",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedMediaType | Self::MediaType(_) => "unsupported_media_type",
+            Self::TooLarge(_) => "payload_too_large",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
@@ -143,6 +151,21 @@ impl From<crate::catalog::CatalogError> for ApiError {
             }
             CatalogError::Registry(error) => error.into(),
             CatalogError::Load { .. } => Self::Internal(anyhow::Error::new(error)),
+        }
+    }
+}
+
+impl From<crate::datasets::DatasetError> for ApiError {
+    fn from(error: crate::datasets::DatasetError) -> Self {
+        use crate::datasets::DatasetError;
+        match error {
+            DatasetError::Invalid {
+                field,
+                reason,
+                message,
+            } => Self::validation(vec![FieldError::new(field, reason, message)]),
+            DatasetError::Unavailable(_) => Self::Unavailable(error.to_string()),
+            DatasetError::Internal(message) => Self::Internal(anyhow::anyhow!(message)),
         }
     }
 }

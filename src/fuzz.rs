@@ -114,7 +114,12 @@ pub fn v2_request(data: &[u8]) {
 pub fn training_csv(data: &[u8]) {
     let text = Value::String(String::from_utf8_lossy(data).into_owned());
     let mut errors = Vec::new();
-    let _ = crate::training::csv::data(&text, Some(&json!("y")), &mut errors);
+    let _ = crate::training::csv::data(
+        &text,
+        Some(&json!("y")),
+        crate::training::data::DEFAULT_MAX_INLINE_CELLS,
+        &mut errors,
+    );
 }
 
 /// `POST /models/upload`: a multipart body (boundary `X`) read into its parts, as the

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod datasets;
 pub mod drift;
 pub mod error;
 pub mod fuzz;

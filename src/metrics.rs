@@ -38,6 +38,12 @@ pub struct Metrics {
     pub training_jobs: IntCounterVec,
     pub training_queue_depth: IntGauge,
     pub training_duration: Histogram,
+    /// Seconds per training phase (reading, fitting, profiling, exporting).
+    pub training_phase: HistogramVec,
+    /// Rows read from data sets by training jobs.
+    pub training_rows: IntCounter,
+    /// Rows per second of each job's reading phase.
+    pub training_rows_per_second: Histogram,
 }
 
 /// Handles pre-bound to one model's label, for the inference threads.
@@ -188,6 +194,25 @@ impl Metrics {
             )
             .buckets(exponential_buckets(0.01, 2.0, 16).unwrap_or_default()),
         )?;
+        let training_phase = HistogramVec::new(
+            HistogramOpts::new(
+                "ml_api_training_phase_duration_seconds",
+                "Time spent in each phase of a training job (reading, fitting, profiling, exporting).",
+            )
+            .buckets(exponential_buckets(0.01, 2.0, 18).unwrap_or_default()),
+            &["phase"],
+        )?;
+        let training_rows = IntCounter::new(
+            "ml_api_training_rows_read_total",
+            "Rows read from data sets by training jobs.",
+        )?;
+        let training_rows_per_second = Histogram::with_opts(
+            HistogramOpts::new(
+                "ml_api_training_rows_per_second",
+                "Rows per second of a training job's reading phase.",
+            )
+            .buckets(exponential_buckets(1_000.0, 2.0, 16).unwrap_or_default()),
+        )?;
         let draining = IntGauge::new(
             "ml_api_draining",
             "1 while the replica drains for shutdown.",
@@ -223,6 +248,9 @@ impl Metrics {
         registry.register(Box::new(training_jobs.clone()))?;
         registry.register(Box::new(training_queue_depth.clone()))?;
         registry.register(Box::new(training_duration.clone()))?;
+        registry.register(Box::new(training_phase.clone()))?;
+        registry.register(Box::new(training_rows.clone()))?;
+        registry.register(Box::new(training_rows_per_second.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -252,6 +280,9 @@ impl Metrics {
             training_jobs,
             training_queue_depth,
             training_duration,
+            training_phase,
+            training_rows,
+            training_rows_per_second,
         })
     }
 

@@ -41,6 +41,7 @@ impl Application {
         let metrics = Metrics::new()?;
         let registry = connect_registry(&config.registry, true)?;
         let stopped = CancellationToken::new();
+        let datasets = connect_datasets(&config.registry, &config.datasets)?;
         let jobs: Arc<dyn JobQueue> = match config.registry.registry {
             RegistryKind::Embedded => {
                 // Single node: train in this process, on the blocking pool.
@@ -53,7 +54,8 @@ impl Application {
                         poll: Duration::from_millis(500),
                     };
                     let worker =
-                        Worker::new(registry.clone(), queue.clone(), settings, metrics.clone());
+                        Worker::new(registry.clone(), queue.clone(), settings, metrics.clone())
+                            .with_datasets(datasets.store.clone(), datasets.limits);
                     tokio::spawn(worker.run_until_stopped(stopped.clone()));
                 }
                 queue
@@ -102,6 +104,7 @@ impl Application {
             request_timeout: config.http.request_timeout,
             quotas,
             shadow,
+            datasets,
         });
         let router = http::router(state.clone(), &config)?;
         let listener = TcpListener::bind(config.addr)
@@ -223,6 +226,28 @@ pub fn connect_registry(
     })
 }
 
+/// The dataset store, and dataset records in Redis with `--registry redis` (else in memory).
+pub fn connect_datasets(
+    registry: &RegistryConfig,
+    config: &crate::config::DatasetConfig,
+) -> anyhow::Result<http::state::Datasets> {
+    use crate::datasets::{DatasetRecords, DatasetStore, EmbeddedDatasets, RedisDatasets};
+    let records: Arc<dyn DatasetRecords> = match registry.registry {
+        RegistryKind::Embedded => Arc::new(EmbeddedDatasets::default()),
+        RegistryKind::Redis => Arc::new(
+            RedisDatasets::connect(&registry.redis_endpoint(), &registry.redis_prefix)
+                .context("invalid --redis-url")?,
+        ),
+    };
+    Ok(http::state::Datasets {
+        store: Arc::new(DatasetStore::new(&config.dataset_store)),
+        records,
+        max_bytes: config.max_dataset_bytes,
+        max_training_body_bytes: config.max_training_body_bytes,
+        limits: config.limits(),
+    })
+}
+
 /// API keys and quotas: in Redis with `--registry redis`, else in memory.
 pub fn connect_quotas(
     config: &ServeConfig,
@@ -298,7 +323,12 @@ pub async fn run_worker(
             .await;
     });
 
-    let worker = Worker::new(registry, queue, settings, metrics);
+    let worker = Worker::new(registry, queue, settings, metrics).with_datasets(
+        Arc::new(crate::datasets::DatasetStore::new(
+            &config.datasets.dataset_store,
+        )),
+        config.datasets.limits(),
+    );
     let work = tokio::spawn(worker.run_until_stopped(stopped.clone()));
     stop.await;
     tracing::info!("stopping: finishing the current job");

@@ -14,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    jobs::{Delivery, JobQueue},
+    datasets::{load, DatasetStore},
+    jobs::{Delivery, Job, JobQueue},
     metrics::Metrics,
     models::sha256_hex,
-    registry::{ModelRecord, ModelRegistry, ModelStatus, Progress, RegistryError},
-    training::{self, TrainedModel},
+    registry::{
+        now_ms, ModelRecord, ModelRegistry, ModelStatus, PhaseProgress, Progress, RegistryError,
+    },
+    training::{self, Limits, Phase, TrainedModel, TrainingJob},
 };
 
 #[derive(Debug, Clone)]
@@ -47,6 +50,15 @@ pub struct Worker {
     queue: Arc<dyn JobQueue>,
     settings: WorkerSettings,
     metrics: Metrics,
+    datasets: Option<Arc<DatasetStore>>,
+    limits: Limits,
+}
+
+/// What the job is doing, as the training thread reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Status {
+    progress: Option<Progress>,
+    phase: Option<PhaseProgress>,
 }
 
 impl Worker {
@@ -61,7 +73,16 @@ impl Worker {
             queue,
             settings,
             metrics,
+            datasets: None,
+            limits: Limits::default(),
         }
+    }
+
+    /// Where the data sets of `dataset_id` jobs are read from, and the limits they train under.
+    pub fn with_datasets(mut self, store: Arc<DatasetStore>, limits: Limits) -> Self {
+        self.datasets = Some(store);
+        self.limits = limits;
+        self
     }
 
     /// Works until `stop`; a job in progress when it fires is finished first.
@@ -126,48 +147,40 @@ impl Worker {
             .training_duration
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(trained) => self.succeed(record, &delivery, trained).await,
+            Ok((trained, phases)) => self.succeed(record, &delivery, trained, phases).await,
             Err(error) => self.fail(record, &delivery, error).await,
         }
     }
 
-    /// Trains on the blocking pool while this task heartbeats the job and publishes progress.
+    /// Reads the job's rows (from its data set) and trains on the blocking pool, while this
+    /// task heartbeats the job and publishes its phase and progress.
     async fn train_with_heartbeat(
         &self,
         delivery: &Delivery,
         record: &ModelRecord,
-    ) -> Result<TrainedModel, String> {
-        let (progress_tx, mut progress_rx) = watch::channel::<Option<Progress>>(None);
-        let job = delivery.job.clone();
-        let span = tracing::Span::current();
-        let mut training = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                training::train(&job, &mut |p| {
-                    let _ = progress_tx.send(Some(Progress {
-                        iteration: p.iteration,
-                        loss: p.loss,
-                    }));
-                })
-            })
+    ) -> Result<(TrainedModel, serde_json::Value), String> {
+        let (status_tx, mut status_rx) = watch::channel(Status {
+            progress: None,
+            phase: None,
         });
+        let status_tx = Arc::new(status_tx);
+        let work = self.work(delivery.job.clone(), status_tx);
+        tokio::pin!(work);
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         let mut shown = record.clone();
         loop {
             tokio::select! {
-                result = &mut training => {
-                    return match result {
-                        Ok(Ok(trained)) => Ok(trained),
-                        Ok(Err(error)) => Err(error.to_string()),
-                        Err(join) => Err(format!("training crashed: {join}")),
-                    };
-                }
+                result = &mut work => return result,
                 _ = heartbeat.tick() => {
                     if let Err(error) = self.queue.heartbeat(&self.settings.consumer, delivery).await {
                         tracing::warn!(%error, "cannot heartbeat the training job");
                     }
-                    let latest = *progress_rx.borrow_and_update();
-                    if latest.is_some() && latest != shown.progress {
-                        shown.progress = latest;
+                    let latest = *status_rx.borrow_and_update();
+                    let changed = (latest.progress.is_some() && latest.progress != shown.progress)
+                        || (latest.phase.is_some() && latest.phase != shown.phase);
+                    if changed {
+                        shown.progress = latest.progress.or(shown.progress);
+                        shown.phase = latest.phase.or(shown.phase);
                         shown.touch();
                         if let Err(error) = self.registry.update(&shown).await {
                             tracing::debug!(%error, "cannot publish training progress");
@@ -178,11 +191,112 @@ impl Worker {
         }
     }
 
+    /// The job itself: read (a data set job), check, fit, profile, export.
+    async fn work(
+        &self,
+        job: Job,
+        status: Arc<watch::Sender<Status>>,
+    ) -> Result<(TrainedModel, serde_json::Value), String> {
+        let metrics = self.metrics.clone();
+        let clock = Arc::new(PhaseClock::new(metrics.clone()));
+        let enter = {
+            let status = status.clone();
+            let clock = clock.clone();
+            move |phase: Phase| {
+                clock.enter(Some(phase));
+                status.send_modify(|s| {
+                    let rows_read = s.phase.map_or(0, |p| p.rows_read);
+                    s.phase = Some(PhaseProgress {
+                        phase,
+                        rows_read,
+                        since_ms: now_ms(),
+                    });
+                });
+            }
+        };
+        let job: TrainingJob = match job {
+            Job::Inline(job) => *job,
+            Job::Dataset(job) => {
+                let store = self.datasets.clone().ok_or_else(|| {
+                    "this worker has no dataset store (--dataset-store)".to_owned()
+                })?;
+                clock.enter(Some(Phase::Reading));
+                status.send_modify(|s| {
+                    s.phase = Some(PhaseProgress {
+                        phase: Phase::Reading,
+                        rows_read: 0,
+                        since_ms: now_ms(),
+                    })
+                });
+                let reading = Instant::now();
+                let rows_status = status.clone();
+                let loaded = load::load(&store, &job, move |rows| {
+                    rows_status.send_modify(|s| {
+                        if let Some(p) = s.phase.as_mut() {
+                            p.rows_read = rows;
+                        }
+                    });
+                })
+                .await
+                .map_err(|error| {
+                    format!("cannot read data set {}: {error}", job.dataset.dataset_id)
+                })?;
+                let rows = loaded.rows() as u64;
+                metrics.training_rows.inc_by(rows);
+                let seconds = reading.elapsed().as_secs_f64();
+                if seconds > 0.0 {
+                    metrics
+                        .training_rows_per_second
+                        .observe(rows as f64 / seconds);
+                }
+                let problems = loaded.check(&self.limits);
+                if !problems.is_empty() {
+                    let listed: Vec<String> = problems
+                        .iter()
+                        .map(|p| format!("{}: {}", p.field, p.message))
+                        .collect();
+                    return Err(format!(
+                        "the data set cannot train this model: {}",
+                        listed.join("; ")
+                    ));
+                }
+                loaded
+            }
+        };
+        let span = tracing::Span::current();
+        let progress_status = status.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut enter = enter;
+            span.in_scope(|| {
+                training::train_in_phases(
+                    &job,
+                    &mut |p| {
+                        progress_status.send_modify(|s| {
+                            s.progress = Some(Progress {
+                                iteration: p.iteration,
+                                loss: p.loss,
+                            })
+                        });
+                    },
+                    &mut enter,
+                )
+            })
+        })
+        .await;
+        clock.enter(None);
+        match result {
+            Ok(Ok(trained)) => Ok((trained, clock.seconds())),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(join) => Err(format!("training crashed: {join}")),
+        }
+    }
+
     async fn succeed(
         &self,
         mut record: ModelRecord,
         delivery: &Delivery,
         trained: TrainedModel,
+        phases: serde_json::Value,
     ) -> Result<JobOutcome, RegistryError> {
         if self.registry.get(record.id).await?.is_none() {
             self.queue.ack(delivery).await?;
@@ -191,9 +305,13 @@ impl Worker {
         record.status = ModelStatus::Ready;
         record.error = None;
         record.columns = delivery.job.feature_names().to_vec();
+        record.phase = None;
         record.labels = trained.card.labels.clone();
         record.class_values = trained.class_values.clone();
         record.metrics = serde_json::to_value(&trained.metrics).unwrap_or_default();
+        if let Some(metrics) = record.metrics.as_object_mut() {
+            metrics.insert("phase_seconds".to_owned(), phases);
+        }
         record.sha256 = Some(sha256_hex(&trained.onnx));
         record.size_bytes = Some(trained.onnx.len() as u64);
         let mut card = trained.card;
@@ -229,5 +347,61 @@ impl Worker {
             .with_label_values(&["failed"])
             .inc();
         Ok(JobOutcome::Failed(record.id))
+    }
+}
+
+/// The phase running (and since when), and the seconds of those that ended, by name.
+type ClockState = (
+    Option<(Phase, Instant)>,
+    serde_json::Map<String, serde_json::Value>,
+);
+
+/// Times a job's phases: each into `ml_api_training_phase_duration_seconds` and into the
+/// finished record's `metrics.phase_seconds`.
+struct PhaseClock {
+    metrics: Metrics,
+    state: std::sync::Mutex<ClockState>,
+}
+
+impl PhaseClock {
+    fn new(metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            state: std::sync::Mutex::new((None, serde_json::Map::new())),
+        }
+    }
+
+    /// Ends the current phase (if any) and starts `next` (if any).
+    fn enter(&self, next: Option<Phase>) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if let Some((phase, started)) = state.0.take() {
+            let seconds = started.elapsed().as_secs_f64();
+            self.metrics
+                .training_phase
+                .with_label_values(&[phase_name(phase)])
+                .observe(seconds);
+            state
+                .1
+                .insert(phase_name(phase).to_owned(), serde_json::json!(seconds));
+        }
+        state.0 = next.map(|phase| (phase, Instant::now()));
+    }
+
+    fn seconds(&self) -> serde_json::Value {
+        self.state
+            .lock()
+            .map(|state| serde_json::Value::Object(state.1.clone()))
+            .unwrap_or_default()
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Reading => "reading",
+        Phase::Fitting => "fitting",
+        Phase::Exporting => "exporting",
+        Phase::Profiling => "profiling",
     }
 }

@@ -458,3 +458,117 @@ fn multi_label_metrics_and_unknown_categories() {
     );
     assert!(max_diff(&rust, &graph) <= ONNX_TOLERANCE);
 }
+
+// ---- the same cases trained from a data set (CSV read as `POST /datasets` stores it) ----
+
+/// The rows of a reference request as CSV text with a header line, and its target.
+fn as_csv(request: &Value) -> (String, Value) {
+    let cell = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if let Some(csv) = request["csv"].as_str() {
+        return (csv.to_owned(), request["target"].clone());
+    }
+    let mut text = String::new();
+    if let Some(records) = request["records"].as_array() {
+        let names: Vec<String> = records[0].as_object().unwrap().keys().cloned().collect();
+        text.push_str(&names.join(","));
+        text.push('\n');
+        for record in records {
+            let row: Vec<String> = names.iter().map(|n| cell(&record[n])).collect();
+            text.push_str(&row.join(","));
+            text.push('\n');
+        }
+        return (text, request["target"].clone());
+    }
+    let names: Vec<String> = serde_json::from_value(request["columns"].clone()).unwrap();
+    text.push_str(&names.join(","));
+    text.push_str(",class\n");
+    for (row, class) in request["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(request["classes"].as_array().unwrap())
+    {
+        let mut cells: Vec<String> = row.as_array().unwrap().iter().map(cell).collect();
+        cells.push(cell(class));
+        text.push_str(&cells.join(","));
+        text.push('\n');
+    }
+    (text, json!("class"))
+}
+
+/// Trains reference case `name` from its rows as a CSV data set and checks the result
+/// against scikit-learn's probabilities and against the same request trained inline.
+fn agree_from_dataset(name: &str) {
+    use ml_api::datasets::{load, scan, DatasetRecord, Format};
+    let case = fixture(name);
+    let request = case["request"].clone();
+    let (csv, target) = as_csv(&request);
+    let summary = scan::summarize_csv(csv.as_bytes(), &Default::default()).unwrap();
+    let record = DatasetRecord {
+        dataset_id: uuid::Uuid::nil(),
+        name: None,
+        format: Format::Csv,
+        gzip: false,
+        rows: summary.rows,
+        columns: summary.columns,
+        bytes: csv.len() as u64,
+        location: "case.csv".into(),
+        created_at_ms: 0,
+    };
+    let mut options = request.as_object().unwrap().clone();
+    for field in ["csv", "records", "columns", "features", "classes", "target"] {
+        options.remove(field);
+    }
+    let params = serde_json::from_value::<TrainingRequest>(Value::Object(options))
+        .unwrap()
+        .params_only();
+    let dataset_job = load::DatasetJob::new(record, Some(&target), None, params).unwrap();
+    // The job is queued as JSON.
+    let text = serde_json::to_string(&dataset_job).unwrap();
+    let dataset_job: load::DatasetJob = serde_json::from_str(&text).unwrap();
+    let wanted: Vec<(String, ml_api::datasets::ColumnType)> = dataset_job
+        .features
+        .iter()
+        .chain(&dataset_job.target)
+        .map(|n| (n.clone(), dataset_job.dataset.column(n).unwrap().kind))
+        .collect();
+    let cells = scan::read_csv_columns(csv.as_bytes(), &wanted, 0, &mut |_| {}).unwrap();
+    let from_dataset = load::build(&dataset_job, cells).unwrap();
+    assert!(from_dataset.check(&Default::default()).is_empty());
+    let trained = train(&from_dataset, &mut |_| {}).unwrap();
+    let expected: Vec<Vec<f64>> = serde_json::from_value(case["probabilities"].clone()).unwrap();
+    let rust = trained.model.predict_proba(&from_dataset.columns);
+    let sklearn_diff = max_diff(&rust, &expected);
+    let labels: Vec<Value> = serde_json::from_value(case["labels"].clone()).unwrap();
+    assert_eq!(trained.class_values, labels, "{name}");
+    let inline = job(request);
+    let inline_trained = train(&inline, &mut |_| {}).unwrap();
+    let inline_diff = max_diff(&rust, &inline_trained.model.predict_proba(&inline.columns));
+    eprintln!("{name} from a data set: max |p - sklearn| = {sklearn_diff:.2e}, from inline {inline_diff:.2e}");
+    assert!(
+        sklearn_diff <= SKLEARN_TOLERANCE,
+        "{name}: {sklearn_diff:e} from scikit-learn"
+    );
+    assert!(
+        inline_diff <= 1e-9,
+        "{name}: {inline_diff:e} from the inline-trained model"
+    );
+}
+
+#[test]
+fn every_reference_case_agrees_when_trained_from_a_data_set() {
+    for name in [
+        "iris_multiclass_l2",
+        "iris_binary_balanced",
+        "iris_binary_none_no_intercept",
+        "synthetic_multilabel_categorical",
+        "synthetic_multiclass_categorical",
+        "wine_l1",
+        "breast_cancer_elasticnet",
+    ] {
+        agree_from_dataset(name);
+    }
+}

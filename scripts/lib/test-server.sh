@@ -8,7 +8,8 @@ start_test_server() {
   local port
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   BASE_URL="http://127.0.0.1:$port"
-  "$bin" --log-format json serve --addr "127.0.0.1:$port" --rate-limit false >"$RUN_DIR/server.log" 2>&1 &
+  "$bin" --log-format json serve --addr "127.0.0.1:$port" --rate-limit false \
+    --dataset-store "$RUN_DIR/datasets" >"$RUN_DIR/server.log" 2>&1 &
   SERVER_PID=$!
   trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; rm -rf "$RUN_DIR"' EXIT
   for _ in $(seq 1 200); do

@@ -1,6 +1,7 @@
 //! The HTTP API: one function assembles every route and layer.
 
 pub mod auth;
+pub mod datasets;
 pub mod drift;
 pub mod extract;
 pub mod health;
@@ -42,7 +43,24 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
     let sentry_enabled = sentry::Hub::current().client().is_some();
     let mut api = Router::new()
         .route("/predict", post(predict::predict))
-        .route("/models", post(models::create).get(models::list))
+        .route(
+            "/models",
+            post(models::create)
+                .layer(DefaultBodyLimit::max(
+                    state.datasets.max_training_body_bytes,
+                ))
+                .get(models::list),
+        )
+        .route(
+            "/datasets",
+            post(datasets::create)
+                .layer(DefaultBodyLimit::disable())
+                .get(datasets::list),
+        )
+        .route(
+            "/datasets/{id}",
+            get(datasets::get).delete(datasets::delete),
+        )
         .route("/models/{id}", get(models::get).delete(models::delete))
         .route("/models/{model}/predict", post(models::predict_with))
         .route("/models/{model}/drift", get(drift::drift))

@@ -22,7 +22,9 @@ use super::{
 };
 use crate::{
     catalog::ModelRef,
+    datasets::load::DatasetJob,
     error::{ApiError, ErrorBody, FieldError},
+    jobs::Job,
     model::ModelCard,
     models::ModelSource,
     onnx_import::{self, Reference},
@@ -55,8 +57,20 @@ pub struct Created {
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,
-    JsonBody(body): JsonBody,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
+    let body = match body {
+        Ok(JsonBody(body)) => body,
+        Err(ApiError::PayloadTooLarge { .. }) => {
+            return Err(ApiError::TooLarge(format!(
+                "the training body is larger than the {}-byte limit (--max-training-body-bytes, \
+                 ML_API_MAX_TRAINING_BODY_BYTES); upload large data with POST /datasets and \
+                 train with `dataset_id`",
+                state.datasets.max_training_body_bytes
+            )))
+        }
+        Err(error) => return Err(error),
+    };
     let Value::Object(mut fields) = body else {
         return Err(ApiError::validation(vec![FieldError::new(
             "body",
@@ -65,16 +79,29 @@ pub async fn create(
         )]));
     };
     let name = model_name(fields.remove("name"))?;
-    let request: TrainingRequest = serde_json::from_value(Value::Object(fields))
-        .map_err(|e| ApiError::validation(vec![FieldError::new("body", "type", e.to_string())]))?;
-    let job = request.validate().map_err(ApiError::validation)?;
+    let job = match fields.remove("dataset_id") {
+        Some(id) => dataset_job(&state, &id, fields).await?,
+        None => {
+            let request: TrainingRequest =
+                serde_json::from_value(Value::Object(fields)).map_err(|e| {
+                    ApiError::validation(vec![FieldError::new("body", "type", e.to_string())])
+                })?;
+            let limits = state.datasets.limits;
+            // Validation walks every cell: off the async threads.
+            let job = tokio::task::spawn_blocking(move || request.validate_with(&limits))
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(ApiError::validation)?;
+            Job::Inline(Box::new(job))
+        }
+    };
 
     let mut record = ModelRecord::new(&name, "trained", ModelStatus::Queued);
     record.columns = job.feature_names().to_vec();
-    record.params = serde_json::to_value(&job.params).unwrap_or_default();
+    record.params = serde_json::to_value(job.params()).unwrap_or_default();
     let registry = state.catalog.registry();
     let record = registry.create(record, None).await?;
-    if let Err(error) = state.jobs.enqueue(record.id, &job).await {
+    if let Err(error) = state.jobs.submit(record.id, &job).await {
         let _ = registry.delete(record.id).await;
         return Err(error.into());
     }
@@ -84,6 +111,42 @@ pub async fn create(
         .with_label_values(&["queued"])
         .inc();
     Ok(created(record))
+}
+
+/// `POST /models {"dataset_id", "target", "features"?, ...options}`: checked against the data
+/// set's record here (columns, types, missing cells); the worker reads the rows.
+async fn dataset_job(
+    state: &AppState,
+    id: &Value,
+    mut fields: Map<String, Value>,
+) -> Result<Job, ApiError> {
+    let not_found = |id: &str| ApiError::NotFound(format!("data set `{id}` not found"));
+    let text = id.as_str().ok_or_else(|| {
+        ApiError::validation(vec![FieldError::new(
+            "dataset_id",
+            "type",
+            "expected a data set id (a string from POST /datasets)",
+        )])
+    })?;
+    let uuid: Uuid = text.parse().map_err(|_| not_found(text))?;
+    let dataset = state
+        .datasets
+        .records
+        .get(uuid)
+        .await?
+        .ok_or_else(|| not_found(text))?;
+    let target = fields.remove("target");
+    let features = fields.remove("features");
+    let request: TrainingRequest = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| ApiError::validation(vec![FieldError::new("body", "type", e.to_string())]))?;
+    let job = DatasetJob::new(
+        dataset,
+        target.as_ref(),
+        features.as_ref(),
+        request.params_only(),
+    )
+    .map_err(ApiError::validation)?;
+    Ok(Job::Dataset(Box::new(job)))
 }
 
 /// `201 Created` with the new model's id, name, version and status, and its `Location`.

@@ -49,6 +49,18 @@ pub struct Shared {
     pub quotas: Arc<Quotas>,
     /// Challenger shadow scoring: requests are offered to it after the champion answered.
     pub shadow: Arc<Shadow>,
+    /// Data sets: their bytes, their records, and the training size limits.
+    pub datasets: Datasets,
+}
+
+/// What `/datasets` and `POST /models {"dataset_id"}` need.
+#[derive(Clone)]
+pub struct Datasets {
+    pub store: Arc<crate::datasets::DatasetStore>,
+    pub records: Arc<dyn crate::datasets::DatasetRecords>,
+    pub max_bytes: u64,
+    pub max_training_body_bytes: usize,
+    pub limits: crate::training::Limits,
 }
 
 /// Readiness as Kubernetes sees it: ready once models are loaded, not ready while draining.

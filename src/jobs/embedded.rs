@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Mutex};
 use uuid::Uuid;
 
-use super::{Delivery, JobQueue};
-use crate::{registry::RegistryError, training::TrainingJob};
+use super::{Delivery, Job, JobQueue};
+use crate::registry::RegistryError;
 
 pub struct EmbeddedQueue {
-    sender: mpsc::UnboundedSender<(Uuid, TrainingJob)>,
-    receiver: Mutex<mpsc::UnboundedReceiver<(Uuid, TrainingJob)>>,
+    sender: mpsc::UnboundedSender<(Uuid, Job)>,
+    receiver: Mutex<mpsc::UnboundedReceiver<(Uuid, Job)>>,
     depth: AtomicU64,
 }
 
@@ -32,7 +32,7 @@ impl Default for EmbeddedQueue {
 
 #[async_trait]
 impl JobQueue for EmbeddedQueue {
-    async fn enqueue(&self, model_id: Uuid, job: &TrainingJob) -> Result<(), RegistryError> {
+    async fn submit(&self, model_id: Uuid, job: &Job) -> Result<(), RegistryError> {
         self.sender
             .send((model_id, job.clone()))
             .map_err(|_| RegistryError::Unavailable("the job queue is closed".to_owned()))?;

@@ -14,11 +14,10 @@ use redis::{
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::{Delivery, JobQueue};
+use super::{Delivery, Job, JobQueue};
 use crate::{
     redis_link::{RedisEndpoint, RedisLink},
     registry::RegistryError,
-    training::TrainingJob,
 };
 
 const GROUP: &str = "workers";
@@ -90,7 +89,7 @@ impl RedisQueue {
             .get(self.job_key(model_id))
             .await
             .map_err(unavailable)?;
-        let Some(job) = json.and_then(|json| serde_json::from_str(&json).ok()) else {
+        let Some(job) = json.and_then(|json| serde_json::from_str::<Job>(&json).ok()) else {
             self.remove(&entry.id, Some(model_id)).await?;
             return Ok(None);
         };
@@ -120,7 +119,7 @@ impl RedisQueue {
 
 #[async_trait]
 impl JobQueue for RedisQueue {
-    async fn enqueue(&self, model_id: Uuid, job: &TrainingJob) -> Result<(), RegistryError> {
+    async fn submit(&self, model_id: Uuid, job: &Job) -> Result<(), RegistryError> {
         self.ensure_group().await?;
         let json = serde_json::to_string(job).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
         let mut connection = self.connection.clone();

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-pub use record::{ModelRecord, ModelStatus, Page, Progress};
+pub use record::{now_ms, ModelRecord, ModelStatus, Page, PhaseProgress, Progress};
 pub use shadow::{Challenger, Promotion, ShadowKey, Tally};
 pub use view::AliasView;
 

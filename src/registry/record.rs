@@ -41,6 +41,16 @@ pub struct Progress {
     pub loss: f64,
 }
 
+/// A training job's phase, shown beside [`Progress`] while it trains.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PhaseProgress {
+    #[schema(value_type = String)]
+    pub phase: crate::training::Phase,
+    pub rows_read: u64,
+    /// Milliseconds since the Unix epoch when this phase began.
+    pub since_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelRecord {
     pub id: Uuid,
@@ -71,6 +81,10 @@ pub struct ModelRecord {
     pub metrics: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// What a training job is doing now (`reading`, `fitting`, `exporting`, `profiling`) and
+    /// how many rows it has read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PhaseProgress>,
     /// Training attempts so far (a worker that dies mid-job costs one).
     #[serde(default)]
     pub attempts: u32,
@@ -101,6 +115,7 @@ impl ModelRecord {
             params: Value::Null,
             metrics: Value::Null,
             progress: None,
+            phase: None,
             attempts: 0,
             sha256: None,
             size_bytes: None,

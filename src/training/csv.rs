@@ -3,9 +3,7 @@
 
 use serde_json::Value;
 
-use super::data::{
-    feature_names, push, target, target_names, too_large, Data, FeatureValues, MAX_CELLS,
-};
+use super::data::{feature_names, push, target, target_names, too_large, Data, FeatureValues};
 use crate::error::FieldError;
 
 /// One record and the (1-based) line it starts on.
@@ -94,6 +92,7 @@ fn end_row(
 pub fn data(
     text: &Value,
     target_value: Option<&Value>,
+    max_cells: usize,
     errors: &mut Vec<FieldError>,
 ) -> Option<Data> {
     let before = errors.len();
@@ -135,8 +134,10 @@ pub fn data(
             );
         }
     }
-    if body.len().saturating_mul(names.len()) > MAX_CELLS {
-        push(errors, too_large("csv", body.len(), names.len()));
+    // Features only, as the other shapes count them (the target columns are not features).
+    let features = names.len().saturating_sub(targets.len()).max(1);
+    if body.len().saturating_mul(features) > max_cells {
+        push(errors, too_large("csv", body.len(), features, max_cells));
     }
     for row in body.iter().filter(|row| row.cells.len() != names.len()) {
         let message = format!(

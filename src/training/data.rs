@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::error::FieldError;
 
-/// Most rows × features a job may hold.
-pub const MAX_CELLS: usize = 1_000_000;
+/// `--max-inline-training-cells`' default: most rows × features sent inside one JSON body
+/// (larger data goes through `POST /datasets`).
+pub const DEFAULT_MAX_INLINE_CELLS: usize = 1_000_000;
 /// Most errors reported for one request.
 pub const MAX_ERRORS: usize = 100;
 
@@ -98,9 +99,11 @@ pub fn push(errors: &mut Vec<FieldError>, error: FieldError) {
     }
 }
 
-pub(super) fn too_large(field: &str, rows: usize, features: usize) -> FieldError {
+pub(super) fn too_large(field: &str, rows: usize, features: usize, limit: usize) -> FieldError {
     let message = format!(
-        "{rows} rows × {features} features is more than the {MAX_CELLS}-value limit of one training job"
+        "{rows} rows × {features} features is more than the {limit}-value limit of a training \
+         body (--max-inline-training-cells, ML_API_MAX_INLINE_TRAINING_CELLS); upload larger \
+         data with POST /datasets and train with `dataset_id`"
     );
     FieldError::new(field, "too_large", message)
 }

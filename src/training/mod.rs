@@ -29,11 +29,13 @@ pub mod split;
 
 use std::collections::BTreeSet;
 
+use serde::{Deserialize, Serialize};
+
 pub use data::{ClassValue, FeatureValues, Target};
 pub use metrics::{LabelMetrics, TrainingMetrics};
 pub use model::{LinearModel, ModelKind};
 pub use params::{ClassWeight, Params, Penalty, Solver};
-pub use request::{TrainingJob, TrainingRequest};
+pub use request::{Limits, TrainingJob, TrainingRequest};
 
 use crate::model::batch::argmax;
 use objective::Labels;
@@ -77,6 +79,30 @@ pub fn train(
     job: &TrainingJob,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainedModel, TrainingError> {
+    train_in_phases(job, progress, &mut |_| {})
+}
+
+/// What a long job is doing, for `GET /models/{id}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Reading the rows (from a data set).
+    Reading,
+    /// Encoding the rows and running the optimiser.
+    Fitting,
+    /// Writing the ONNX graph.
+    Exporting,
+    /// Profiling the training rows into the model's feature contract.
+    Profiling,
+}
+
+/// [`train`], also telling `phase` when the job moves on to the next phase.
+pub fn train_in_phases(
+    job: &TrainingJob,
+    progress: &mut dyn FnMut(Progress),
+    phase: &mut dyn FnMut(Phase),
+) -> Result<TrainedModel, TrainingError> {
+    phase(Phase::Fitting);
     let params = &job.params;
     let rows = job.rows();
     let strata: Option<Vec<String>> = params.stratify.then(|| strata(&job.target, rows));
@@ -235,12 +261,14 @@ pub fn train(
     };
     // The contract: what the training rows looked like, and which class the fitted model
     // picked for them (the reference for prediction drift).
+    phase(Phase::Profiling);
     let winners: Vec<usize> = model
         .proba_matrix(&x)
         .iter()
         .map(|row| argmax(row).unwrap_or(0))
         .collect();
     let contract = card::contract(job, &train_rows, &winners, class_values.len());
+    phase(Phase::Exporting);
     Ok(card::finish(job, model, &class_values, metrics, contract))
 }
 

@@ -47,17 +47,59 @@ impl Objective<'_> {
         self.k() * self.x.cols
     }
 
-    /// Smooth objective value; writes its gradient into `grad`.
+    /// Smooth objective value; writes its gradient into `grad`. Rows are split into blocks
+    /// summed on all cores (rayon); the blocks and their order are fixed, so results do not
+    /// depend on the thread count.
     pub fn value_grad(&self, theta: &[f64], grad: &mut [f64]) -> f64 {
+        use rayon::prelude::*;
+        let d = self.x.cols;
+        let k = self.k();
+        let (w, _) = theta.split_at(k * d);
+        let total: f64 = self.weights.iter().sum();
+        let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
+        let rows = self.x.rows.min(self.weights.len());
+        let blocks = rows.div_ceil(BLOCK_ROWS);
+        let partials: Vec<(f64, Vec<f64>)> = (0..blocks)
+            .into_par_iter()
+            .map(|block| {
+                let start = block * BLOCK_ROWS;
+                let end = (start + BLOCK_ROWS).min(rows);
+                let mut g = vec![0.0; grad.len()];
+                let loss = self.block(theta, start..end, inv, &mut g);
+                (loss, g)
+            })
+            .collect();
+        grad.fill(0.0);
+        let mut loss = 0.0;
+        for (block_loss, g) in &partials {
+            loss += block_loss;
+            axpy(1.0, g, grad);
+        }
+        if !self.fit_intercept {
+            grad.iter_mut().skip(k * d).for_each(|g| *g = 0.0);
+        }
+        let (gw, _) = grad.split_at_mut(k * d);
+        axpy(self.l2, w, gw);
+        loss + 0.5 * self.l2 * dot(w, w)
+    }
+
+    /// The weighted loss of rows `range`; adds their gradient to `grad`.
+    fn block(
+        &self,
+        theta: &[f64],
+        range: std::ops::Range<usize>,
+        inv: f64,
+        grad: &mut [f64],
+    ) -> f64 {
         let d = self.x.cols;
         let k = self.k();
         let (w, b) = theta.split_at(k * d);
-        grad.fill(0.0);
-        let total: f64 = self.weights.iter().sum();
-        let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
         let mut loss = 0.0;
         let mut z = vec![0.0; k];
-        for (i, (row, &sw)) in self.x.iter_rows().zip(self.weights).enumerate() {
+        let (gw, gb) = grad.split_at_mut(k * d);
+        for i in range {
+            let row = self.x.row(i);
+            let sw = self.weights.get(i).copied().unwrap_or(0.0);
             for (c, zc) in z.iter_mut().enumerate() {
                 *zc = dot(row, w.get(c * d..(c + 1) * d).unwrap_or(&[]))
                     + b.get(c).copied().unwrap_or(0.0);
@@ -82,8 +124,7 @@ impl Objective<'_> {
                     }
                 }
             }
-            // z now holds each row's residuals: accumulate the gradient.
-            let (gw, gb) = grad.split_at_mut(k * d);
+            // z now holds the row's residuals: accumulate the gradient.
             for (c, &r) in z.iter().enumerate() {
                 if let Some(g) = gw.get_mut(c * d..(c + 1) * d) {
                     axpy(r, row, g);
@@ -93,14 +134,12 @@ impl Objective<'_> {
                 }
             }
         }
-        if !self.fit_intercept {
-            grad.iter_mut().skip(k * d).for_each(|g| *g = 0.0);
-        }
-        let (gw, _) = grad.split_at_mut(k * d);
-        axpy(self.l2, w, gw);
-        loss + 0.5 * self.l2 * dot(w, w)
+        loss
     }
 }
+
+/// Rows per block of the parallel loss and gradient.
+const BLOCK_ROWS: usize = 8192;
 
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

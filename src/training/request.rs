@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::data::{self, push, ClassValue, FeatureValues, Target, MAX_CELLS};
+use super::data::{self, push, ClassValue, FeatureValues, Target};
 use super::params::{self, ClassWeight, Params, RawParams};
 use crate::error::FieldError;
 
@@ -27,8 +27,28 @@ pub const MAX_LABELS: usize = 100;
 pub const MAX_FEATURES: usize = 1_000;
 /// Most distinct values of one categorical feature.
 pub const MAX_CATEGORIES: usize = 1_000;
-/// Most values of the encoded design matrix (rows × one-hot-expanded columns).
-pub const MAX_ENCODED_CELLS: usize = 5 * MAX_CELLS;
+
+/// The size limits a server applies to one training job (each is a flag; see `config.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most rows × features sent inside a JSON body (`--max-inline-training-cells`).
+    pub inline_cells: usize,
+    /// Most values of the encoded design matrix, rows × one-hot-expanded columns
+    /// (`--max-training-cells`).
+    pub encoded_cells: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            inline_cells: data::DEFAULT_MAX_INLINE_CELLS,
+            encoded_cells: DEFAULT_MAX_ENCODED_CELLS,
+        }
+    }
+}
+
+/// `--max-training-cells`' default: 500 million values, a 4 GB design matrix.
+pub const DEFAULT_MAX_ENCODED_CELLS: usize = 500_000_000;
 
 /// The body of `POST /models`: every field is kept as raw JSON so that [`validate`]
 /// can name every problem at once (a wrong type is a field error, not a parse failure).
@@ -98,17 +118,38 @@ const KNOWN: &str = "columns, features, classes, records, csv, target, penalty, 
                      stratify, random_seed";
 
 impl TrainingRequest {
-    /// Checks everything, returning every problem (up to 100), each named by its field.
+    /// Checks everything under the default [`Limits`], returning every problem (up to 100),
+    /// each named by its field.
     pub fn validate(self) -> Result<TrainingJob, Vec<FieldError>> {
+        self.validate_with(&Limits::default())
+    }
+
+    /// The training options alone, for a request whose rows come from elsewhere (a data
+    /// set): any row field is refused by name.
+    pub fn params_only(self) -> Result<Params, Vec<FieldError>> {
         let mut errors = Vec::new();
-        for key in self.unknown.keys() {
-            let message = format!("unknown field; the fields are {KNOWN}");
-            push(
-                &mut errors,
-                FieldError::new(key.clone(), "unknown", message),
-            );
+        let rows = [
+            ("columns", &self.columns),
+            ("features", &self.features),
+            ("classes", &self.classes),
+            ("records", &self.records),
+            ("csv", &self.csv),
+        ];
+        for (name, value) in rows {
+            if value.is_some() {
+                let message = "the rows come from `dataset_id`; send them in one place only";
+                push(&mut errors, FieldError::new(name, "shape", message));
+            }
         }
-        let raw = RawParams {
+        let params = self.raw().parse(&mut errors);
+        match params {
+            Some(params) if errors.is_empty() => Ok(params),
+            _ => Err(errors),
+        }
+    }
+
+    fn raw(&self) -> RawParams<'_> {
+        RawParams {
             penalty: self.penalty.as_ref(),
             c: self.c.as_ref(),
             l1_ratio: self.l1_ratio.as_ref(),
@@ -121,12 +162,24 @@ impl TrainingRequest {
             test_size: self.test_size.as_ref(),
             stratify: self.stratify.as_ref(),
             random_seed: self.random_seed.as_ref(),
-        };
-        let params = raw.parse(&mut errors);
-        let data = self.data(&mut errors);
+        }
+    }
+
+    /// [`validate`](Self::validate) under the server's limits.
+    pub fn validate_with(self, limits: &Limits) -> Result<TrainingJob, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        for key in self.unknown.keys() {
+            let message = format!("unknown field; the fields are {KNOWN}");
+            push(
+                &mut errors,
+                FieldError::new(key.clone(), "unknown", message),
+            );
+        }
+        let params = self.raw().parse(&mut errors);
+        let data = self.data(limits.inline_cells, &mut errors);
         match (params, data) {
             (Some(params), Some(data)) if errors.is_empty() => {
-                check(&data, &params, &mut errors);
+                check(&data, &params, limits, &mut errors);
                 if errors.is_empty() {
                     return Ok(TrainingJob {
                         features: data.features,
@@ -141,7 +194,7 @@ impl TrainingRequest {
         }
     }
 
-    fn data(&self, errors: &mut Vec<FieldError>) -> Option<data::Data> {
+    fn data(&self, max_cells: usize, errors: &mut Vec<FieldError>) -> Option<data::Data> {
         let seed = [&self.columns, &self.features, &self.classes];
         let shapes = [
             seed.iter().any(|v| v.is_some()),
@@ -172,13 +225,16 @@ impl TrainingRequest {
                 else {
                     return None;
                 };
-                super::shapes::seed(c, f, k, errors)
+                super::shapes::seed(c, f, k, max_cells, errors)
             }
-            [false, true, false] => {
-                super::shapes::records(self.records.as_ref()?, self.target.as_ref(), errors)
-            }
+            [false, true, false] => super::shapes::records(
+                self.records.as_ref()?,
+                self.target.as_ref(),
+                max_cells,
+                errors,
+            ),
             [false, false, true] => {
-                super::csv::data(self.csv.as_ref()?, self.target.as_ref(), errors)
+                super::csv::data(self.csv.as_ref()?, self.target.as_ref(), max_cells, errors)
             }
             [false, false, false] => {
                 let message = "send the training rows as `columns` + `features` + `classes`, \
@@ -197,8 +253,39 @@ impl TrainingRequest {
     }
 }
 
+impl TrainingJob {
+    /// The checks [`TrainingRequest::validate`] runs once rows and options are known, for a
+    /// job whose rows were read from a data set.
+    pub fn check(&self, limits: &Limits) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let parts = Parts {
+            features: &self.features,
+            columns: &self.columns,
+            target: &self.target,
+        };
+        check_parts(&parts, &self.params, limits, &mut errors);
+        errors
+    }
+}
+
 /// Checks that need both the rows and the options: class counts, weights, limits.
-fn check(data: &data::Data, params: &Params, errors: &mut Vec<FieldError>) {
+fn check(data: &data::Data, params: &Params, limits: &Limits, errors: &mut Vec<FieldError>) {
+    let parts = Parts {
+        features: &data.features,
+        columns: &data.columns,
+        target: &data.target,
+    };
+    check_parts(&parts, params, limits, errors);
+}
+
+/// Rows and target, borrowed from a request's data or from a job.
+struct Parts<'a> {
+    features: &'a [String],
+    columns: &'a [FeatureValues],
+    target: &'a Target,
+}
+
+fn check_parts(data: &Parts<'_>, params: &Params, limits: &Limits, errors: &mut Vec<FieldError>) {
     let rows = data.columns.first().map_or(0, FeatureValues::len);
     if data.features.len() > MAX_FEATURES {
         let message = format!(
@@ -216,7 +303,7 @@ fn check(data: &data::Data, params: &Params, errors: &mut Vec<FieldError>) {
         );
     }
     let mut encoded = 0usize;
-    for (name, column) in data.features.iter().zip(&data.columns) {
+    for (name, column) in data.features.iter().zip(data.columns) {
         match column {
             FeatureValues::Numeric(_) => encoded += 1,
             FeatureValues::Categorical(values) => {
@@ -234,10 +321,12 @@ fn check(data: &data::Data, params: &Params, errors: &mut Vec<FieldError>) {
             }
         }
     }
-    if rows.saturating_mul(encoded) > MAX_ENCODED_CELLS {
+    if rows.saturating_mul(encoded) > limits.encoded_cells {
         let message = format!(
             "{rows} rows × {encoded} encoded columns (categories one-hot) is more than the \
-             {MAX_ENCODED_CELLS}-value limit"
+             {}-value limit of one training job (--max-training-cells, \
+             ML_API_MAX_TRAINING_CELLS)",
+            limits.encoded_cells
         );
         push(errors, FieldError::new("features", "too_large", message));
     }
@@ -324,7 +413,7 @@ fn check(data: &data::Data, params: &Params, errors: &mut Vec<FieldError>) {
 }
 
 /// Where a label problem is reported: `classes` in seed 2's shape, `target` otherwise.
-fn class_field(data: &data::Data) -> &'static str {
+fn class_field(data: &Parts<'_>) -> &'static str {
     match &data.target {
         Target::Classes { name: Some(_), .. } => "target",
         _ => "classes",

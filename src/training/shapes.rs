@@ -4,7 +4,6 @@ use serde_json::{Map, Value};
 
 use super::data::{
     classes, feature_names, push, target, target_names, too_large, Data, FeatureValues, Target,
-    MAX_CELLS,
 };
 use crate::error::FieldError;
 
@@ -13,6 +12,7 @@ pub fn seed(
     columns: &Value,
     features: &Value,
     classes_value: &Value,
+    max_cells: usize,
     errors: &mut Vec<FieldError>,
 ) -> Option<Data> {
     let before = errors.len();
@@ -79,8 +79,8 @@ pub fn seed(
         push(errors, FieldError::new("classes", "shape", message));
     }
     let width = names.len();
-    if rows.len().saturating_mul(width.max(1)) > MAX_CELLS {
-        push(errors, too_large("features", rows.len(), width));
+    if rows.len().saturating_mul(width.max(1)) > max_cells {
+        push(errors, too_large("features", rows.len(), width, max_cells));
         return None;
     }
     let mut columns = vec![Vec::with_capacity(rows.len()); width];
@@ -122,6 +122,7 @@ pub fn seed(
 pub fn records(
     records: &Value,
     target_value: Option<&Value>,
+    max_cells: usize,
     errors: &mut Vec<FieldError>,
 ) -> Option<Data> {
     let before = errors.len();
@@ -163,8 +164,11 @@ pub fn records(
         );
     }
     feature_names(&features, "features", errors);
-    if rows.len().saturating_mul(features.len().max(1)) > MAX_CELLS {
-        push(errors, too_large("records", rows.len(), features.len()));
+    if rows.len().saturating_mul(features.len().max(1)) > max_cells {
+        push(
+            errors,
+            too_large("records", rows.len(), features.len(), max_cells),
+        );
     }
     if errors.len() > before {
         return None;

@@ -4,6 +4,7 @@ mod batching;
 mod child;
 mod cluster;
 mod contract;
+mod datasets;
 mod edge;
 mod helpers;
 mod import;

@@ -1,0 +1,317 @@
+//! `/datasets`: upload a data set (streamed to the dataset store while it is parsed), list,
+//! read and delete dataset records. Training from one is `POST /models {"dataset_id"}`.
+
+use std::{collections::HashSet, io::Read};
+
+use axum::{
+    body::Body,
+    extract::{Path, Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::{auth::Admin, extract::ApiQuery, state::AppState};
+use crate::{
+    datasets::{
+        scan::{self, parquet_file},
+        store::Upload,
+        DatasetError, DatasetRecord, Format,
+    },
+    error::{ApiError, ErrorBody},
+    registry::now_ms,
+};
+
+const CSV_TYPES: &[&str] = &["text/csv", "application/csv"];
+const PARQUET_TYPES: &[&str] = &["application/vnd.apache.parquet", "application/x-parquet"];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadParams {
+    /// A label for people (optional).
+    pub name: Option<String>,
+    /// CSV: comma-separated columns read as text (categories) even when they hold numbers.
+    pub categorical: Option<String>,
+}
+
+/// Upload a data set: CSV (`text/csv`, optionally `Content-Encoding: gzip`) with a header
+/// line, or Parquet (`application/vnd.apache.parquet`). The body is streamed to the dataset
+/// store while it is read; types are inferred (numbers; anything else is a string, i.e. a
+/// category; empty cells and `NA`/`NaN`/`null` are missing). A body over `--max-dataset-bytes`
+/// gets 413, a row that breaks the CSV or a column's type gets 422 naming its line and column,
+/// and either leaves nothing stored.
+#[utoipa::path(post, path = "/datasets", tag = "datasets", params(UploadParams),
+    request_body(content = String, description = "CSV text (header line first) or a Parquet file", content_type = "text/csv"),
+    responses((status = 201, description = "Stored: `dataset_id`, `rows`, `columns` (`name`, `type`, `missing`), `bytes`", body = DatasetRecord),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 400, description = "The body ended early", body = ErrorBody),
+              (status = 413, description = "Larger than --max-dataset-bytes", body = ErrorBody),
+              (status = 415, description = "Not CSV or Parquet, or an encoding other than gzip", body = ErrorBody),
+              (status = 422, description = "Not a readable data set (`details` names the line and column)", body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(params): ApiQuery<UploadParams>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (format, gzip) = kind(request.headers())?;
+    let categorical: HashSet<String> = params
+        .categorical
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let id = Uuid::now_v7();
+    let location = match (format, gzip) {
+        (Format::Csv, false) => format!("{id}.csv"),
+        (Format::Csv, true) => format!("{id}.csv.gz"),
+        (Format::Parquet, _) => format!("{id}.parquet"),
+    };
+    let datasets = &state.datasets;
+    let mut upload = datasets.store.upload(&location).await?;
+    let body = request.into_body();
+    let (rows, columns, bytes) = match format {
+        Format::Csv => {
+            let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(8);
+            let parser = tokio::task::spawn_blocking(move || {
+                let reader = ChannelReader::new(receiver);
+                let reader: Box<dyn Read> = if gzip {
+                    Box::new(flate2::read::MultiGzDecoder::new(reader))
+                } else {
+                    Box::new(reader)
+                };
+                scan::summarize_csv(reader, &categorical)
+            });
+            let streamed = stream(body, &mut upload, Some(sender), datasets.max_bytes).await;
+            let parsed = parser
+                .await
+                .map_err(|e| DatasetError::Internal(e.to_string()));
+            match (streamed, parsed) {
+                (Err(error), _) => return refuse(upload, error).await,
+                (Ok(()), Ok(Ok(summary))) => {
+                    let bytes = upload.bytes();
+                    upload.finish().await?;
+                    (summary.rows, summary.columns, bytes)
+                }
+                (Ok(()), Ok(Err(error)) | Err(error)) => return refuse(upload, error.into()).await,
+            }
+        }
+        Format::Parquet => {
+            if let Err(error) = stream(body, &mut upload, None, datasets.max_bytes).await {
+                return refuse(upload, error).await;
+            }
+            let bytes = upload.bytes();
+            upload.finish().await?;
+            match parquet_summary(&state, &location, bytes).await {
+                Ok((rows, columns)) => (rows, columns, bytes),
+                Err(error) => {
+                    datasets.store.delete(&location).await?;
+                    return Err(error.into());
+                }
+            }
+        }
+    };
+    let record = DatasetRecord {
+        dataset_id: id,
+        name: params.name,
+        format,
+        gzip,
+        rows,
+        columns,
+        bytes,
+        location: location.clone(),
+        created_at_ms: now_ms(),
+    };
+    if let Err(error) = datasets.records.create(&record).await {
+        let _ = datasets.store.delete(&location).await;
+        return Err(error.into());
+    }
+    let mut response = (StatusCode::CREATED, Json(&record)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("/datasets/{id}")) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// The content type and encoding: CSV (plain or gzip) or Parquet.
+fn kind(headers: &HeaderMap) -> Result<(Format, bool), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let format = if CSV_TYPES.contains(&essence.as_str()) {
+        Format::Csv
+    } else if PARQUET_TYPES.contains(&essence.as_str()) {
+        Format::Parquet
+    } else {
+        return Err(ApiError::MediaType(format!(
+            "expected `Content-Type: text/csv` or `application/vnd.apache.parquet`, got `{essence}`"
+        )));
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let gzip = match encoding.as_str() {
+        "" | "identity" => false,
+        "gzip" | "x-gzip" if format == Format::Csv => true,
+        other => {
+            return Err(ApiError::MediaType(format!(
+                "`Content-Encoding: {other}` is not taken here; CSV may be sent with \
+                 `Content-Encoding: gzip`, Parquet is sent as is"
+            )))
+        }
+    };
+    Ok((format, gzip))
+}
+
+/// Copies the body into `upload` (and to the CSV parser), refusing it past `max` bytes.
+async fn stream(
+    body: Body,
+    upload: &mut Upload,
+    parser: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    max: u64,
+) -> Result<(), ApiError> {
+    let mut chunks = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| {
+            ApiError::MalformedJson(format!("the body ended before it was complete: {error}"))
+        })?;
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(ApiError::TooLarge(format!(
+                "the data set is larger than the {max}-byte limit (--max-dataset-bytes, \
+                 ML_API_MAX_DATASET_BYTES)"
+            )));
+        }
+        upload.write(&chunk).await?;
+        if let Some(sender) = &parser {
+            if sender.send(chunk).await.is_err() {
+                // The parser stopped at an error: it is the answer.
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Aborts the upload (nothing stays in storage) and answers with `error`.
+async fn refuse(upload: Upload, error: ApiError) -> Result<Response, ApiError> {
+    upload.abort().await;
+    Err(error)
+}
+
+async fn parquet_summary(
+    state: &AppState,
+    location: &str,
+    size: u64,
+) -> Result<(u64, Vec<crate::datasets::ColumnInfo>), DatasetError> {
+    let store = &state.datasets.store;
+    if size < 12 {
+        return Err(DatasetError::invalid(
+            "body",
+            "format",
+            "the body is too short to be a Parquet file",
+        ));
+    }
+    let tail = store.read_range(location, size - 8..size).await?;
+    let length = parquet_file::footer_length(&tail)?;
+    if length + 8 > size {
+        return Err(DatasetError::invalid(
+            "body",
+            "format",
+            "the Parquet footer is longer than the file",
+        ));
+    }
+    let footer = store
+        .read_range(location, size - 8 - length..size - 8)
+        .await?;
+    let metadata = parquet_file::decode_footer(&footer)?;
+    parquet_file::summarize(&metadata)
+}
+
+/// The body chunks, as a blocking reader (for the CSV parser's thread).
+struct ChannelReader {
+    receiver: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(receiver: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            receiver,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+async fn record_of(state: &AppState, id: &str) -> Result<DatasetRecord, ApiError> {
+    let not_found = || ApiError::NotFound(format!("data set `{id}` not found"));
+    let id: Uuid = id.parse().map_err(|_| not_found())?;
+    state.datasets.records.get(id).await?.ok_or_else(not_found)
+}
+
+/// List data sets, newest first.
+#[utoipa::path(get, path = "/datasets", tag = "datasets",
+    responses((status = 200, description = "`{\"datasets\": [record]}`"), (status = 503, body = ErrorBody)))]
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let all = state.datasets.records.list().await?;
+    Ok(Json(json!({ "datasets": all })).into_response())
+}
+
+/// A data set's record.
+#[utoipa::path(get, path = "/datasets/{id}", tag = "datasets",
+    params(("id" = String, Path, description = "Data set id")),
+    responses((status = 200, body = DatasetRecord), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DatasetRecord>, ApiError> {
+    Ok(Json(record_of(&state, &id).await?))
+}
+
+/// Delete a data set: its record and its bytes. Models trained from it are kept.
+#[utoipa::path(delete, path = "/datasets/{id}", tag = "datasets",
+    params(("id" = String, Path, description = "Data set id")),
+    responses((status = 200, description = "`{\"status\": \"dataset deleted\"}`"), (status = 404, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = record_of(&state, &id).await?;
+    if !state.datasets.records.delete(record.dataset_id).await? {
+        return Err(ApiError::NotFound(format!("data set `{id}` not found")));
+    }
+    state.datasets.store.delete(&record.location).await?;
+    Ok(Json(json!({"status": "dataset deleted"})).into_response())
+}
