@@ -232,6 +232,19 @@ checkov.io/skip{{ add1 .n }}: CKV_K8S_15=with a release tag IfNotPresent pulls o
       mountPath: /tmp
 {{- end -}}
 
+{{/* The data-set volume at /data: the shared ReadWriteMany claim, or an emptyDir. */}}
+{{- define "ml-api.datasetsVolume" -}}
+- name: datasets
+{{- with .Values.datasets.persistence }}
+{{- if .enabled }}
+  persistentVolumeClaim:
+    claimName: {{ .existingClaim | default (printf "%s-datasets" (include "ml-api.fullname" $)) }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "ml-api.tmpVolume" -}}
 - name: tmp
   emptyDir:
@@ -266,6 +279,21 @@ ML_API_REDIS_OP_TIMEOUT: {{ . | quote }}
 {{- end }}
 {{- with $c.aliasSyncTimeout }}
 ML_API_ALIAS_SYNC_TIMEOUT: {{ . | quote }}
+{{- end }}
+{{- with .Values.datasets }}
+ML_API_DATASET_STORE: {{ .store | quote }}
+{{- with .maxBytes }}
+ML_API_MAX_DATASET_BYTES: {{ . | int64 | quote }}
+{{- end }}
+{{- with .maxTrainingBodyBytes }}
+ML_API_MAX_TRAINING_BODY_BYTES: {{ . | int64 | quote }}
+{{- end }}
+{{- with .maxInlineTrainingCells }}
+ML_API_MAX_INLINE_TRAINING_CELLS: {{ . | int64 | quote }}
+{{- end }}
+{{- with .maxTrainingCells }}
+ML_API_MAX_TRAINING_CELLS: {{ . | int64 | quote }}
+{{- end }}
 {{- end }}
 {{- if and (not .Values.redis.enabled) .Values.externalRedis.sentinels }}
 ML_API_REDIS_SENTINELS: {{ join "," .Values.externalRedis.sentinels | quote }}
