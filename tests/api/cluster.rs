@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{child::ServerProcess, helpers::repo_path, redis_server::RedisServer};
+use crate::{
+    child::ServerProcess,
+    helpers::{start_training, train_json},
+    redis_server::RedisServer,
+};
 
 pub(crate) fn registry_env(redis: &RedisServer) -> Vec<(&'static str, String)> {
     vec![
@@ -103,19 +107,8 @@ async fn replicas_share_one_registry_and_training_survives_workers_and_redis_fai
 
     // 1. Seed 2's request through replica A; the model is served by replica B within a second
     //    of becoming ready.
-    let train: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_path("train.json")).unwrap()).unwrap();
-    let created = client
-        .post(replica_a.url("/models"))
-        .json(&train)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["model_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let train = train_json();
+    let id = start_training(&client, &replica_a.base, &train).await;
     wait_for_status(
         &client,
         &replica_a,

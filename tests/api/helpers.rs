@@ -149,3 +149,24 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
 /// Held by tests that load the machine on purpose (CPU burners) and by tests that measure a
 /// rate over wall-clock seconds, so the two never overlap within one `cargo test` run.
 pub static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The training API's own request (`train.json`, iris in its shape).
+pub fn train_json() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo_path("train.json")).expect("train.json"))
+        .expect("train.json parses")
+}
+
+/// `POST {base}/models` with `body`: asserts 201 and returns the new model's id.
+pub async fn start_training(client: &reqwest::Client, base: &str, body: &Value) -> String {
+    let created = client
+        .post(format!("{base}/models"))
+        .json(body)
+        .send()
+        .await
+        .expect("POST /models");
+    assert_eq!(created.status(), 201);
+    created.json::<Value>().await.expect("a JSON body")["model_id"]
+        .as_str()
+        .expect("model_id")
+        .to_owned()
+}

@@ -45,7 +45,10 @@ fn render(dir: &Path, listen: u16, upstreams: &[u16]) {
         .env("NGINX_ACCESS_LOG", "off")
         .status()
         .expect("bash runs");
-    assert!(status.success(), "scripts/render-nginx.sh rendered the configuration");
+    assert!(
+        status.success(),
+        "scripts/render-nginx.sh rendered the configuration"
+    );
 }
 
 impl Nginx {

@@ -9,14 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
 use crate::{
     child::ServerProcess,
-    helpers::{get_json, repo_path, seed_record, wait_for_training},
+    helpers::{get_json, repo_path, seed_record, start_training, train_json, wait_for_training},
     redis_server::RedisServer,
-    upload::tiny,
+    upload::tiny_form,
 };
 
 /// Replica settings for `prefix` on `redis`: one inference thread per model (start-up stays
@@ -173,23 +172,12 @@ async fn twenty_trainings_in_a_row_never_make_a_replica_unready() {
         })
     };
 
-    let mut train: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_path("train.json")).unwrap()).unwrap();
+    let mut train = train_json();
     for round in 0..20 {
         // Ten names, each trained twice: every replica serves and preloads them, so its
         // cache (8 models by default) evicts all the time.
         train["name"] = json!(format!("iris{}", round % 10));
-        let created = client
-            .post(replica_a.url("/models"))
-            .json(&train)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), 201);
-        let id = created.json::<Value>().await.unwrap()["model_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = start_training(&client, &replica_a.base, &train).await;
         let record = wait_for_training(&client, &replica_a.url(&format!("/models/{id}"))).await;
         assert_eq!(record["status"], "ready", "{record}");
         // Ready means `name` serves it, on the other replica too.
@@ -237,7 +225,6 @@ async fn writes_through_one_replica_are_followed_by_the_next_request_to_another_
     let client = reqwest::Client::new();
     let _machine = crate::helpers::MACHINE.lock().await;
     let _load = CpuLoad::start();
-    let (model, card) = tiny();
     let golden: Vec<Value> = serde_json::from_slice(
         &std::fs::read(repo_path("tests/fixtures/models/tiny/golden.json")).unwrap(),
     )
@@ -248,13 +235,9 @@ async fn writes_through_one_replica_are_followed_by_the_next_request_to_another_
     let mut versions = Vec::new();
     for round in 0..10 {
         let name = format!("colours{}", round % 2);
-        let form = Form::new()
-            .part("model", Part::bytes(model.clone()).file_name("model.onnx"))
-            .part("card", Part::text(card.to_string()))
-            .text("name", name.clone());
         let created = client
             .post(replica_a.url("/models/upload"))
-            .multipart(form)
+            .multipart(tiny_form(&name))
             .send()
             .await
             .unwrap();
@@ -322,13 +305,7 @@ async fn a_replica_started_without_redis_serves_its_bundled_model_and_joins_when
         started.elapsed().as_millis()
     );
     // Writes need the registry.
-    let (model, card) = tiny();
-    let upload = || {
-        Form::new()
-            .part("model", Part::bytes(model.clone()).file_name("model.onnx"))
-            .part("card", Part::text(card.to_string()))
-            .text("name", "colours")
-    };
+    let upload = || tiny_form("colours");
     let refused = client
         .post(replica.url("/models/upload"))
         .multipart(upload())
@@ -405,18 +382,7 @@ async fn a_loaded_model_answers_every_prediction_route_while_redis_is_frozen() {
     let replica = ServerProcess::start(&[], &env).await;
     let _worker = ServerProcess::worker(&["--name", "trainer"], &env).await;
     let client = reqwest::Client::new();
-    let train: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_path("train.json")).unwrap()).unwrap();
-    let created: Value = client
-        .post(replica.url("/models"))
-        .json(&train)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["model_id"].as_str().unwrap().to_owned();
+    let id = start_training(&client, &replica.base, &train_json()).await;
     wait_for_training(&client, &replica.url(&format!("/models/{id}"))).await;
     let query =
         format!("/models/{id}?sepal_length=5.9&sepal_width=3.0&petal_length=5.1&petal_width=1.8");
@@ -500,15 +466,10 @@ async fn a_pinned_model_is_loaded_when_it_appears_and_readiness_waits_for_it() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["missing"], json!(["colours:prod"]));
 
-    let (model, card) = tiny();
-    let form = Form::new()
-        .part("model", Part::bytes(model).file_name("model.onnx"))
-        .part("card", Part::text(card.to_string()))
-        .text("name", "colours");
     let created: Value = app
         .client
         .post(app.url("/models/upload"))
-        .multipart(form)
+        .multipart(tiny_form("colours"))
         .send()
         .await
         .unwrap()

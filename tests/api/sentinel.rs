@@ -9,14 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::{
     child::ServerProcess,
     helpers::{repo_path, seed_record},
     redis_server::{free_port, RedisServer},
-    upload::tiny,
+    upload::tiny_form,
 };
 
 /// `redis-server --sentinel` watching `master` as `mymaster` (quorum 1, down after 1 s).
@@ -112,14 +111,9 @@ where
 }
 
 async fn upload(client: &reqwest::Client, replica: &ServerProcess) -> reqwest::Response {
-    let (model, card) = tiny();
-    let form = Form::new()
-        .part("model", Part::bytes(model).file_name("model.onnx"))
-        .part("card", Part::text(card.to_string()))
-        .text("name", "colours");
     client
         .post(replica.url("/models/upload"))
-        .multipart(form)
+        .multipart(tiny_form("colours"))
         .send()
         .await
         .unwrap()

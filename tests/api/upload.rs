@@ -13,6 +13,15 @@ pub(crate) fn tiny() -> (Vec<u8>, Value) {
     (model, card)
 }
 
+/// The `tiny` fixture as a `POST /models/upload` form, named `name`.
+pub(crate) fn tiny_form(name: &str) -> Form {
+    let (model, card) = tiny();
+    Form::new()
+        .part("model", Part::bytes(model).file_name("model.onnx"))
+        .part("card", Part::text(card.to_string()))
+        .text("name", name.to_owned())
+}
+
 async fn upload(app: &TestApp, model: Vec<u8>, card: &Value, name: &str) -> reqwest::Response {
     let form = Form::new()
         .part("model", Part::bytes(model).file_name("model.onnx"))
