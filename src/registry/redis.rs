@@ -291,6 +291,10 @@ async fn relay(
 /// Returns `{created, id, alias_set}`.
 const IMPORT: &str = r#"
 local id = redis.call('GET', KEYS[1])
+if id and redis.call('EXISTS', ARGV[6] .. id) == 0 then
+  -- The stored copy was deleted since: store this one.
+  id = false
+end
 local created = 0
 if not id then
   id = ARGV[1]
@@ -416,6 +420,7 @@ impl ModelRegistry for RedisRegistry {
             .arg(onnx.as_ref())
             .arg(record.created_at_ms)
             .arg(format!("{}/{LATEST}", record.name))
+            .arg(self.key(&["model", ""]))
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;

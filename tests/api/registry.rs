@@ -175,6 +175,15 @@ async fn registry_contract(registry: &dyn ModelRegistry) {
         registry.onnx(other.id).await.unwrap().as_deref(),
         Some(&b"onnx-w2"[..])
     );
+    // A deleted copy is stored again by the next import of that content.
+    assert!(registry.delete(stored.id).await.unwrap());
+    let mut again = record("bundled");
+    again.sha256 = bundled.sha256.clone();
+    let restored = registry
+        .import(again.clone(), Bytes::from_static(b"onnx-w"))
+        .await
+        .unwrap();
+    assert_eq!((restored.id, restored.version), (again.id, 3));
 
     // Every change was announced.
     let mut seen = Vec::new();
