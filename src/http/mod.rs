@@ -46,9 +46,17 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .route(
             "/models",
             post(models::create)
-                .layer(DefaultBodyLimit::max(
-                    state.datasets.max_training_body_bytes,
-                ))
+                .layer(
+                    tower::ServiceBuilder::new()
+                        // The limit a declared `Content-Length` is checked against before
+                        // the body is read, and the limit reading it.
+                        .layer(Extension(extract::BodyLimit(
+                            state.datasets.max_training_body_bytes,
+                        )))
+                        .layer(DefaultBodyLimit::max(
+                            state.datasets.max_training_body_bytes,
+                        )),
+                )
                 .get(models::list),
         )
         .route(

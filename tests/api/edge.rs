@@ -114,7 +114,9 @@ async fn hostile_sizes_get_a_4xx_with_the_error_shape_and_the_server_logs_no_pan
     // Training CSV: a million empty cells, a million columns, a quote never closed.
     for (csv, reason) in [
         (",".repeat(1_500_000), "empty"),
-        (format!("a,y\n{}", ",\n".repeat(600_000)), "too_large"),
+        // 1.1 million cells of one feature (the target column does not count) against the
+        // default --max-inline-training-cells of 1,000,000.
+        (format!("a,y\n{}", ",\n".repeat(1_100_000)), "too_large"),
         (format!("a,y\n\"{}", "x".repeat(1_000_000)), "syntax"),
     ] {
         let response = client
@@ -414,6 +416,29 @@ except urllib.error.HTTPError as error:
         "413 payload_too_large",
         "stderr: {}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_training_body_over_the_general_limit_but_within_the_training_limit_is_read() {
+    // 3 MB of CSV declared up front: over --max-body-bytes (2 MiB), within
+    // --max-training-body-bytes (64 MiB), so it is read and judged on its content.
+    let app = crate::helpers::spawn_app().await;
+    let csv = format!("a,y\n{}", "1,0\n2,1\n".repeat(400_000));
+    assert!(csv.len() > 3_000_000);
+    let response = app
+        .client
+        .post(app.url("/models"))
+        .json(&json!({"csv": csv, "target": "y", "max_iter": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        response.status(),
+        201,
+        "{}",
+        response.text().await.unwrap_or_default()
     );
     app.stop().await;
 }

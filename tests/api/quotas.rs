@@ -368,11 +368,14 @@ async fn two_replicas_behind_nginx_hold_one_key_to_its_rate() {
 
     // Redis goes away: each replica limits the key alone (at half its rate, as configured),
     // so requests are neither failed nor let through without limit.
+    // The 100 requests are sent at once: the local limits (a burst of 5 per replica) must
+    // refuse most of them, however long each replica takes to notice that Redis is gone.
     redis.stop();
-    let mut statuses = Vec::new();
+    let mut requests = JoinSet::new();
     for _ in 0..100 {
-        statuses.push(send(client.clone()).await);
+        requests.spawn(send(client.clone()));
     }
+    let statuses = requests.join_all().await;
     let accepted = statuses.iter().filter(|status| **status == 200).count();
     let refused = statuses.iter().filter(|status| **status == 429).count();
     assert_eq!(accepted + refused, 100, "only 200 or 429: {statuses:?}");
