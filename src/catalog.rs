@@ -298,16 +298,20 @@ impl Catalog {
         self.pinned.read().ok()?.get(reference).cloned()
     }
 
-    /// A loaded model by id, if this replica has it (never touches the registry).
-    pub fn cached_id(&self, id: Uuid) -> Option<Arc<LoadedModel>> {
-        let pinned = self
-            .pinned
+    /// The pinned model with registry id `id`, if one is.
+    fn pinned_id(&self, id: Uuid) -> Option<Arc<LoadedModel>> {
+        self.pinned
             .read()
             .ok()?
             .values()
             .find(|model| model.id() == Some(id))
-            .cloned();
-        pinned.or_else(|| self.cache.lock().ok()?.peek(&id).cloned())
+            .cloned()
+    }
+
+    /// A loaded model by id, if this replica has it (never touches the registry).
+    pub fn cached_id(&self, id: Uuid) -> Option<Arc<LoadedModel>> {
+        self.pinned_id(id)
+            .or_else(|| self.cache.lock().ok()?.peek(&id).cloned())
     }
 
     /// The model a reference means now, only if it is loaded (never touches the registry).
@@ -399,14 +403,7 @@ impl Catalog {
 
     /// A cache hit (counted), marking the model recently used.
     fn hit(&self, id: Uuid) -> Option<Arc<LoadedModel>> {
-        let pinned = self
-            .pinned
-            .read()
-            .ok()?
-            .values()
-            .find(|model| model.id() == Some(id))
-            .cloned();
-        let model = match pinned {
+        let model = match self.pinned_id(id) {
             Some(model) => model,
             None => self.cache.lock().ok()?.get(&id).cloned()?,
         };
