@@ -24,7 +24,7 @@ use ml_api::{
     config::ServeConfig,
     metrics::Metrics,
     model::{decode, FeatureBatch},
-    models::{read_model_dir, LoadedModel},
+    serving::load::{read_model_dir, LoadedModel},
 };
 use serde_json::Value;
 use tokio::runtime::Runtime;

@@ -37,7 +37,7 @@ use ml_api::{
         Backend,
     },
     model::{decode, FeatureBatch, Scores},
-    models::LoadedModel,
+    serving::load::LoadedModel,
     startup::Application,
 };
 use serde_json::Value;

@@ -1,22 +1,20 @@
 //! ml-api: fast, operable ONNX model serving for Kubernetes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod catalog;
 pub mod config;
 pub mod datasets;
 pub mod drift;
-pub mod error;
 pub mod fuzz;
 pub mod http;
 pub mod inference;
 pub mod jobs;
 pub mod metrics;
 pub mod model;
-pub mod models;
 pub mod onnx_import;
 pub mod quota;
 pub mod redis_link;
 pub mod registry;
+pub mod serving;
 pub mod shadow;
 pub mod shutdown;
 pub mod startup;

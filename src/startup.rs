@@ -7,17 +7,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    catalog::{Catalog, CatalogSettings, ModelRef},
     config::{ContractConfig, RegistryConfig, RegistryKind, ServeConfig, WorkerConfig},
     http::{self, AppState, Lifecycle},
     jobs::{embedded::EmbeddedQueue, redis::RedisQueue, JobQueue},
     metrics::Metrics,
     model::Contract,
-    models::{read_model, read_model_dir, LoadedModel},
     registry::{
         embedded::EmbeddedRegistry,
         redis::{RedisOptions, RedisRegistry},
         ModelRegistry,
+    },
+    serving::{
+        catalog::{Catalog, CatalogSettings, ModelRef},
+        load::{read_model, read_model_dir, LoadedModel},
+        Scorer,
     },
     shadow::Shadow,
     worker::{Worker, WorkerSettings},
@@ -92,6 +95,11 @@ impl Application {
             tracing::warn!(%error, "cannot read challengers yet; retrying in the background");
         }
         shadow.spawn(config.registry.reconcile_interval, stopped.clone());
+        let scorer = Arc::new(Scorer::new(
+            metrics.clone(),
+            config.http.max_batch_records,
+            Some(shadow.clone()),
+        ));
         let state = AppState::new(http::state::Shared {
             catalog,
             jobs,
@@ -104,6 +112,7 @@ impl Application {
             request_timeout: config.http.request_timeout,
             quotas,
             shadow,
+            scorer,
             datasets,
         });
         let router = http::router(state.clone(), &config)?;
@@ -313,7 +322,11 @@ pub async fn run_worker(
             "/metrics",
             axum::routing::get(move || {
                 let metrics = ops_metrics.clone();
-                async move { metrics.render().map_err(crate::error::ApiError::Internal) }
+                async move {
+                    metrics
+                        .render()
+                        .map_err(crate::http::error::ApiError::Internal)
+                }
             }),
         );
     let ops_stop = stopped.clone();

@@ -17,10 +17,10 @@ use crate::{
     datasets::{load, DatasetStore},
     jobs::{Delivery, Job, JobQueue},
     metrics::Metrics,
-    models::sha256_hex,
     registry::{
         now_ms, ModelRecord, ModelRegistry, ModelStatus, PhaseProgress, Progress, RegistryError,
     },
+    serving::load::sha256_hex,
     training::{self, Limits, Phase, TrainedModel, TrainingJob},
 };
 

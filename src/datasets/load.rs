@@ -13,7 +13,7 @@ use super::{
     ColumnType, DatasetError, DatasetRecord, DatasetStore, Format,
 };
 use crate::{
-    error::FieldError,
+    model::FieldError,
     training::{data::target_names, ClassValue, FeatureValues, Params, Target, TrainingJob},
 };
 

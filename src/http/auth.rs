@@ -4,8 +4,8 @@
 use axum::{extract::FromRequestParts, http::request::Parts};
 use subtle::ConstantTimeEq;
 
+use super::error::ApiError;
 use super::state::AppState;
-use crate::error::ApiError;
 
 /// Present in a handler's arguments: the request carries the admin key (or none is set).
 pub struct Admin;

@@ -24,7 +24,7 @@ use crate::{
         store::Upload,
         DatasetError, DatasetRecord, Format,
     },
-    error::{ApiError, ErrorBody},
+    http::error::{ApiError, ErrorBody},
     registry::now_ms,
 };
 

@@ -11,7 +11,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::state::AppState;
-use crate::{catalog::ModelRef, drift::DriftReport, error::ApiError, error::ErrorBody};
+use crate::{
+    drift::DriftReport, http::error::ApiError, http::error::ErrorBody, serving::catalog::ModelRef,
+};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DriftResponse {

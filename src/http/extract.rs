@@ -8,7 +8,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldError};
 
 /// A JSON request body: `Content-Type: application/json` (415 otherwise), within the body
 /// limit (413), and syntactically valid (400). Its meaning is checked by the handler (422).

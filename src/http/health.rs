@@ -9,8 +9,8 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::error::ApiError;
 use super::state::AppState;
-use crate::error::ApiError;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{auth::Admin, extract::JsonText, state::AppState};
 use crate::{
-    error::{ApiError, ErrorBody, FieldError},
+    http::error::{ApiError, ErrorBody, FieldError},
     quota::{ApiKey, KeySpec},
 };
 

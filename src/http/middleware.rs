@@ -12,8 +12,8 @@ use axum::{
 use opentelemetry::propagation::Extractor;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::error::ApiError;
 use super::state::AppState;
-use crate::error::ApiError;
 
 /// The route label: the matched route template, never the raw path (bounded cardinality).
 /// `MatchedPath` is a reference-counted string, so keeping it costs no allocation.

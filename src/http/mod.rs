@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod datasets;
 pub mod drift;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -34,7 +35,8 @@ use tower_http::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{config::ServeConfig, error::ApiError};
+use crate::config::ServeConfig;
+use error::ApiError;
 pub use state::{AppState, Lifecycle};
 
 /// Builds the application: API routes (rate limited), probes and metrics (exempt), the

@@ -21,14 +21,14 @@ use super::{
     state::AppState,
 };
 use crate::{
-    catalog::ModelRef,
     datasets::load::DatasetJob,
-    error::{ApiError, ErrorBody, FieldError},
+    http::error::{ApiError, ErrorBody, FieldError},
     jobs::Job,
     model::ModelCard,
-    models::ModelSource,
     onnx_import::{self, Reference},
     registry::{ListQuery, ModelRecord, ModelStatus, Page},
+    serving::catalog::ModelRef,
+    serving::load::ModelSource,
     training::TrainingRequest,
 };
 
@@ -257,8 +257,12 @@ pub async fn get(
         .filter(|(key, _)| wanted.contains(&key.as_str()))
         .map(|(key, value)| (key, Value::String(value)))
         .collect();
-    let scores = predict::score(&state, &model, &Value::Object(features), None).await?;
-    let row: Vec<f64> = scores
+    let scored = state
+        .scorer
+        .score(&model, &Value::Object(features), None)
+        .await?;
+    let row: Vec<f64> = scored
+        .scores
         .iter_rows()
         .next()
         .unwrap_or(&[])
@@ -488,7 +492,10 @@ pub async fn upload(
         })?
         .map_err(|error| unservable(format!("{error:#}")))?;
     if let Some(reference) = &upload.reference {
-        reference.check(&loaded).await?;
+        reference
+            .check(&loaded)
+            .await
+            .map_err(ApiError::validation)?;
         // No contract in the card: the reference records are the sample it is profiled from.
         if card.contract.is_none() {
             let sample = Value::Array(
@@ -527,7 +534,7 @@ pub async fn upload(
     let registry = state.catalog.registry();
     let record = registry.create(record, Some(imported.bytes.into())).await?;
     registry
-        .set_alias(&record.name, crate::catalog::LATEST, record.id)
+        .set_alias(&record.name, crate::serving::catalog::LATEST, record.id)
         .await?;
     Ok(created(record))
 }

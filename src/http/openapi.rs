@@ -7,9 +7,9 @@ use utoipa::OpenApi;
 
 use super::{drift, health, lifecycle, models, predict, v2};
 use crate::{
-    error::{ErrorBody, ErrorDetail, FieldError},
+    http::error::{ErrorBody, ErrorDetail, FieldError},
     model::{schema::Field, ElementType},
-    models::LoadedModel,
+    serving::load::LoadedModel,
 };
 
 #[derive(OpenApi)]

@@ -1,8 +1,8 @@
-//! `POST /predict`: the seed API's endpoint, on the default model.
+//! `POST /predict`: the Flask prediction API's endpoint, on the default model.
 //!
 //! Request: one record (a JSON object) or a batch (an array of records).
 //! Response: `{"predictions": [[...scores...], ...]}`, one row per record, exactly as the
-//! Flask seed answered; `?top_k=N` adds the N best labels per record.
+//! Flask prediction API answered; `?top_k=N` adds the N best labels per record.
 
 use axum::{
     extract::State,
@@ -18,14 +18,9 @@ use super::{
     state::AppState,
 };
 use crate::{
-    catalog::{CatalogError, ModelRef},
-    error::{ApiError, ErrorBody, FieldError},
-    inference::InferenceError,
-    model::{
-        contract::{Action, CompiledContract},
-        decode, FeatureBatch, Scores,
-    },
-    models::LoadedModel,
+    http::error::{ApiError, ErrorBody, FieldError},
+    model::Scores,
+    serving::{CatalogError, LoadedModel, ModelRef},
 };
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -52,7 +47,7 @@ pub struct PredictResponse {
 }
 
 impl PredictResponse {
-    /// The seed's shape: each float32 score widened to float64, so it prints as the Flask API
+    /// The Flask prediction API's shape: each float32 score widened to float64, so it prints as the Flask API
     /// printed it; with `top_k`, the `k` best of `labels` per record.
     pub fn from_scores(scores: &Scores, top_k: Option<(usize, &[String])>) -> Self {
         Self {
@@ -107,7 +102,7 @@ pub async fn predict(
     respond(&state, &model, Some(&state.default_model), &query, &body).await
 }
 
-/// Scores `body` with `model` (reached through `via`) and answers in the seed's shape
+/// Scores `body` with `model` (reached through `via`) and answers in the Flask prediction API's shape
 /// (`/predict`, and `POST /models/{id}/predict`).
 pub async fn respond(
     state: &AppState,
@@ -117,131 +112,14 @@ pub async fn respond(
     body: &serde_json::Value,
 ) -> Result<Response, ApiError> {
     let top_k = validated_top_k(query.top_k, model)?;
-    let scores = score(state, model, body, via).await?;
-    let body =
-        PredictResponse::from_scores(&scores, top_k.map(|k| (k, model.schema.labels.as_slice())));
+    let scored = state.scorer.score(model, body, via).await?;
+    let body = PredictResponse::from_scores(
+        &scored.scores,
+        top_k.map(|k| (k, model.schema.labels.as_slice())),
+    );
     let mut response = Json(body).into_response();
     model_headers(&mut response, model);
     Ok(response)
-}
-
-/// Validates `body` against the model's schema and runs it. `via`: the alias (or id) the
-/// request named, for challenger shadow scoring.
-pub async fn score(
-    state: &AppState,
-    model: &LoadedModel,
-    body: &serde_json::Value,
-    via: Option<&ModelRef>,
-) -> Result<Scores, ApiError> {
-    let rejected = |errors: Vec<FieldError>| {
-        count_validation_failures(state, &model.name, &errors);
-        ApiError::validation(errors)
-    };
-    let records = decode::records(body, state.max_batch_records).map_err(rejected)?;
-    let batch = decode::decode(&model.schema, &records).map_err(rejected)?;
-    if let Some(contract) = &model.contract {
-        enforce_contract(state, model, contract, &batch, records.is_batch)?;
-    }
-    let observed = match (&model.drift, &model.contract) {
-        (Some(drift), Some(contract)) => Some((drift, drift.observe(contract, &batch))),
-        _ => None,
-    };
-    let rows = batch.rows;
-    let started = std::time::Instant::now();
-    let scores = model.infer(batch).await.map_err(|error| match error {
-        InferenceError::QueueFull => ApiError::Overloaded,
-        InferenceError::Stopped => ApiError::Unavailable("the model is unloading".to_owned()),
-        InferenceError::Failed(message) => {
-            ApiError::Internal(anyhow::anyhow!("model `{}`: {message}", model.name))
-        }
-    })?;
-    state
-        .shadow
-        .offer(via, model, body, &scores, started.elapsed());
-    state
-        .metrics
-        .predictions
-        .with_label_values(&[&model.name])
-        .inc_by(rows as u64);
-    if let Some((drift, at)) = observed {
-        drift.observe_predictions(at, &scores);
-    }
-    Ok(scores)
-}
-
-/// Checks a decoded batch against the model's contract: departures under a `reject` policy
-/// refuse the request with the same field-level 422 as a schema error; under `warn` they are
-/// served, counted and logged. Both are counted by feature, reason and action.
-fn enforce_contract(
-    state: &AppState,
-    model: &LoadedModel,
-    contract: &CompiledContract,
-    batch: &FeatureBatch,
-    is_batch: bool,
-) -> Result<(), ApiError> {
-    let violations = contract.check(batch, decode::MAX_REPORTED_ERRORS);
-    if violations.is_empty() {
-        return Ok(());
-    }
-    let mut errors = Vec::new();
-    for violation in &violations {
-        let feature = model
-            .schema
-            .fields
-            .get(violation.field)
-            .map_or("record", |f| f.name.as_str());
-        state
-            .metrics
-            .validation_failures
-            .with_label_values(&[
-                &model.name,
-                feature,
-                violation.reason,
-                violation.action.as_str(),
-            ])
-            .inc();
-        if violation.action == Action::Reject {
-            let path = if is_batch {
-                format!("[{}].{feature}", violation.row)
-            } else {
-                feature.to_owned()
-            };
-            errors.push(FieldError::new(
-                path,
-                violation.reason,
-                violation.message.clone(),
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let first = &violations[0];
-    tracing::warn!(
-        model = %model.name,
-        departures = violations.len(),
-        first_feature = %model.schema.fields.get(first.field).map_or("", |f| f.name.as_str()),
-        first_reason = first.reason,
-        first = %first.message,
-        "served a request outside the model's contract (policy: warn)"
-    );
-    Ok(())
-}
-
-fn count_validation_failures(state: &AppState, model: &str, errors: &[FieldError]) {
-    for error in errors {
-        let feature = error.field.rsplit('.').next().unwrap_or(&error.field);
-        let feature = if feature.starts_with('[') {
-            "record"
-        } else {
-            feature
-        };
-        state
-            .metrics
-            .validation_failures
-            .with_label_values(&[model, feature, error.reason, "reject"])
-            .inc();
-    }
 }
 
 fn validated_top_k(top_k: Option<usize>, model: &LoadedModel) -> Result<Option<usize>, ApiError> {
@@ -282,7 +160,7 @@ fn ranked(scores: &Scores, labels: &[String], k: usize) -> Vec<Vec<RankedLabel>>
         .collect()
 }
 
-/// `X-Model-Name` / `X-Model-Version`: which model answered, without changing the seed's body.
+/// `X-Model-Name` / `X-Model-Version`: which model answered, without changing the Flask prediction API's body.
 pub fn model_headers(response: &mut Response, model: &LoadedModel) {
     let headers = response.headers_mut();
     for (name, value) in [

@@ -22,7 +22,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::rate_limit::RateLimitLayer;
 use crate::{
-    error::ApiError,
+    http::error::ApiError,
     quota::{Decision, Quotas, Verdict, KEY_PREFIX},
 };
 

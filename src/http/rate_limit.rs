@@ -13,7 +13,7 @@ use tower_governor::{
     governor::GovernorConfigBuilder, key_extractor::KeyExtractor, GovernorError, GovernorLayer,
 };
 
-use crate::{config::RateLimitConfig, error::ApiError, metrics::Metrics};
+use crate::{config::RateLimitConfig, http::error::ApiError, metrics::Metrics};
 
 /// Who a request counts against.
 #[derive(Debug, Clone)]

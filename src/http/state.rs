@@ -7,10 +7,10 @@ use std::sync::{
 use std::time::Duration;
 
 use crate::{
-    catalog::{Catalog, ModelRef},
     jobs::JobQueue,
     metrics::Metrics,
     quota::Quotas,
+    serving::{Catalog, ModelRef, Scorer},
     shadow::Shadow,
 };
 
@@ -49,6 +49,8 @@ pub struct Shared {
     pub quotas: Arc<Quotas>,
     /// Challenger shadow scoring: requests are offered to it after the champion answered.
     pub shadow: Arc<Shadow>,
+    /// Scores requests: every prediction route calls it.
+    pub scorer: Arc<Scorer>,
     /// Data sets: their bytes, their records, and the training size limits.
     pub datasets: Datasets,
 }

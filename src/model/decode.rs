@@ -10,7 +10,7 @@ use super::{
     batch::{Column, FeatureBatch},
     schema::{ElementType, Field, ModelSchema},
 };
-use crate::error::FieldError;
+use crate::model::FieldError;
 
 /// At most this many field errors are listed in one response.
 pub const MAX_REPORTED_ERRORS: usize = 100;
@@ -50,8 +50,9 @@ pub fn records(body: &Value, max_records: usize) -> Result<Records<'_>, Vec<Fiel
                 .filter_map(|(i, item)| match item {
                     Value::Object(record) => Some(record),
                     other => {
-                        errors.push(FieldError::new(
-                            format!("[{i}]"),
+                        errors.push(FieldError::in_record(
+                            Some(i),
+                            None,
                             "type",
                             format!("expected a record (JSON object), got {}", kind(other)),
                         ));
@@ -95,12 +96,13 @@ pub fn decode(
         for (field, column) in schema.fields.iter().zip(columns.iter_mut()) {
             if let Err(error) = push_value(field, record.get(&field.name), column) {
                 if errors.len() < MAX_REPORTED_ERRORS {
-                    let path = if records.is_batch {
-                        format!("[{row}].{}", field.name)
-                    } else {
-                        field.name.clone()
-                    };
-                    errors.push(FieldError::new(path, error.0, error.1));
+                    let row = records.is_batch.then_some(row);
+                    errors.push(FieldError::in_record(
+                        row,
+                        Some(&field.name),
+                        error.0,
+                        error.1,
+                    ));
                 }
             }
         }

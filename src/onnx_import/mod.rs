@@ -23,8 +23,7 @@ use serde_json::Value;
 pub use reference::{Difference, Reference};
 
 use crate::{
-    error::{ApiError, FieldError},
-    model::ModelCard,
+    model::{FieldError, ModelCard},
     training::onnx as writer,
 };
 use proto::{GraphView, ModelView, NodeView};
@@ -83,13 +82,10 @@ impl ImportError {
     }
 }
 
-impl From<ImportError> for ApiError {
-    fn from(error: ImportError) -> Self {
-        ApiError::validation(vec![FieldError::new(
-            "model",
-            error.reason(),
-            error.to_string(),
-        )])
+impl ImportError {
+    /// The refusal as a field error on the `model` part.
+    pub fn field_error(&self) -> FieldError {
+        FieldError::new("model", self.reason(), self.to_string())
     }
 }
 

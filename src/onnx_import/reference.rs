@@ -6,9 +6,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    error::{ApiError, FieldError},
-    model::{decode, Scores},
-    models::LoadedModel,
+    model::{decode, FieldError, Scores},
+    serving::{scorer, LoadedModel},
 };
 
 /// Absolute tolerance when the reference gives none.
@@ -79,34 +78,33 @@ impl Reference {
 
     /// Scores the records with `model` (validated like `/predict` records, field paths under
     /// `reference.inputs`) and refuses with the largest difference when it is over tolerance.
-    pub async fn check(&self, model: &LoadedModel) -> Result<(), ApiError> {
+    pub async fn check(&self, model: &LoadedModel) -> Result<(), Vec<FieldError>> {
         let records = decode::Records {
             items: self.inputs.iter().collect(),
             is_batch: true,
         };
         let batch = decode::decode(&model.schema, &records).map_err(|errors| {
-            let errors = errors
+            errors
                 .into_iter()
                 .map(|e| FieldError {
                     field: format!("reference.inputs{}", e.field),
                     ..e
                 })
-                .collect();
-            ApiError::validation(errors)
+                .collect::<Vec<_>>()
         })?;
-        let scores = model.infer(batch).await.map_err(|error| {
-            ApiError::validation(vec![FieldError::new(
+        let scores = scorer::infer(model, batch).await.map_err(|error| {
+            vec![FieldError::new(
                 "reference",
                 "unservable",
                 format!("the model cannot score the reference records: {error}"),
-            )])
+            )]
         })?;
         match self.compare(&scores) {
             Ok(None) => Ok(()),
-            Ok(Some(difference)) => Err(ApiError::validation(vec![
+            Ok(Some(difference)) => Err(vec![
                 difference.to_field_error(self.tolerance, &model.schema.labels)
-            ])),
-            Err(error) => Err(ApiError::validation(vec![error])),
+            ]),
+            Err(error) => Err(vec![error]),
         }
     }
 

@@ -107,18 +107,6 @@ pub enum QuotaError {
     Internal(String),
 }
 
-impl From<QuotaError> for crate::error::ApiError {
-    fn from(error: QuotaError) -> Self {
-        match error {
-            QuotaError::Unavailable(_) => Self::Unavailable(error.to_string()),
-            QuotaError::Conflict(message) => Self::Conflict(message),
-            QuotaError::Corrupt(_) | QuotaError::Internal(_) => {
-                Self::Internal(anyhow::Error::new(error))
-            }
-        }
-    }
-}
-
 /// Where keys live.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {

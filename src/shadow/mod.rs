@@ -18,7 +18,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, RwLock,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -27,11 +27,13 @@ use tokio_util::sync::CancellationToken;
 
 use self::{compare::compare, metrics::ShadowMetrics};
 use crate::{
-    catalog::{Catalog, ModelRef},
     config::ShadowConfig,
-    model::{decode, Scores},
-    models::LoadedModel,
+    model::Scores,
     registry::{Challenger, RegistryError, RegistryEvent, ShadowKey, Tally},
+    serving::{
+        scorer::{self, ScoreError, ShadowHook},
+        Catalog, LoadedModel, ModelRef,
+    },
 };
 
 /// One sampled request, waiting for the challenger.
@@ -112,52 +114,6 @@ impl Shadow {
             .iter()
             .find(|(a, _)| a == alias)
             .map(|(_, challenger)| *challenger)
-    }
-
-    /// Called after the champion answered a request that reached it through `via`: samples it
-    /// for the alias's challenger, if any, and queues it without waiting.
-    pub fn offer(
-        &self,
-        via: Option<&ModelRef>,
-        model: &LoadedModel,
-        body: &Value,
-        scores: &Scores,
-        champion_latency: Duration,
-    ) {
-        if !self.active.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(ModelRef::Alias { name, alias }) = via else {
-            return;
-        };
-        let Some(challenger) = self.challenger_of(name, alias) else {
-            return;
-        };
-        let Some(champion) = model.record.as_ref().map(|record| record.id) else {
-            return;
-        };
-        if challenger.challenger == champion || draw() >= challenger.shadow_fraction {
-            return;
-        }
-        let job = Job {
-            key: ShadowKey {
-                name: name.clone(),
-                alias: alias.clone(),
-                champion,
-                challenger: challenger.challenger,
-            },
-            body: body.clone(),
-            champion: scores.clone(),
-            champion_seconds: champion_latency.as_secs_f64(),
-        };
-        match self.jobs.try_send(job) {
-            Ok(()) => self.metrics.queue_depth.inc(),
-            Err(mpsc::error::TrySendError::Full(job)) => {
-                self.outcome(&job.key, "dropped");
-                self.add(job.key, |tally| tally.dropped += 1);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
     }
 
     fn outcome(&self, key: &ShadowKey, outcome: &str) {
@@ -265,13 +221,13 @@ impl Shadow {
                 .get_id(key.challenger)
                 .await
                 .map_err(|e| e.to_string())?;
-            let records = decode::records(&body, self.max_batch_records)
-                .map_err(|_| "the request does not decode".to_owned())?;
-            let batch = decode::decode(&model.schema, &records)
-                .map_err(|_| "the request does not fit the challenger's schema".to_owned())?;
-            let started = Instant::now();
-            let scores = model.infer(batch).await.map_err(|e| e.to_string())?;
-            let seconds = started.elapsed().as_secs_f64();
+            let scored = match scorer::run(&model, &body, self.max_batch_records).await {
+                Err(ScoreError::Invalid(_)) => {
+                    Err("the request does not fit the challenger's schema".to_owned())
+                }
+                other => other.map_err(|e| e.to_string()),
+            }?;
+            let (scores, seconds) = (scored.scores, scored.timings.infer.as_secs_f64());
             Ok::<_, String>((compare(&champion, &scores)?, seconds))
         }
         .await;
@@ -355,6 +311,54 @@ impl Shadow {
                     pending.entry(key).or_default().merge(&tally);
                 }
             }
+        }
+    }
+}
+
+impl ShadowHook for Shadow {
+    /// Called after the champion answered a request that reached it through `via`: samples it
+    /// for the alias's challenger, if any, and queues it without waiting.
+    fn offer(
+        &self,
+        via: Option<&ModelRef>,
+        model: &LoadedModel,
+        body: &Value,
+        scores: &Scores,
+        champion_latency: Duration,
+    ) {
+        if !self.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(ModelRef::Alias { name, alias }) = via else {
+            return;
+        };
+        let Some(challenger) = self.challenger_of(name, alias) else {
+            return;
+        };
+        let Some(champion) = model.record.as_ref().map(|record| record.id) else {
+            return;
+        };
+        if challenger.challenger == champion || draw() >= challenger.shadow_fraction {
+            return;
+        }
+        let job = Job {
+            key: ShadowKey {
+                name: name.clone(),
+                alias: alias.clone(),
+                champion,
+                challenger: challenger.challenger,
+            },
+            body: body.clone(),
+            champion: scores.clone(),
+            champion_seconds: champion_latency.as_secs_f64(),
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => self.metrics.queue_depth.inc(),
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                self.outcome(&job.key, "dropped");
+                self.add(job.key, |tally| tally.dropped += 1);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::data::{feature_names, push, target, target_names, too_large, Data, FeatureValues};
-use crate::error::FieldError;
+use crate::model::FieldError;
 
 /// One record and the (1-based) line it starts on.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::FieldError;
+use crate::model::FieldError;
 
 /// `--max-inline-training-cells`' default: most rows × features sent inside one JSON body
 /// (larger data goes through `POST /datasets`).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::error::FieldError;
+use crate::model::FieldError;
 
 /// Largest `max_iter` accepted (a job must end in bounded time).
 pub const MAX_ITER_LIMIT: u64 = 100_000;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::data::{self, push, ClassValue, FeatureValues, Target};
 use super::params::{self, ClassWeight, Params, RawParams};
-use crate::error::FieldError;
+use crate::model::FieldError;
 
 /// Most distinct classes of a multiclass target.
 pub const MAX_CLASSES: usize = 100;

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use super::data::{
     classes, feature_names, push, target, target_names, too_large, Data, FeatureValues, Target,
 };
-use crate::error::FieldError;
+use crate::model::FieldError;
 
 /// Seed 2's shape: `columns`, `features` (rows of numbers) and `classes`.
 pub fn seed(

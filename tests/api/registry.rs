@@ -6,16 +6,16 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use ml_api::{
-    catalog::{Catalog, CatalogSettings, ModelRef},
     config::ServeConfig,
     metrics::Metrics,
-    models::read_model_dir,
     redis_link::RedisEndpoint,
     registry::{
         embedded::EmbeddedRegistry,
         redis::{RedisOptions, RedisRegistry},
         ListQuery, ModelRecord, ModelRegistry, ModelStatus, RegistryError, RegistryEvent,
     },
+    serving::catalog::{Catalog, CatalogSettings, ModelRef},
+    serving::load::read_model_dir,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    error::{ApiError, FieldError},
+    http::error::{ApiError, FieldError},
     http::extract::{BodyLimit, JsonBody},
 };
 

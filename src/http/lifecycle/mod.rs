@@ -18,7 +18,7 @@ use self::bodies::{valid_alias, AliasChange, ChallengerChange, GateBody};
 pub use self::bodies::{AliasTarget, PromoteGate};
 use super::{auth::Admin, extract::JsonBody, state::AppState};
 use crate::{
-    error::{ApiError, ErrorBody, ErrorDetail, FieldError},
+    http::error::{ApiError, ErrorBody, ErrorDetail, FieldError},
     registry::{
         shadow::LatencyTally, Challenger, ModelRegistry, ModelStatus, Promotion, RegistryError,
         ShadowKey,

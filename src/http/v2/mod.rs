@@ -17,10 +17,10 @@ use axum::{
 use serde_json::{json, Map, Value};
 
 use self::tensor::{InferRequest, InferResponse};
-use super::{predict, state::AppState};
+use super::state::AppState;
 use crate::{
-    catalog::ModelRef, error::ApiError, model::ModelSchema, models::LoadedModel,
-    registry::ListQuery,
+    http::error::ApiError, model::ModelSchema, registry::ListQuery, serving::catalog::ModelRef,
+    serving::load::LoadedModel,
 };
 
 /// Errors as the protocol shapes them: `{"error": "..."}`, 400 for a bad request.
@@ -270,7 +270,12 @@ async fn run(
         &model.schema,
         state.max_batch_records,
     )?;
-    let scores = predict::score(state, model, &records, via).await?;
+    let scores = state
+        .scorer
+        .score(model, &records, via)
+        .await
+        .map_err(ApiError::from)?
+        .scores;
     Ok(Json(InferResponse {
         model_name: model.name.clone(),
         model_version: model.version.clone(),

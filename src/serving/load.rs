@@ -1,4 +1,4 @@
-//! Loaded models: a model directory (`<dir>/<name>/model.onnx` + optional `card.json`) or
+//! Loading a model: a model directory (`<dir>/<name>/model.onnx` + optional `card.json`) or
 //! registry bytes become a [`LoadedModel`]: one ONNX Runtime session per inference thread,
 //! the request schema derived from graph and card, warmed up before use.
 
@@ -22,10 +22,12 @@ use crate::{
     },
     metrics::Metrics,
     model::{
-        batch::argmax, contract::CompiledContract, decode, Contract, FeatureBatch, ModelCard,
-        ModelSchema, Scores,
+        batch::argmax, contract::CompiledContract, Contract, FeatureBatch, ModelCard, ModelSchema,
+        Scores,
     },
 };
+
+use super::scorer;
 
 pub struct LoadedModel {
     pub name: String,
@@ -35,7 +37,7 @@ pub struct LoadedModel {
     pub sha256: String,
     /// Time taken to load and warm up.
     pub load_seconds: f64,
-    /// The registry record it was loaded from, kept so seed 2's `GET /models/{id}?...` is
+    /// The registry record it was loaded from, kept so the Celery training API's `GET /models/{id}?...` is
     /// answered while the registry is unreachable.
     pub record: Option<crate::registry::ModelRecord>,
     /// The card's feature contract, checked against the schema; None when the card has none.
@@ -205,10 +207,9 @@ impl LoadedModel {
     /// contract, with the share of rows this model gives each output column. Invalid records
     /// are refused with their field errors.
     pub async fn profile(&self, records: &serde_json::Value) -> Result<Contract, ProfileError> {
-        let records = decode::records(records, usize::MAX).map_err(ProfileError::Invalid)?;
-        let batch = decode::decode(&self.schema, &records).map_err(ProfileError::Invalid)?;
-        let scores = self
-            .infer(batch.clone())
+        let (batch, _) =
+            scorer::decode_records(self, records, usize::MAX).map_err(ProfileError::Invalid)?;
+        let scores = scorer::infer(self, batch.clone())
             .await
             .map_err(|e| ProfileError::Inference(e.to_string()))?;
         let winners: Vec<usize> = scores
@@ -222,7 +223,7 @@ impl LoadedModel {
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("the sample does not validate against the model: {0:?}")]
-    Invalid(Vec<crate::error::FieldError>),
+    Invalid(Vec<crate::model::FieldError>),
     #[error("the model failed on the sample: {0}")]
     Inference(String),
 }
@@ -233,12 +234,10 @@ async fn warm_up(model: &LoadedModel, workers: usize) -> anyhow::Result<()> {
     let Some(example) = &model.card.example else {
         return Ok(());
     };
-    let records =
-        decode::records(example, 1).map_err(|e| anyhow::anyhow!("card example: {e:?}"))?;
-    let batch = decode::decode(&model.schema, &records)
+    let (batch, _) = scorer::decode_records(model, example, 1)
         .map_err(|errors| anyhow::anyhow!("the card's example does not validate: {errors:?}"))?;
     // Queue one run per thread at once, so every session gets its first run here.
-    let runs = (0..workers).map(|_| model.infer(batch.clone()));
+    let runs = (0..workers).map(|_| scorer::infer(model, batch.clone()));
     for scores in futures::future::try_join_all(runs).await? {
         ensure!(scores.rows == 1, "warm-up returned {} rows", scores.rows);
         if !model.schema.labels.is_empty() {

@@ -1,5 +1,6 @@
 //! The service's one error type. Every failure a client can see becomes an [`ApiError`],
-//! and this file is the only place that picks its HTTP status and JSON body:
+//! and this file is the only place that picks its HTTP status and JSON body (every
+//! `From<DomainError> for ApiError` lives here, so the domain never imports HTTP):
 //! `{"error": {"code": "...", "message": "...", "details": [...]}}`.
 
 use axum::{
@@ -10,26 +11,14 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct FieldError {
-    /// Where the problem is: a field name, or `[i].field` inside a batch.
-    pub field: String,
-    /// Machine-readable reason: `missing`, `type`, `range`, `category`, `null`, `shape`, ...
-    pub reason: &'static str,
-    /// What is wrong, for humans.
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::model::FieldError;
+use crate::{
+    datasets::DatasetError,
+    onnx_import::ImportError,
+    quota::QuotaError,
+    registry::RegistryError,
+    serving::{CatalogError, ScoreError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -141,9 +130,8 @@ impl ApiError {
     }
 }
 
-impl From<crate::catalog::CatalogError> for ApiError {
-    fn from(error: crate::catalog::CatalogError) -> Self {
-        use crate::catalog::CatalogError;
+impl From<CatalogError> for ApiError {
+    fn from(error: CatalogError) -> Self {
         match error {
             CatalogError::NotFound(what) => Self::NotFound(format!("model `{what}` not found")),
             CatalogError::NotReady { id, status } => {
@@ -155,9 +143,8 @@ impl From<crate::catalog::CatalogError> for ApiError {
     }
 }
 
-impl From<crate::datasets::DatasetError> for ApiError {
-    fn from(error: crate::datasets::DatasetError) -> Self {
-        use crate::datasets::DatasetError;
+impl From<DatasetError> for ApiError {
+    fn from(error: DatasetError) -> Self {
         match error {
             DatasetError::Invalid {
                 field,
@@ -170,14 +157,42 @@ impl From<crate::datasets::DatasetError> for ApiError {
     }
 }
 
-impl From<crate::registry::RegistryError> for ApiError {
-    fn from(error: crate::registry::RegistryError) -> Self {
-        use crate::registry::RegistryError;
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
         match error {
             RegistryError::Unavailable(_) => Self::Unavailable(error.to_string()),
             RegistryError::NotFound(what) => Self::NotFound(format!("model `{what}` not found")),
             RegistryError::Conflict(message) => Self::Conflict(message),
             RegistryError::Corrupt(_) => Self::Internal(anyhow::Error::new(error)),
+        }
+    }
+}
+
+impl From<QuotaError> for ApiError {
+    fn from(error: QuotaError) -> Self {
+        match error {
+            QuotaError::Unavailable(_) => Self::Unavailable(error.to_string()),
+            QuotaError::Conflict(message) => Self::Conflict(message),
+            QuotaError::Corrupt(_) | QuotaError::Internal(_) => {
+                Self::Internal(anyhow::Error::new(error))
+            }
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(error: ImportError) -> Self {
+        Self::validation(vec![error.field_error()])
+    }
+}
+
+impl From<ScoreError> for ApiError {
+    fn from(error: ScoreError) -> Self {
+        match error {
+            ScoreError::Invalid(details) => Self::validation(details),
+            ScoreError::Overloaded => Self::Overloaded,
+            ScoreError::Unavailable(message) => Self::Unavailable(message),
+            ScoreError::Failed(message) => Self::Internal(anyhow::anyhow!(message)),
         }
     }
 }

@@ -34,8 +34,8 @@ pub use crate::registry::LATEST;
 use crate::{
     config::InferenceConfig,
     metrics::Metrics,
-    models::{sha256_hex, LoadedModel, ModelSource},
     registry::{ModelRecord, ModelRegistry, ModelStatus, RegistryError, RegistryEvent},
+    serving::load::{sha256_hex, LoadedModel, ModelSource},
 };
 
 /// How a request names a model: an id, or `name[:alias]`.

@@ -1,0 +1,248 @@
+//! Scoring: records (a JSON record or an array of them) become the model's typed columns,
+//! are checked against the model's contract, observed for drift, run by the inference pool,
+//! offered to the shadow hook and counted. Every prediction route calls [`Scorer::score`];
+//! what needs the same decode-then-infer without the serving policy (warm-up, profiling, the
+//! upload's reference check, the challenger in shadow scoring) calls [`run`].
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use super::{catalog::ModelRef, load::LoadedModel};
+use crate::{
+    inference::InferenceError,
+    metrics::Metrics,
+    model::{
+        contract::{Action, CompiledContract},
+        decode, FeatureBatch, FieldError, Scores,
+    },
+};
+
+/// Why a request could not be scored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScoreError {
+    /// The input breaks the model's schema or a `reject` contract: each problem as data.
+    #[error("{} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    /// The model's queue is full.
+    #[error("the model is at capacity")]
+    Overloaded,
+    /// The model is unloading.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The model failed on valid input.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ScoreError {
+    fn from_inference(error: InferenceError, model: &str) -> Self {
+        match error {
+            InferenceError::QueueFull => Self::Overloaded,
+            InferenceError::Stopped => Self::Unavailable("the model is unloading".to_owned()),
+            InferenceError::Failed(message) => Self::Failed(format!("model `{model}`: {message}")),
+        }
+    }
+}
+
+/// How long each stage took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Records into typed columns.
+    pub decode: Duration,
+    /// The contract check and drift observation.
+    pub validate: Duration,
+    /// Queue wait and inference.
+    pub infer: Duration,
+}
+
+/// Scores and how long each stage took.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub scores: Scores,
+    pub timings: Timings,
+}
+
+/// Called after the champion answered a request that named the model through `via`:
+/// challenger shadow scoring implements it (`crate::shadow`).
+pub trait ShadowHook: Send + Sync {
+    fn offer(
+        &self,
+        via: Option<&ModelRef>,
+        model: &LoadedModel,
+        body: &Value,
+        scores: &Scores,
+        champion_latency: Duration,
+    );
+}
+
+/// The serving policy around a model: batch size limit, contract, drift, shadow, metrics.
+pub struct Scorer {
+    metrics: Metrics,
+    max_batch_records: usize,
+    shadow: Option<Arc<dyn ShadowHook>>,
+}
+
+impl Scorer {
+    pub fn new(
+        metrics: Metrics,
+        max_batch_records: usize,
+        shadow: Option<Arc<dyn ShadowHook>>,
+    ) -> Self {
+        Self {
+            metrics,
+            max_batch_records,
+            shadow,
+        }
+    }
+
+    /// The most records one request may carry.
+    pub fn max_batch_records(&self) -> usize {
+        self.max_batch_records
+    }
+
+    /// Validates `body` against the model's schema and contract and runs it. `via`: the alias
+    /// (or id) the request named, for challenger shadow scoring.
+    pub async fn score(
+        &self,
+        model: &LoadedModel,
+        body: &Value,
+        via: Option<&ModelRef>,
+    ) -> Result<Scored, ScoreError> {
+        let started = Instant::now();
+        let (batch, is_batch) = {
+            let _span = tracing::debug_span!("decode", model = %model.name).entered();
+            decode_records(model, body, self.max_batch_records)
+                .inspect_err(|errors| self.count_rejected(&model.name, errors))
+                .map_err(ScoreError::Invalid)?
+        };
+        let decoded = Instant::now();
+        if let Some(contract) = &model.contract {
+            self.enforce_contract(model, contract, &batch, is_batch)?;
+        }
+        let observed = match (&model.drift, &model.contract) {
+            (Some(drift), Some(contract)) => Some((drift, drift.observe(contract, &batch))),
+            _ => None,
+        };
+        let rows = batch.rows;
+        let validated = Instant::now();
+        let scores = infer(model, batch).await?;
+        let inferred = Instant::now();
+        let timings = Timings {
+            decode: decoded - started,
+            validate: validated - decoded,
+            infer: inferred - validated,
+        };
+        if let Some(shadow) = &self.shadow {
+            shadow.offer(via, model, body, &scores, timings.infer);
+        }
+        self.metrics
+            .predictions
+            .with_label_values(&[&model.name])
+            .inc_by(rows as u64);
+        if let Some((drift, at)) = observed {
+            drift.observe_predictions(at, &scores);
+        }
+        Ok(Scored { scores, timings })
+    }
+
+    /// Checks a decoded batch against the model's contract: departures under a `reject`
+    /// policy refuse the request with the same field errors as a schema error; under `warn`
+    /// they are served, counted and logged. Both are counted by feature, reason and action.
+    fn enforce_contract(
+        &self,
+        model: &LoadedModel,
+        contract: &CompiledContract,
+        batch: &FeatureBatch,
+        is_batch: bool,
+    ) -> Result<(), ScoreError> {
+        let violations = contract.check(batch, decode::MAX_REPORTED_ERRORS);
+        let Some(first) = violations.first() else {
+            return Ok(());
+        };
+        let feature_name = |index: usize| model.schema.fields.get(index).map(|f| f.name.as_str());
+        let mut errors = Vec::new();
+        for violation in &violations {
+            let feature = feature_name(violation.field);
+            self.metrics
+                .validation_failures
+                .with_label_values(&[
+                    &model.name,
+                    feature.unwrap_or("record"),
+                    violation.reason,
+                    violation.action.as_str(),
+                ])
+                .inc();
+            if violation.action == Action::Reject {
+                errors.push(FieldError::in_record(
+                    is_batch.then_some(violation.row),
+                    Some(feature.unwrap_or("record")),
+                    violation.reason,
+                    violation.message.clone(),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ScoreError::Invalid(errors));
+        }
+        tracing::warn!(
+            model = %model.name,
+            departures = violations.len(),
+            first_feature = %feature_name(first.field).unwrap_or(""),
+            first_reason = first.reason,
+            first = %first.message,
+            "served a request outside the model's contract (policy: warn)"
+        );
+        Ok(())
+    }
+
+    fn count_rejected(&self, model: &str, errors: &[FieldError]) {
+        for error in errors {
+            self.metrics
+                .validation_failures
+                .with_label_values(&[model, error.feature_label(), error.reason, "reject"])
+                .inc();
+        }
+    }
+}
+
+/// Splits `body` into at most `max_records` records and decodes them into the model's
+/// columns; also says whether the body was a batch (field paths carry `[i].`).
+pub fn decode_records(
+    model: &LoadedModel,
+    body: &Value,
+    max_records: usize,
+) -> Result<(FeatureBatch, bool), Vec<FieldError>> {
+    let records = decode::records(body, max_records)?;
+    let batch = decode::decode(&model.schema, &records)?;
+    Ok((batch, records.is_batch))
+}
+
+/// Runs a decoded batch through the model's inference pool (queue wait included).
+pub async fn infer(model: &LoadedModel, batch: FeatureBatch) -> Result<Scores, ScoreError> {
+    model
+        .infer(batch)
+        .await
+        .map_err(|error| ScoreError::from_inference(error, &model.name))
+}
+
+/// Decode-then-infer without the serving policy (no contract, drift, shadow or metrics).
+pub async fn run(
+    model: &LoadedModel,
+    body: &Value,
+    max_records: usize,
+) -> Result<Scored, ScoreError> {
+    let started = Instant::now();
+    let (batch, _) = decode_records(model, body, max_records).map_err(ScoreError::Invalid)?;
+    let decoded = Instant::now();
+    let scores = infer(model, batch).await?;
+    let timings = Timings {
+        decode: decoded - started,
+        validate: Duration::ZERO,
+        infer: decoded.elapsed(),
+    };
+    Ok(Scored { scores, timings })
+}
