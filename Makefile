@@ -31,6 +31,7 @@ test-tools: ## Install what the tests need (idempotent)
 .PHONY: lint
 lint: ## rustfmt and clippy, warnings denied
 	$(CARGO) fmt --all -- --check
+	scripts/check-module-graph.py
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 .PHONY: test

@@ -364,18 +364,6 @@ pub struct HttpConfig {
     pub max_connections: usize,
 }
 
-impl HttpConfig {
-    /// The limits the connection loop enforces.
-    pub fn edge_limits(&self) -> crate::http::server::EdgeLimits {
-        crate::http::server::EdgeLimits {
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
-            body_read_timeout: self.body_read_timeout,
-            max_connections: self.max_connections,
-        }
-    }
-}
-
 /// Per-client rate limiting (tower_governor, in memory per replica).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Rate limiting")]

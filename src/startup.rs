@@ -126,7 +126,7 @@ impl Application {
             state,
             shutdown_delay: config.http.shutdown_delay,
             shutdown_grace: config.http.shutdown_grace,
-            edge: config.http.edge_limits(),
+            edge: http::server::EdgeLimits::from(&config.http),
             stopped,
         })
     }

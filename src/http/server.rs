@@ -59,6 +59,17 @@ pub struct EdgeLimits {
     pub max_connections: usize,
 }
 
+impl From<&crate::config::HttpConfig> for EdgeLimits {
+    fn from(config: &crate::config::HttpConfig) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            body_read_timeout: config.body_read_timeout,
+            max_connections: config.max_connections,
+        }
+    }
+}
+
 /// A request body that did not arrive within `--body-read-timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body was not received within {0:?}")]
