@@ -99,6 +99,14 @@ cluster-down: ## Stop the local cluster (by PID)
 loadtest: build ## k6 daily-1m.js against the local cluster; non-zero when a threshold fails
 	scripts/loadtest.sh
 
+.PHONY: lambda-package
+lambda-package: build ## AWS Lambda zip (bootstrap + models + ONNX Runtime) in .run/lambda for deploy/lambda/template.yaml (SAM)
+	scripts/lambda-package.sh target/release/ml-api
+
+.PHONY: lambda-ab
+lambda-ab: build test-tools ## A/B test: k6 mix vs 2 replicas behind nginx and vs Lambda instances under the emulator; see docs/k8s-vs-lambda.md
+	scripts/lambda-ab.sh
+
 .PHONY: bench
 bench: ort ## Performance bar: ml-api vs a bare axum baseline (wrk, oha), targets, criterion benches; see docs/performance.md
 	scripts/bench.sh

@@ -4,6 +4,8 @@
 #   - headless Chromium (Debian) for the offline Swagger UI check
 #   - redis-server (Debian): tests start their own, on a free loopback port
 #   - nginx (Debian): the quota test runs the ingress configuration in front of two replicas
+#   - cargo-lambda (PyPI, a static binary) in .tools/venv-lambda: the Lambda tests run the
+#     prebuilt binary under its Runtime API emulator (`cargo lambda watch --only-lambda-apis`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,14 @@ if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# --no-deps: cargo-lambda's ziglang dependency (101 MB) is only needed to cross-compile.
+CARGO_LAMBDA_VERSION=1.9.2
+LAMBDA_VENV=.tools/venv-lambda
+if [[ "$("$LAMBDA_VENV/bin/cargo-lambda" lambda --version 2>/dev/null)" != *" $CARGO_LAMBDA_VERSION"* ]]; then
+  [[ -x "$LAMBDA_VENV/bin/python" ]] || python3 -m venv "$LAMBDA_VENV"
+  "$LAMBDA_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "cargo-lambda==$CARGO_LAMBDA_VERSION"
 fi
 
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

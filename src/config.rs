@@ -26,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a stateless predictor replica (HTTP API).
     Serve(Box<ServeConfig>),
+    /// Serve the predictor as an AWS Lambda function (function URL, API Gateway) under the
+    /// Lambda runtime API; the same flags as `serve` (`--addr` is unused). A bare `ml-api`
+    /// with AWS_LAMBDA_RUNTIME_API set (Lambda's `bootstrap`) runs this.
+    Lambda(Box<ServeConfig>),
     /// Run a training worker: takes jobs from the Redis queue, stores models in the registry.
     Worker(Box<WorkerConfig>),
     /// Profile a sample of records into a model's feature contract (printed as JSON, for the

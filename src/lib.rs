@@ -8,6 +8,7 @@ pub mod fuzz;
 pub mod http;
 pub mod inference;
 pub mod jobs;
+pub mod lambda;
 pub mod metrics;
 pub mod model;
 pub mod onnx_import;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use ml_api::{
     config::{Cli, Command},
-    shutdown,
+    lambda, shutdown,
     startup::{self, Application},
     telemetry,
 };
@@ -15,7 +15,10 @@ use ml_api::{
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(lambda::command_line(
+        std::env::args_os(),
+        std::env::var_os(lambda::RUNTIME_API_ENV),
+    ));
     // Telemetry first, before the runtime, so Sentry and the exporters see every thread.
     let telemetry = match telemetry::init(&cli.telemetry) {
         Ok(guard) => guard,
@@ -47,6 +50,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let app = Application::build(*config).await?;
             app.run_until_stopped(shutdown::signal()).await
         }
+        Command::Lambda(config) => lambda::run(*config).await,
         Command::Worker(config) => startup::run_worker(*config, shutdown::signal()).await,
         Command::Contract(config) => {
             let contract = startup::profile_contract(&config).await?;

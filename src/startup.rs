@@ -37,10 +37,20 @@ pub struct Application {
     stopped: CancellationToken,
 }
 
-impl Application {
-    /// Connects the registry, stores the bundled models in it, loads the default model,
-    /// builds the router and binds the listener (port 0 picks a free port).
-    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+/// A predictor before it listens anywhere: its state, its router, and the token that ends
+/// its background tasks. [`Application`] binds it to a TCP listener; `ml-api lambda`
+/// ([`crate::lambda`]) hands the router to the Lambda runtime instead.
+pub struct Predictor {
+    pub router: axum::Router,
+    pub state: AppState,
+    /// Cancelled when the predictor stops: ends background tasks.
+    pub stopped: CancellationToken,
+}
+
+impl Predictor {
+    /// Connects the registry, stores the bundled models in it, loads the default model and
+    /// builds the router. Readiness is left to the caller (once it can serve).
+    pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         let metrics = Metrics::new()?;
         let registry = connect_registry(&config.registry, true)?;
         let stopped = CancellationToken::new();
@@ -115,7 +125,23 @@ impl Application {
             scorer,
             datasets,
         });
-        let router = http::router(state.clone(), &config)?;
+        let router = http::router(state.clone(), config)?;
+        Ok(Self {
+            router,
+            state,
+            stopped,
+        })
+    }
+}
+
+impl Application {
+    /// Builds the [`Predictor`] and binds the listener (port 0 picks a free port).
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        let Predictor {
+            router,
+            state,
+            stopped,
+        } = Predictor::build(&config).await?;
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.addr))?;

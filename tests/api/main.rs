@@ -8,6 +8,7 @@ mod datasets;
 mod edge;
 mod helpers;
 mod import;
+mod lambda;
 mod nginx;
 mod operations;
 mod predict;
