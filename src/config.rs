@@ -296,8 +296,9 @@ pub struct DatasetConfig {
     /// must all see the same store (in Kubernetes: a ReadWriteMany volume or a bucket).
     #[arg(long, env = "ML_API_DATASET_STORE", default_value = "data/datasets")]
     pub dataset_store: String,
-    /// Largest data set upload (`POST /datasets`), in bytes as sent (compressed, for
-    /// `Content-Encoding: gzip`); larger uploads get 413 and leave nothing stored.
+    /// Largest data set upload (`POST /datasets`), in bytes as sent; larger uploads get 413
+    /// and leave nothing stored. A gzip body (`Content-Encoding: gzip`) that decompresses to
+    /// more than this many bytes gets 422 (`too_large`) and leaves nothing stored.
     #[arg(long, env = "ML_API_MAX_DATASET_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
     pub max_dataset_bytes: u64,
     /// Largest `POST /models` body, in bytes (rows sent inside the JSON: `columns` +

@@ -499,14 +499,36 @@ fn as_csv(request: &Value) -> (String, Value) {
     (text, json!("class"))
 }
 
+/// A `Write` sink whose bytes the test reads once the writer is done.
+#[derive(Clone, Default)]
+struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Trains reference case `name` from its rows as a CSV data set and checks the result
 /// against scikit-learn's probabilities and against the same request trained inline.
 fn agree_from_dataset(name: &str) {
-    use ml_api::datasets::{load, scan, DatasetRecord, Format};
+    use ml_api::datasets::{columnar, load, scan, DatasetRecord, Format};
     let case = fixture(name);
     let request = case["request"].clone();
     let (csv, target) = as_csv(&request);
-    let summary = scan::summarize_csv(csv.as_bytes(), &Default::default()).unwrap();
+    // The upload's Parquet copy of the cells is what training reads.
+    let copy = SharedBuffer::default();
+    let summary = scan::summarize_csv(
+        csv.as_bytes(),
+        &Default::default(),
+        Some(Box::new(copy.clone())),
+    )
+    .unwrap();
+    assert!(summary.columnar, "{name}: the Parquet copy is complete");
     let record = DatasetRecord {
         dataset_id: uuid::Uuid::nil(),
         name: None,
@@ -516,6 +538,7 @@ fn agree_from_dataset(name: &str) {
         columns: summary.columns,
         bytes: csv.len() as u64,
         location: "case.csv".into(),
+        columnar: None,
         created_at_ms: 0,
     };
     let mut options = request.as_object().unwrap().clone();
@@ -536,7 +559,14 @@ fn agree_from_dataset(name: &str) {
         .map(|n| (n.clone(), dataset_job.dataset.column(n).unwrap().kind))
         .collect();
     let cells = scan::read_csv_columns(csv.as_bytes(), &wanted, 0, &mut |_| {}).unwrap();
-    let from_dataset = load::build(&dataset_job, cells).unwrap();
+    let copied = copy.0.lock().unwrap().clone();
+    let from_copy = columnar::read_bytes(copied.into(), &wanted, 0).unwrap();
+    assert_eq!(
+        format!("{from_copy:?}"),
+        format!("{cells:?}"),
+        "{name}: copy vs CSV"
+    );
+    let from_dataset = load::build(&dataset_job, from_copy).unwrap();
     assert!(from_dataset.check(&Default::default()).is_empty());
     let trained = train(&from_dataset, &mut |_| {}).unwrap();
     let expected: Vec<Vec<f64>> = serde_json::from_value(case["probabilities"].clone()).unwrap();

@@ -2,14 +2,16 @@
 //! the data set's record, and the worker's side, which streams the columns it needs from
 //! storage into a [`TrainingJob`].
 
-use std::io::Read;
+use std::{io::Read, sync::Arc};
 
 use futures::TryStreamExt;
+use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    scan::{self, Cells},
+    columnar,
+    scan::{self, parquet_file, Cells},
     ColumnType, DatasetError, DatasetRecord, DatasetStore, Format,
 };
 use crate::{
@@ -167,8 +169,9 @@ impl DatasetJob {
     }
 }
 
-/// Reads the job's columns from storage (streamed for CSV; Parquet needs its footer, so its
-/// bytes are fetched whole) and builds the training job. `rows_read` is called as rows arrive.
+/// Reads the job's columns from storage and builds the training job: from the Parquet copy
+/// of a CSV's cells when the upload wrote one, or from the Parquet file uploaded, one row
+/// group at a time; else the CSV, streamed. `rows_read` is called as rows arrive.
 pub async fn load(
     store: &DatasetStore,
     job: &DatasetJob,
@@ -177,8 +180,16 @@ pub async fn load(
     let wanted = job.wanted();
     let rows = usize::try_from(job.dataset.rows).unwrap_or(0);
     let mut rows_read = rows_read;
-    let cells = match job.dataset.format {
-        Format::Csv => {
+    let parquet = match (&job.dataset.format, &job.dataset.columnar) {
+        (Format::Parquet, _) => Some((job.dataset.location.as_str(), job.dataset.bytes)),
+        (Format::Csv, Some(copy)) => Some((copy.location.as_str(), copy.bytes)),
+        (Format::Csv, None) => None,
+    };
+    let cells = match parquet {
+        Some((location, size)) => {
+            read_parquet(store, location, size, &wanted, rows, &mut rows_read).await?
+        }
+        None => {
             let stream = store
                 .read(&job.dataset.location)
                 .await?
@@ -202,16 +213,73 @@ pub async fn load(
             .await
             .map_err(|e| DatasetError::Internal(e.to_string()))??
         }
-        Format::Parquet => {
-            let bytes = store.read_all(&job.dataset.location).await?;
-            tokio::task::spawn_blocking(move || {
-                scan::parquet_file::read_columns(bytes, &wanted, &mut rows_read)
-            })
-            .await
-            .map_err(|e| DatasetError::Internal(e.to_string()))??
-        }
     };
     build(job, cells)
+}
+
+/// A Parquet object's footer (`size` bytes long in all).
+pub async fn parquet_metadata(
+    store: &DatasetStore,
+    location: &str,
+    size: u64,
+) -> Result<ParquetMetaData, DatasetError> {
+    if size < 12 {
+        return Err(DatasetError::invalid(
+            "body",
+            "format",
+            "the body is too short to be a Parquet file",
+        ));
+    }
+    let tail = store.read_range(location, size - 8..size).await?;
+    let length = parquet_file::footer_length(&tail)?;
+    if length + 8 > size {
+        return Err(DatasetError::invalid(
+            "body",
+            "format",
+            "the Parquet footer is longer than the file",
+        ));
+    }
+    let footer = store
+        .read_range(location, size - 8 - length..size - 8)
+        .await?;
+    parquet_file::decode_footer(&footer)
+}
+
+/// The columns `wanted` of a Parquet object, fetched one row group at a time (the bytes of
+/// one row group's wanted chunks are held at once, never the file).
+async fn read_parquet(
+    store: &DatasetStore,
+    location: &str,
+    size: u64,
+    wanted: &[(String, ColumnType)],
+    rows: usize,
+    rows_read: &mut (impl FnMut(u64) + Send + 'static),
+) -> Result<Vec<Cells>, DatasetError> {
+    let metadata = Arc::new(parquet_metadata(store, location, size).await?);
+    let indices = Arc::new(columnar::column_indices(&metadata, wanted)?);
+    let mut out = columnar::empty_cells(wanted, rows);
+    let mut count = 0u64;
+    for group in 0..metadata.num_row_groups() {
+        let range = metadata
+            .row_groups()
+            .get(group)
+            .map(|g| columnar::group_range(g, &indices))
+            .unwrap_or(0..0);
+        let bytes = store.read_range(location, range.clone()).await?;
+        let (metadata_, indices_) = (metadata.clone(), indices.clone());
+        out = tokio::task::spawn_blocking(move || {
+            columnar::read_group(&metadata_, group, range.start, bytes, &indices_, &mut out)
+                .map(|()| out)
+        })
+        .await
+        .map_err(|e| DatasetError::Internal(e.to_string()))??;
+        count += metadata
+            .row_groups()
+            .get(group)
+            .map_or(0, |g| u64::try_from(g.num_rows()).unwrap_or(0));
+        rows_read(count);
+    }
+    Ok(out)
 }
 
 /// Typed columns into a training job (features first, then the target columns).

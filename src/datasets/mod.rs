@@ -4,8 +4,11 @@
 //! streams the bytes from storage ([`load`]). The HTTP server never holds a whole data set.
 //!
 //! - [`scan`]: the CSV reader shared by the upload (types, rows, errors by line and column)
-//!   and the worker (typed columns), plus Parquet's footer and columns.
+//!   and the worker (typed columns), plus Parquet's footer.
+//! - [`columnar`]: the Parquet copy of a CSV's cells written during its upload (so training
+//!   does not parse the CSV again), and the column reader of Parquet files.
 
+pub mod columnar;
 pub mod load;
 pub mod records;
 pub mod scan;
@@ -64,7 +67,18 @@ pub struct DatasetRecord {
     pub bytes: u64,
     /// The object's path inside the dataset store.
     pub location: String,
+    /// CSV: the Parquet copy of its cells, written while it was uploaded, which training reads
+    /// instead of parsing the CSV again (absent when it could not be written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columnar: Option<StoredObject>,
     pub created_at_ms: u64,
+}
+
+/// An object in the dataset store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StoredObject {
+    pub location: String,
+    pub bytes: u64,
 }
 
 impl DatasetRecord {

@@ -20,9 +20,10 @@ use uuid::Uuid;
 use super::{auth::Admin, extract::ApiQuery, state::AppState};
 use crate::{
     datasets::{
+        load,
         scan::{self, parquet_file},
         store::Upload,
-        DatasetError, DatasetRecord, Format,
+        DatasetError, DatasetRecord, Format, StoredObject,
     },
     http::error::{ApiError, ErrorBody},
     registry::now_ms,
@@ -43,9 +44,11 @@ pub struct UploadParams {
 /// Upload a data set: CSV (`text/csv`, optionally `Content-Encoding: gzip`) with a header
 /// line, or Parquet (`application/vnd.apache.parquet`). The body is streamed to the dataset
 /// store while it is read; types are inferred (numbers; anything else is a string, i.e. a
-/// category; empty cells and `NA`/`NaN`/`null` are missing). A body over `--max-dataset-bytes`
-/// gets 413, a row that breaks the CSV or a column's type gets 422 naming its line and column,
-/// and either leaves nothing stored.
+/// category; empty cells and `NA`/`NaN`/`null` are missing), and a CSV's parsed cells are
+/// stored as a Parquet copy (`columnar`) that training reads instead of the CSV. A body over
+/// `--max-dataset-bytes` gets 413 (a gzip body decompressing past it, 422 `too_large`), a row
+/// that breaks the CSV or a column's type gets 422 naming its line and column, and each
+/// leaves nothing stored.
 #[utoipa::path(post, path = "/datasets", tag = "datasets", params(UploadParams),
     request_body(content = String, description = "CSV text (header line first) or a Parquet file", content_type = "text/csv"),
     responses((status = 201, description = "Stored: `dataset_id`, `rows`, `columns` (`name`, `type`, `missing`), `bytes`", body = DatasetRecord),
@@ -80,30 +83,66 @@ pub async fn create(
     let datasets = &state.datasets;
     let mut upload = datasets.store.upload(&location).await?;
     let body = request.into_body();
-    let (rows, columns, bytes) = match format {
+    let (rows, columns, bytes, columnar) = match format {
         Format::Csv => {
             let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(8);
+            // The Parquet copy of the cells (see `datasets::columnar`), uploaded as written.
+            let copy_location = format!("{id}.columns.parquet");
+            let copy_upload = datasets.store.upload(&copy_location).await?;
+            let (copy_sender, copy_receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
+            let max_bytes = datasets.max_bytes;
             let parser = tokio::task::spawn_blocking(move || {
                 let reader = ChannelReader::new(receiver);
                 let reader: Box<dyn Read> = if gzip {
-                    Box::new(flate2::read::MultiGzDecoder::new(reader))
+                    let decoder = flate2::read::MultiGzDecoder::new(reader);
+                    Box::new(scan::Limited::new(decoder, max_bytes))
                 } else {
                     Box::new(reader)
                 };
-                scan::summarize_csv(reader, &categorical)
+                let copy: Box<dyn std::io::Write + Send> = Box::new(
+                    std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(copy_sender)),
+                );
+                scan::summarize_csv(reader, &categorical, Some(copy))
             });
-            let streamed = stream(body, &mut upload, Some(sender), datasets.max_bytes).await;
+            let (streamed, copy_upload) = tokio::join!(
+                stream(body, &mut upload, Some(sender), datasets.max_bytes),
+                pump(copy_receiver, copy_upload)
+            );
             let parsed = parser
                 .await
                 .map_err(|e| DatasetError::Internal(e.to_string()));
             match (streamed, parsed) {
-                (Err(error), _) => return refuse(upload, error).await,
+                (Err(error), _) => {
+                    if let Some(copy) = copy_upload {
+                        copy.abort().await;
+                    }
+                    return refuse(upload, error).await;
+                }
                 (Ok(()), Ok(Ok(summary))) => {
                     let bytes = upload.bytes();
                     upload.finish().await?;
-                    (summary.rows, summary.columns, bytes)
+                    let columnar = match copy_upload {
+                        Some(copy) if summary.columnar => {
+                            let size = copy.bytes();
+                            copy.finish().await.ok().map(|()| StoredObject {
+                                location: copy_location,
+                                bytes: size,
+                            })
+                        }
+                        Some(copy) => {
+                            copy.abort().await;
+                            None
+                        }
+                        None => None,
+                    };
+                    (summary.rows, summary.columns, bytes, columnar)
                 }
-                (Ok(()), Ok(Err(error)) | Err(error)) => return refuse(upload, error.into()).await,
+                (Ok(()), Ok(Err(error)) | Err(error)) => {
+                    if let Some(copy) = copy_upload {
+                        copy.abort().await;
+                    }
+                    return refuse(upload, error.into()).await;
+                }
             }
         }
         Format::Parquet => {
@@ -113,7 +152,7 @@ pub async fn create(
             let bytes = upload.bytes();
             upload.finish().await?;
             match parquet_summary(&state, &location, bytes).await {
-                Ok((rows, columns)) => (rows, columns, bytes),
+                Ok((rows, columns)) => (rows, columns, bytes, None),
                 Err(error) => {
                     datasets.store.delete(&location).await?;
                     return Err(error.into());
@@ -130,10 +169,14 @@ pub async fn create(
         columns,
         bytes,
         location: location.clone(),
+        columnar,
         created_at_ms: now_ms(),
     };
     if let Err(error) = datasets.records.create(&record).await {
         let _ = datasets.store.delete(&location).await;
+        if let Some(copy) = &record.columnar {
+            let _ = datasets.store.delete(&copy.location).await;
+        }
         return Err(error.into());
     }
     let mut response = (StatusCode::CREATED, Json(&record)).into_response();
@@ -220,28 +263,40 @@ async fn parquet_summary(
     location: &str,
     size: u64,
 ) -> Result<(u64, Vec<crate::datasets::ColumnInfo>), DatasetError> {
-    let store = &state.datasets.store;
-    if size < 12 {
-        return Err(DatasetError::invalid(
-            "body",
-            "format",
-            "the body is too short to be a Parquet file",
-        ));
-    }
-    let tail = store.read_range(location, size - 8..size).await?;
-    let length = parquet_file::footer_length(&tail)?;
-    if length + 8 > size {
-        return Err(DatasetError::invalid(
-            "body",
-            "format",
-            "the Parquet footer is longer than the file",
-        ));
-    }
-    let footer = store
-        .read_range(location, size - 8 - length..size - 8)
-        .await?;
-    let metadata = parquet_file::decode_footer(&footer)?;
+    let metadata = load::parquet_metadata(&state.datasets.store, location, size).await?;
     parquet_file::summarize(&metadata)
+}
+
+/// Uploads what the CSV parser writes into the Parquet copy. `None`: the copy could not be
+/// stored (the data set is then trained from its CSV).
+async fn pump(
+    mut receiver: tokio::sync::mpsc::Receiver<Bytes>,
+    mut upload: Upload,
+) -> Option<Upload> {
+    while let Some(chunk) = receiver.recv().await {
+        if let Err(error) = upload.write(&chunk).await {
+            tracing::warn!(%error, "cannot store the Parquet copy of a CSV data set");
+            upload.abort().await;
+            return None;
+        }
+    }
+    Some(upload)
+}
+
+/// The parser's side of the Parquet copy: its bytes, sent to [`pump`].
+struct ChannelWriter(tokio::sync::mpsc::Sender<Bytes>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::other("the Parquet copy's upload stopped"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The body chunks, as a blocking reader (for the CSV parser's thread).
@@ -313,5 +368,8 @@ pub async fn delete(
         return Err(ApiError::NotFound(format!("data set `{id}` not found")));
     }
     state.datasets.store.delete(&record.location).await?;
+    if let Some(copy) = &record.columnar {
+        state.datasets.store.delete(&copy.location).await?;
+    }
     Ok(Json(json!({"status": "dataset deleted"})).into_response())
 }

@@ -83,16 +83,39 @@ pub fn fit(columns: &[FeatureValues], rows: &[usize], standardize: bool) -> Vec<
         .collect()
 }
 
-/// Encodes the rows `rows` of `columns`.
+/// Encodes the rows `rows` of `columns`: blocks of rows on all cores, each block filled
+/// column by column (so the block being written stays in cache).
 pub fn transform(encoders: &[Encoder], columns: &[FeatureValues], rows: &[usize]) -> Matrix {
+    use rayon::prelude::*;
+    const BLOCK_ROWS: usize = 1024;
     let cols: usize = encoders.iter().map(Encoder::width).sum();
     let mut data = vec![0.0; rows.len() * cols];
+    if cols > 0 {
+        data.par_chunks_mut(BLOCK_ROWS * cols)
+            .zip(rows.par_chunks(BLOCK_ROWS))
+            .for_each(|(block, rows)| encode_block(encoders, columns, rows, cols, block));
+    }
+    Matrix {
+        rows: rows.len(),
+        cols,
+        data,
+    }
+}
+
+/// Fills `block` (the rows `rows`, `cols` wide, zeroed) from `columns`.
+fn encode_block(
+    encoders: &[Encoder],
+    columns: &[FeatureValues],
+    rows: &[usize],
+    cols: usize,
+    block: &mut [f64],
+) {
     let mut offset = 0;
     for (encoder, column) in encoders.iter().zip(columns) {
         match (encoder, column) {
             (Encoder::Numeric { mean, scale }, FeatureValues::Numeric(values)) => {
                 for (r, &i) in rows.iter().enumerate() {
-                    if let (Some(cell), Some(v)) = (data.get_mut(r * cols + offset), values.get(i))
+                    if let (Some(cell), Some(v)) = (block.get_mut(r * cols + offset), values.get(i))
                     {
                         *cell = (v - mean) * scale;
                     }
@@ -101,7 +124,8 @@ pub fn transform(encoders: &[Encoder], columns: &[FeatureValues], rows: &[usize]
             (Encoder::Categorical { categories }, FeatureValues::Categorical(values)) => {
                 for (r, &i) in rows.iter().enumerate() {
                     let position = values.get(i).and_then(|v| categories.binary_search(v).ok());
-                    if let Some(cell) = position.and_then(|p| data.get_mut(r * cols + offset + p)) {
+                    if let Some(cell) = position.and_then(|p| block.get_mut(r * cols + offset + p))
+                    {
                         *cell = 1.0;
                     }
                 }
@@ -110,11 +134,6 @@ pub fn transform(encoders: &[Encoder], columns: &[FeatureValues], rows: &[usize]
             _ => {}
         }
         offset += encoder.width();
-    }
-    Matrix {
-        rows: rows.len(),
-        cols,
-        data,
     }
 }
 

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::design::Matrix;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingMetrics {
     /// `"test"` (the held-out split) or `"train"` (no split: the training rows).
@@ -72,12 +74,12 @@ fn f1(tp: u64, fp: u64, fn_: u64) -> f64 {
 }
 
 /// Multiclass (binary included): `truth` class indices, `proba` rows over `k` classes.
-pub fn classes(truth: &[usize], proba: &[Vec<f64>], k: usize) -> Scores {
+pub fn classes(truth: &[usize], proba: &Matrix, k: usize) -> Scores {
     let n = truth.len().max(1) as f64;
     let mut confusion = vec![vec![0u64; k]; k];
     let mut correct = 0usize;
     let mut log_loss = 0.0;
-    for (&t, row) in truth.iter().zip(proba) {
+    for (&t, row) in truth.iter().zip(proba.iter_rows()) {
         let predicted = argmax(row);
         correct += usize::from(predicted == t);
         // A row's probabilities are renormalised after clipping, as scikit-learn does.
@@ -116,14 +118,14 @@ pub fn classes(truth: &[usize], proba: &[Vec<f64>], k: usize) -> Scores {
 }
 
 /// Multi-label: `truth[l][i]` flags and `proba[i][l]` = P(label l = 1).
-pub fn multi_label(names: &[String], truth: &[Vec<bool>], proba: &[Vec<f64>]) -> Scores {
-    let n = proba.len();
+pub fn multi_label(names: &[String], truth: &[Vec<bool>], proba: &Matrix) -> Scores {
+    let n = proba.rows;
     let mut per_label = Vec::with_capacity(names.len());
     let mut all_right = vec![true; n];
     for (l, (name, flags)) in names.iter().zip(truth).enumerate() {
         let mut m = [[0u64; 2]; 2];
         let mut log_loss = 0.0;
-        for (i, (&t, row)) in flags.iter().zip(proba).enumerate() {
+        for (i, (&t, row)) in flags.iter().zip(proba.iter_rows()).enumerate() {
             let p = row.get(l).copied().unwrap_or(0.0);
             let predicted = p > 0.5;
             if let Some(cell) = m
@@ -162,15 +164,23 @@ pub fn multi_label(names: &[String], truth: &[Vec<bool>], proba: &[Vec<f64>]) ->
 mod tests {
     use super::*;
 
+    fn matrix(rows: Vec<Vec<f64>>) -> Matrix {
+        Matrix {
+            rows: rows.len(),
+            cols: rows.first().map_or(0, Vec::len),
+            data: rows.concat(),
+        }
+    }
+
     #[test]
     fn multiclass_scores() {
         let truth = [0, 1, 2, 2];
-        let proba = vec![
+        let proba = matrix(vec![
             vec![0.8, 0.1, 0.1],
             vec![0.2, 0.7, 0.1],
             vec![0.1, 0.6, 0.3],
             vec![0.1, 0.1, 0.8],
-        ];
+        ]);
         let s = classes(&truth, &proba, 3);
         assert_eq!(s.accuracy, 0.75);
         let expected = -(0.8f64.ln() + 0.7f64.ln() + 0.3f64.ln() + 0.8f64.ln()) / 4.0;
@@ -184,7 +194,7 @@ mod tests {
     fn multi_label_scores() {
         let names = vec!["a".to_owned(), "b".to_owned()];
         let truth = vec![vec![true, true], vec![false, true]];
-        let proba = vec![vec![0.9, 0.3], vec![0.4, 0.7]];
+        let proba = matrix(vec![vec![0.9, 0.3], vec![0.4, 0.7]]);
         let s = multi_label(&names, &truth, &proba);
         assert_eq!(s.accuracy, 0.5);
         assert_eq!(s.per_label[0].confusion_matrix, [[0, 0], [1, 1]]);

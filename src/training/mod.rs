@@ -264,7 +264,7 @@ pub fn train_in_phases(
     phase(Phase::Profiling);
     let winners: Vec<usize> = model
         .proba_matrix(&x)
-        .iter()
+        .iter_rows()
         .map(|row| argmax(row).unwrap_or(0))
         .collect();
     let contract = card::contract(job, &train_rows, &winners, class_values.len());

@@ -34,35 +34,60 @@ impl LinearModel {
     }
 
     /// One row of output probabilities per design-matrix row.
-    pub fn proba_matrix(&self, x: &Matrix) -> Vec<Vec<f64>> {
+    /// Probabilities of every row of `x`, one row each (`[1 − p, p]` for binary).
+    pub fn proba_matrix(&self, x: &Matrix) -> Matrix {
+        use rayon::prelude::*;
         let d = self.width();
-        x.iter_rows()
-            .take(x.rows)
-            .map(|row| {
-                let z: Vec<f64> = self
-                    .intercept
-                    .iter()
-                    .enumerate()
-                    .map(|(c, b)| dot(row, self.coef.get(c * d..(c + 1) * d).unwrap_or(&[])) + b)
-                    .collect();
-                match self.kind {
-                    ModelKind::Binary => {
-                        let p = sigmoid(z.first().copied().unwrap_or(0.0));
-                        vec![1.0 - p, p]
+        let cols = match self.kind {
+            ModelKind::Binary => 2,
+            _ => self.intercept.len(),
+        };
+        let mut data = vec![0.0; x.rows * cols];
+        // Rows in blocks on all cores; each row's numbers do not depend on the blocks.
+        data.par_chunks_mut(cols.max(1) * 4096)
+            .zip(x.data.par_chunks(x.cols.max(1) * 4096))
+            .for_each(|(out, rows)| {
+                let mut z = vec![0.0; self.intercept.len()];
+                for (p, row) in out
+                    .chunks_exact_mut(cols.max(1))
+                    .zip(rows.chunks_exact(x.cols.max(1)))
+                {
+                    for (c, (zc, b)) in z.iter_mut().zip(&self.intercept).enumerate() {
+                        *zc = dot(row, self.coef.get(c * d..(c + 1) * d).unwrap_or(&[])) + b;
                     }
-                    ModelKind::Multinomial => {
-                        let lse = logsumexp(&z);
-                        z.iter().map(|v| (v - lse).exp()).collect()
+                    match self.kind {
+                        ModelKind::Binary => {
+                            let pos = sigmoid(z.first().copied().unwrap_or(0.0));
+                            if let [neg, one] = p {
+                                *neg = 1.0 - pos;
+                                *one = pos;
+                            }
+                        }
+                        ModelKind::Multinomial => {
+                            let lse = logsumexp(&z);
+                            p.iter_mut().zip(&z).for_each(|(p, v)| *p = (v - lse).exp());
+                        }
+                        ModelKind::MultiLabel => {
+                            p.iter_mut().zip(&z).for_each(|(p, &v)| *p = sigmoid(v));
+                        }
                     }
-                    ModelKind::MultiLabel => z.iter().map(|&v| sigmoid(v)).collect(),
                 }
-            })
-            .collect()
+            });
+        Matrix {
+            rows: x.rows,
+            cols,
+            data,
+        }
     }
 
     /// Scores every row of `columns` (feature columns in training order).
     pub fn predict_proba(&self, columns: &[FeatureValues]) -> Vec<Vec<f64>> {
         let rows: Vec<usize> = (0..columns.first().map_or(0, FeatureValues::len)).collect();
-        self.proba_matrix(&design::transform(&self.encoders, columns, &rows))
+        let proba = self.proba_matrix(&design::transform(&self.encoders, columns, &rows));
+        proba
+            .iter_rows()
+            .take(proba.rows)
+            .map(<[f64]>::to_vec)
+            .collect()
     }
 }

@@ -137,7 +137,16 @@ async fn a_csv_upload_is_typed_listed_and_trains_a_model_that_agrees_with_scikit
         .collect();
     assert_eq!(types[0], ("age".to_owned(), "number".to_owned()));
     assert_eq!(types[2], ("color".to_owned(), "string".to_owned()));
-    assert_eq!(files(&dir).len(), 1, "the bytes are in the store");
+    // The CSV as sent, and the Parquet copy of its cells that training reads.
+    let copy = dataset["columnar"]["location"]
+        .as_str()
+        .expect("a Parquet copy");
+    assert!(copy.ends_with(".parquet"), "{dataset}");
+    assert_eq!(
+        files(&dir).len(),
+        2,
+        "the bytes and their copy are in the store"
+    );
     assert_eq!(get_json(&app.client, &app.url(&id)).await, dataset);
     let listed = get_json(&app.client, &app.url("/datasets")).await;
     assert_eq!(listed["datasets"][0], dataset);
@@ -458,7 +467,8 @@ async fn bad_rows_and_bad_types_get_422_naming_line_and_column_and_leave_nothing
     .await;
     assert_error(response, 415, "unsupported_media_type").await;
 
-    wait_until_empty_but(&dir, 1).await;
+    // The one good upload: its CSV and the Parquet copy of its cells.
+    wait_until_empty_but(&dir, 2).await;
     let listed = get_json(&app.client, &app.url("/datasets")).await;
     assert_eq!(listed["datasets"].as_array().unwrap().len(), 1);
     app.stop().await;
@@ -517,6 +527,47 @@ async fn an_oversized_or_truncated_upload_leaves_nothing_behind() {
     wait_until_empty(&dir).await;
     let listed = get_json(&app.client, &app.url("/datasets")).await;
     assert_eq!(listed["datasets"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_gzip_body_that_decompresses_past_the_limit_gets_422_naming_the_flag_and_leaves_nothing()
+{
+    let dir = store_dir();
+    let app = app_with_store(&dir, Some(200_000)).await;
+    // 2.4 MB of CSV in a body of a few kilobytes.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(b"a,b,y\n").unwrap();
+    encoder.write_all(&b"1,2,p\n".repeat(400_000)).unwrap();
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 200_000, "the body itself is under the limit");
+    let response = upload(&app.client, &app.url("/datasets"), "text/csv", true, bomb).await;
+    let body = assert_error(response, 422, "validation").await;
+    let detail = &body["error"]["details"][0];
+    assert_eq!(detail["reason"], "too_large", "{body}");
+    assert!(
+        detail["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-dataset-bytes"),
+        "{body}"
+    );
+
+    // The same data under the limit is taken.
+    let mut small = String::from("a,b,y\n");
+    for i in 0..1_000 {
+        small.push_str(&format!("{i},2,{}\n", i % 2));
+    }
+    let response = upload(
+        &app.client,
+        &app.url("/datasets"),
+        "text/csv",
+        true,
+        gzip(small.as_bytes()),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    wait_until_empty_but(&dir, 2).await;
     app.stop().await;
 }
 

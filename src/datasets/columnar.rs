@@ -1,0 +1,630 @@
+//! Parquet columns: the copy of a CSV upload's parsed cells that training reads instead of
+//! parsing the CSV a second time, and the column reader for every Parquet file (uploaded or
+//! written here).
+//!
+//! While `POST /datasets` parses a CSV (to infer types and find bad rows) it writes each cell
+//! it has parsed into a Parquet file next to the CSV: numbers as `DOUBLE`, text as UTF-8
+//! `BYTE_ARRAY`, missing cells as nulls, a row group every [`rows_per_group`] rows (the
+//! server holds one row group, never the data set). The schema is fixed at the first row
+//! group; a column with no present cell by then is written as numbers, and if it later turns
+//! out to hold text the copy is dropped ([`ColumnarWriter::finish`] says so) and training
+//! falls back to the CSV.
+//!
+//! Training fetches one row group's byte range at a time and decodes the columns it needs
+//! with Parquet's column readers (no per-row values, no per-cell parsing).
+
+use std::{io::Write, sync::Arc};
+
+use bytes::{Buf, Bytes};
+use parquet::{
+    basic::{ConvertedType, LogicalType, Repetition, Type as PhysicalType},
+    column::reader::{ColumnReader, ColumnReaderImpl},
+    data_type::{ByteArray, ByteArrayType, DataType, DoubleType},
+    errors::ParquetError,
+    file::{
+        metadata::{ParquetMetaData, RowGroupMetaData},
+        properties::{EnabledStatistics, ReaderProperties, WriterProperties},
+        reader::{ChunkReader, Length, RowGroupReader},
+        serialized_reader::SerializedRowGroupReader,
+        writer::SerializedFileWriter,
+    },
+    schema::types::{ColumnDescriptor, Type},
+};
+
+use super::{scan::Cells, ColumnType, DatasetError};
+
+/// Rows per row group for `width` columns: about 2 million cells (16 MiB of numbers).
+pub fn rows_per_group(width: usize) -> usize {
+    ((1usize << 21) / width.max(1)).clamp(1024, 1 << 16)
+}
+
+/// One column's cells of the row group being filled.
+enum Buffer {
+    /// No present cell yet.
+    Pending,
+    Numbers(Vec<f64>),
+    Texts(Vec<ByteArray>),
+}
+
+/// Writes the cells of a CSV, row by row, as Parquet into `sink`.
+pub struct ColumnarWriter {
+    names: Vec<String>,
+    rows_per_group: usize,
+    sink: Option<Box<dyn Write + Send>>,
+    file: Option<SerializedFileWriter<Box<dyn Write + Send>>>,
+    /// The type each column was written with (fixed by the first row group).
+    schema: Vec<ColumnType>,
+    buffers: Vec<Buffer>,
+    /// Definition levels (1 present, 0 missing) per column.
+    defs: Vec<Vec<i16>>,
+    rows: usize,
+    /// Set when the copy cannot be completed; later calls do nothing.
+    failed: bool,
+}
+
+impl ColumnarWriter {
+    /// `None` sink: a writer that writes nothing (and reports no copy).
+    pub fn new(names: &[String], sink: Option<Box<dyn Write + Send>>) -> Self {
+        let rows_per_group = rows_per_group(names.len());
+        Self {
+            names: names.to_vec(),
+            rows_per_group,
+            failed: sink.is_none(),
+            sink,
+            file: None,
+            schema: Vec::new(),
+            buffers: names.iter().map(|_| Buffer::Pending).collect(),
+            defs: names
+                .iter()
+                .map(|_| Vec::with_capacity(rows_per_group))
+                .collect(),
+            rows: 0,
+        }
+    }
+
+    pub fn number(&mut self, column: usize, value: f64) {
+        if self.failed {
+            return;
+        }
+        match self.buffers.get_mut(column) {
+            Some(Buffer::Numbers(values)) => values.push(value),
+            Some(buffer @ Buffer::Pending) => {
+                let mut values = Vec::with_capacity(self.rows_per_group);
+                values.push(value);
+                *buffer = Buffer::Numbers(values);
+            }
+            _ => self.failed = true,
+        }
+        if let Some(defs) = self.defs.get_mut(column) {
+            defs.push(1);
+        }
+    }
+
+    pub fn text(&mut self, column: usize, text: &[u8]) {
+        if self.failed {
+            return;
+        }
+        let declared = self.schema.get(column).copied();
+        match self.buffers.get_mut(column) {
+            Some(Buffer::Texts(values)) => values.push(ByteArray::from(text.to_vec())),
+            Some(buffer @ Buffer::Pending) if declared != Some(ColumnType::Number) => {
+                *buffer = Buffer::Texts(vec![ByteArray::from(text.to_vec())]);
+            }
+            // Written as numbers in an earlier row group: this copy cannot hold the column.
+            _ => self.failed = true,
+        }
+        if let Some(defs) = self.defs.get_mut(column) {
+            defs.push(1);
+        }
+    }
+
+    pub fn missing(&mut self, column: usize) {
+        if let Some(defs) = self.defs.get_mut(column) {
+            defs.push(0);
+        }
+    }
+
+    /// Ends a row; writes the row group when it is full.
+    pub fn end_row(&mut self) {
+        if self.failed {
+            return;
+        }
+        self.rows += 1;
+        if self.rows == self.rows_per_group {
+            if let Err(error) = self.flush() {
+                tracing::debug!(%error, "the Parquet copy of a CSV upload is dropped");
+                self.failed = true;
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), ParquetError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            self.schema = self
+                .buffers
+                .iter()
+                .map(|b| match b {
+                    Buffer::Texts(_) => ColumnType::String,
+                    _ => ColumnType::Number,
+                })
+                .collect();
+            let fields = self
+                .names
+                .iter()
+                .zip(&self.schema)
+                .map(|(name, kind)| {
+                    let field = match kind {
+                        ColumnType::Number => {
+                            Type::primitive_type_builder(name, PhysicalType::DOUBLE)
+                        }
+                        ColumnType::String => {
+                            Type::primitive_type_builder(name, PhysicalType::BYTE_ARRAY)
+                                .with_logical_type(Some(LogicalType::String))
+                        }
+                    };
+                    field
+                        .with_repetition(Repetition::OPTIONAL)
+                        .build()
+                        .map(Arc::new)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let schema = Type::group_type_builder("schema")
+                .with_fields(fields)
+                .build()?;
+            let properties = WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+                .set_dictionary_enabled(false)
+                .set_statistics_enabled(EnabledStatistics::None)
+                .build();
+            let sink = self
+                .sink
+                .take()
+                .ok_or_else(|| ParquetError::General("no sink".to_owned()))?;
+            self.file = Some(SerializedFileWriter::new(
+                sink,
+                Arc::new(schema),
+                Arc::new(properties),
+            )?);
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| ParquetError::General("no file".to_owned()))?;
+        let mut group = file.next_row_group()?;
+        for ((buffer, defs), kind) in self
+            .buffers
+            .iter_mut()
+            .zip(&mut self.defs)
+            .zip(&self.schema)
+        {
+            let mut column = group
+                .next_column()?
+                .ok_or_else(|| ParquetError::General("fewer columns than the schema".into()))?;
+            match (std::mem::replace(buffer, Buffer::Pending), kind) {
+                (Buffer::Numbers(values), ColumnType::Number) => {
+                    column.typed::<DoubleType>().write_batch(
+                        &values,
+                        Some(defs.as_slice()),
+                        None,
+                    )?;
+                    let mut values = values;
+                    values.clear();
+                    *buffer = Buffer::Numbers(values);
+                }
+                (Buffer::Pending, ColumnType::Number) => {
+                    column
+                        .typed::<DoubleType>()
+                        .write_batch(&[], Some(defs.as_slice()), None)?;
+                }
+                (Buffer::Texts(values), ColumnType::String) => {
+                    column.typed::<ByteArrayType>().write_batch(
+                        &values,
+                        Some(defs.as_slice()),
+                        None,
+                    )?;
+                    *buffer = Buffer::Texts(Vec::new());
+                }
+                (Buffer::Pending, ColumnType::String) => {
+                    column.typed::<ByteArrayType>().write_batch(
+                        &[],
+                        Some(defs.as_slice()),
+                        None,
+                    )?;
+                }
+                _ => return Err(ParquetError::General("a column changed type".into())),
+            }
+            column.close()?;
+            defs.clear();
+        }
+        group.close()?;
+        self.rows = 0;
+        Ok(())
+    }
+
+    /// Writes the last row group and the footer. `true` when the copy is complete and its
+    /// column types are `expected` (the CSV's, as the upload inferred them).
+    pub fn finish(mut self, expected: &[ColumnType]) -> bool {
+        if self.failed {
+            return false;
+        }
+        let written = self.flush().and_then(|()| match self.file.take() {
+            Some(file) => file.close().map(|_| ()),
+            None => Err(ParquetError::General("no rows".into())),
+        });
+        match written {
+            Ok(()) => self.schema == expected,
+            Err(error) => {
+                tracing::debug!(%error, "the Parquet copy of a CSV upload is dropped");
+                false
+            }
+        }
+    }
+}
+
+/// A byte range of a Parquet file (one row group's column chunks), addressed by file offsets.
+struct Range {
+    start: u64,
+    bytes: Bytes,
+}
+
+impl Length for Range {
+    fn len(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+impl Range {
+    /// `length` bytes at file offset `start` (`None`: to the end of the range).
+    fn slice(&self, start: u64, length: Option<usize>) -> parquet::errors::Result<Bytes> {
+        let from = start
+            .checked_sub(self.start)
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|&s| s <= self.bytes.len())
+            .ok_or_else(|| ParquetError::EOF(format!("offset {start} outside the range read")))?;
+        let to = length.map_or(Some(self.bytes.len()), |l| from.checked_add(l));
+        match to {
+            Some(to) if to <= self.bytes.len() => Ok(self.bytes.slice(from..to)),
+            _ => Err(ParquetError::EOF(format!(
+                "{length:?} bytes at {start} run past the range read"
+            ))),
+        }
+    }
+}
+
+impl ChunkReader for Range {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
+    }
+}
+
+/// The leaf index of each wanted column (by name, in `wanted` order).
+pub fn column_indices(
+    metadata: &ParquetMetaData,
+    wanted: &[(String, ColumnType)],
+) -> Result<Vec<usize>, DatasetError> {
+    let schema = metadata.file_metadata().schema_descr();
+    wanted
+        .iter()
+        .map(|(name, _)| {
+            schema
+                .columns()
+                .iter()
+                .position(|c| c.path().string() == *name)
+                .ok_or_else(|| {
+                    DatasetError::invalid(name.clone(), "missing", "not a column of the data set")
+                })
+        })
+        .collect()
+}
+
+/// The byte range holding row group `group`'s chunks of `columns`.
+pub fn group_range(group: &RowGroupMetaData, columns: &[usize]) -> std::ops::Range<u64> {
+    let mut start = u64::MAX;
+    let mut end = 0;
+    for &j in columns {
+        if let Some(chunk) = group.columns().get(j) {
+            let (from, length) = chunk.byte_range();
+            start = start.min(from);
+            end = end.max(from + length);
+        }
+    }
+    start.min(end)..end
+}
+
+/// Appends row group `group`'s values of `columns` (whose bytes are `bytes`, at file offset
+/// `start`) to `out` (missing numbers as NaN, missing texts as `""`).
+pub fn read_group(
+    metadata: &ParquetMetaData,
+    group: usize,
+    start: u64,
+    bytes: Bytes,
+    columns: &[usize],
+    out: &mut [Cells],
+) -> Result<(), DatasetError> {
+    let broken = |e: ParquetError| {
+        DatasetError::invalid(
+            "body",
+            "format",
+            format!("cannot read the Parquet file: {e}"),
+        )
+    };
+    let meta = metadata
+        .row_groups()
+        .get(group)
+        .ok_or_else(|| DatasetError::Internal(format!("no row group {group}")))?;
+    let rows = usize::try_from(meta.num_rows()).unwrap_or(0);
+    let reader = SerializedRowGroupReader::new(
+        Arc::new(Range { start, bytes }),
+        meta,
+        None,
+        Arc::new(ReaderProperties::builder().build()),
+    )
+    .map_err(broken)?;
+    let schema = metadata.file_metadata().schema_descr();
+    for (&j, cells) in columns.iter().zip(out.iter_mut()) {
+        let descr = schema.column(j);
+        let column = reader.get_column_reader(j).map_err(broken)?;
+        match (column, cells) {
+            (ColumnReader::ByteArrayColumnReader(mut r), Cells::Texts(texts)) => {
+                let (values, defs) = read_all(&mut r, rows).map_err(broken)?;
+                let mut values = values.into_iter();
+                for present in present(&defs, rows, &descr) {
+                    texts.push(match present.then(|| values.next()).flatten() {
+                        Some(v) => String::from_utf8_lossy(v.data().trim_ascii()).into_owned(),
+                        None => String::new(),
+                    });
+                }
+            }
+            (column, Cells::Numbers(numbers)) => {
+                let unsigned = matches!(
+                    descr.converted_type(),
+                    ConvertedType::UINT_8
+                        | ConvertedType::UINT_16
+                        | ConvertedType::UINT_32
+                        | ConvertedType::UINT_64
+                ) || matches!(
+                    descr.logical_type_ref(),
+                    Some(LogicalType::Integer(int)) if !int.is_signed
+                );
+                let values: Vec<f64> = match column {
+                    ColumnReader::DoubleColumnReader(mut r) => read_all(&mut r, rows),
+                    ColumnReader::FloatColumnReader(mut r) => read_all(&mut r, rows)
+                        .map(|(v, d)| (v.into_iter().map(f64::from).collect(), d)),
+                    ColumnReader::Int32ColumnReader(mut r) => {
+                        read_all(&mut r, rows).map(|(v, d)| {
+                            let v = v.into_iter();
+                            (
+                                if unsigned {
+                                    v.map(|x| f64::from(x as u32)).collect()
+                                } else {
+                                    v.map(f64::from).collect()
+                                },
+                                d,
+                            )
+                        })
+                    }
+                    ColumnReader::Int64ColumnReader(mut r) => {
+                        read_all(&mut r, rows).map(|(v, d)| {
+                            let v = v.into_iter();
+                            (
+                                if unsigned {
+                                    v.map(|x| x as u64 as f64).collect()
+                                } else {
+                                    v.map(|x| x as f64).collect()
+                                },
+                                d,
+                            )
+                        })
+                    }
+                    ColumnReader::BoolColumnReader(mut r) => read_all(&mut r, rows)
+                        .map(|(v, d)| (v.into_iter().map(|b| f64::from(u8::from(b))).collect(), d)),
+                    _ => Err(ParquetError::General(format!(
+                        "column `{}` is not a number column",
+                        descr.name()
+                    ))),
+                }
+                .map(|(values, defs)| {
+                    if defs.is_empty() {
+                        return values;
+                    }
+                    let mut values = values.into_iter();
+                    present(&defs, rows, &descr)
+                        .map(|p| p.then(|| values.next()).flatten().unwrap_or(f64::NAN))
+                        .collect()
+                })
+                .map_err(broken)?;
+                numbers.extend(values);
+            }
+            (_, Cells::Texts(_)) => {
+                return Err(DatasetError::invalid(
+                    format!("column `{}`", descr.name()),
+                    "type",
+                    "not a string column",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether each of `rows` rows holds a value (all do when the column is required).
+fn present<'a>(
+    defs: &'a [i16],
+    rows: usize,
+    descr: &ColumnDescriptor,
+) -> impl Iterator<Item = bool> + 'a {
+    let max = descr.max_def_level();
+    (0..rows).map(move |i| max == 0 || defs.get(i).is_some_and(|&d| d == max))
+}
+
+/// All values of a column chunk and, for an optional column, its definition levels.
+#[allow(clippy::type_complexity)]
+fn read_all<T: DataType>(
+    reader: &mut ColumnReaderImpl<T>,
+    rows: usize,
+) -> Result<(Vec<T::T>, Vec<i16>), ParquetError> {
+    let mut values = Vec::with_capacity(rows);
+    let mut defs = Vec::with_capacity(rows);
+    let mut read = 0;
+    while read < rows {
+        let (records, _, _) =
+            reader.read_records(rows - read, Some(&mut defs), None, &mut values)?;
+        if records == 0 {
+            break;
+        }
+        read += records;
+    }
+    Ok((values, defs))
+}
+
+/// The columns `wanted` of a whole Parquet file in memory (`rows` is a capacity hint).
+pub fn read_bytes(
+    bytes: Bytes,
+    wanted: &[(String, ColumnType)],
+    rows: usize,
+) -> Result<Vec<Cells>, DatasetError> {
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&bytes)
+        .map_err(|e| {
+            DatasetError::invalid(
+                "body",
+                "format",
+                format!("cannot read the Parquet file: {e}"),
+            )
+        })?;
+    let columns = column_indices(&metadata, wanted)?;
+    let mut out = empty_cells(wanted, rows);
+    for group in 0..metadata.num_row_groups() {
+        read_group(&metadata, group, 0, bytes.clone(), &columns, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// One empty column per wanted column, with room for `rows` cells.
+pub fn empty_cells(wanted: &[(String, ColumnType)], rows: usize) -> Vec<Cells> {
+    wanted
+        .iter()
+        .map(|(_, kind)| match kind {
+            ColumnType::Number => Cells::Numbers(Vec::with_capacity(rows)),
+            ColumnType::String => Cells::Texts(Vec::with_capacity(rows)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::datasets::scan;
+
+    /// A sink the test can read after the writer is done with it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn copy_of(csv: &str) -> (scan::CsvSummary, Bytes) {
+        let sink = Shared::default();
+        let summary = scan::summarize_csv(
+            csv.as_bytes(),
+            &Default::default(),
+            Some(Box::new(sink.clone())),
+        )
+        .unwrap();
+        let bytes = Bytes::from(sink.0.lock().unwrap().clone());
+        (summary, bytes)
+    }
+
+    fn wanted(summary: &scan::CsvSummary) -> Vec<(String, ColumnType)> {
+        summary
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.kind))
+            .collect()
+    }
+
+    #[test]
+    fn the_copy_reads_back_as_the_csv_does_across_row_groups() {
+        let width = 3;
+        let rows = rows_per_group(width) * 2 + 7;
+        let mut csv = String::from("x,colour,y\n");
+        for i in 0..rows {
+            let x = if i % 10 == 3 {
+                "NA".to_owned()
+            } else {
+                format!("{}.25", i)
+            };
+            let colour = if i % 7 == 0 {
+                ""
+            } else if i % 2 == 0 {
+                " red"
+            } else {
+                "blue"
+            };
+            csv.push_str(&format!("{x},{colour},{}\n", i % 3));
+        }
+        let (summary, bytes) = copy_of(&csv);
+        assert!(summary.columnar, "the copy is complete");
+        let wanted = wanted(&summary);
+        let from_copy = read_bytes(bytes, &wanted, rows).unwrap();
+        let from_csv = scan::read_csv_columns(csv.as_bytes(), &wanted, rows, &mut |_| {}).unwrap();
+        // NaN != NaN: compare the missing cells' positions and the rest.
+        match (&from_copy[0], &from_csv[0]) {
+            (Cells::Numbers(a), Cells::Numbers(b)) => {
+                assert_eq!(a.len(), rows);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(a), bits(b));
+                assert!(a[3].is_nan());
+            }
+            other => panic!("x read as {other:?}"),
+        }
+        assert_eq!(from_copy[1..], from_csv[1..]);
+        let Cells::Texts(colours) = &from_copy[1] else {
+            panic!("{:?}", from_copy[1])
+        };
+        assert_eq!((colours[0].as_str(), colours[2].as_str()), ("", "red"));
+    }
+
+    #[test]
+    fn a_column_typed_only_after_the_first_row_group_as_text_drops_the_copy() {
+        let rows = rows_per_group(2) + 5;
+        let mut csv = String::from("late,y\n");
+        for i in 0..rows {
+            let late = if i + 1 == rows { "text" } else { "" };
+            csv.push_str(&format!("{late},{}\n", i % 2));
+        }
+        let (summary, _) = copy_of(&csv);
+        assert_eq!(summary.columns[0].kind, ColumnType::String);
+        assert!(!summary.columnar, "the copy wrote `late` as numbers");
+
+        // A late column of numbers is fine.
+        let csv = csv.replace("text", "4.5");
+        let (summary, bytes) = copy_of(&csv);
+        assert!(summary.columnar);
+        let cells = read_bytes(bytes, &wanted(&summary), rows).unwrap();
+        let Cells::Numbers(late) = &cells[0] else {
+            panic!("{:?}", cells[0])
+        };
+        assert_eq!(late.len(), rows);
+        assert_eq!(late[rows - 1], 4.5);
+        assert!(late[0].is_nan());
+    }
+}
