@@ -6,15 +6,20 @@
 # The load generator (wrk, 1 thread; oha for the constant-rate and 1M-request runs) is pinned
 # to CPU 0 and every server to CPU 1 with taskset. Steps:
 #  1. build `ml-api` and the bench-only baseline (`examples/bench_baseline.rs`), release;
+# Every ml-api server runs the SHIPPED DEFAULTS (log level, JSON access log on stdout into a
+# file) except rate limiting, which is off (one load generator is one client).
 #  2. `baseline`: the bare axum handler, POST /predict with the seed record, wrk at 1, 16, 64
 #     and 256 connections;
 #  3. ml-api with batching OFF (`--batch-max-size 1`): POST /predict at 16, 64, 256; then
 #     the drift histograms' cost as an A/B: a default server and a `--drift false` one, side
 #     by side, driven in turn, 3 rounds of BENCH_AB_DURATION at 64 connections, medians;
+#     the logs' cost the same way, three servers: default, `--access-log false`, and
+#     `RUST_LOG=warn` (no info-level logs and no request spans: "logging off");
 #  4. ml-api with the default flags (batching ON, 64 rows, no delay): time exec -> first
 #     `/readyz` 200; POST /predict at 1, 16, 64, 256; a batch of 32 records at 16; V2
 #     `POST /v2/models/santander/infer` (the seed record as V2 JSON tensors, built from
-#     `GET /v2/models/santander`) at 64 and 256; a constant-rate run (oha `-q`, latency
+#     `GET /v2/models/santander`) at 64 and 256, and the same tensors with the binary-data
+#     extension (`Inference-Header-Content-Length`) at 64; a constant-rate run (oha `-q`, latency
 #     correction) at half the highest /predict rate; then at least 1,000,000 more requests
 #     (oha `-n`) and VmRSS/VmHWM from /proc;
 #  5. prints one table and PASS/MISS per target, writes .run/bench/results.json and (unless
@@ -118,6 +123,7 @@ free_port() {
 }
 
 SERVER_PID=""
+SERVER_ENV=()
 SERVER_LOG=""
 BASE=""
 READY_MS=""
@@ -151,7 +157,8 @@ start_server() {
   for arg in "$@"; do args+=("${arg//\{addr\}/127.0.0.1:$port}"); done
   local started_ns
   started_ns="$(date +%s%N)"
-  RUST_LOG=warn "${SERVER_PIN[@]}" "${args[@]}" >"$SERVER_LOG" 2>&1 &
+  # The shipped log level unless SERVER_ENV says otherwise (e.g. RUST_LOG=warn).
+  env -u RUST_LOG "${SERVER_ENV[@]}" "${SERVER_PIN[@]}" "${args[@]}" >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
   local deadline=$((started_ns + 60 * 1000000000))
   while :; do
@@ -244,6 +251,29 @@ done
 SERVER_PID="$ON_PID"; stop_server
 SERVER_PID="$OFF_PID"; stop_server
 
+# 2c. The logs' cost, A/B/C in the same way: default flags (access log on, every request),
+#     `--access-log false`, and `RUST_LOG=warn` (logging off: no info lines, no request span).
+start_server log-default "${ML_API[@]}"
+LOG_ON_PID="$SERVER_PID" LOG_ON_BASE="$BASE"
+start_server access-log-off "${ML_API[@]}" --access-log false
+ACCESS_OFF_PID="$SERVER_PID" ACCESS_OFF_BASE="$BASE"
+SERVER_ENV=(RUST_LOG=warn)
+start_server logging-off "${ML_API[@]}"
+SERVER_ENV=()
+LOG_OFF_PID="$SERVER_PID" LOG_OFF_BASE="$BASE"
+for base in "$LOG_ON_BASE" "$ACCESS_OFF_BASE" "$LOG_OFF_BASE"; do
+  BASE="$base" run_wrk warmup log-ab /predict 64 "$WARMUP" "$SEED" 1 discard
+done
+for round in 1 2 3; do
+  BASE="$LOG_ON_BASE" run_wrk log-ab-default ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1
+  BASE="$ACCESS_OFF_BASE" run_wrk log-ab-access-off ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1
+  BASE="$LOG_OFF_BASE" run_wrk log-ab-off ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1
+done
+ACCESS_LINES="$(grep -c '"ml_api::access"' "$OUT/server-log-default.log" || true)"
+for pid in "$LOG_ON_PID" "$ACCESS_OFF_PID" "$LOG_OFF_PID"; do SERVER_PID="$pid"; stop_server; done
+[[ "$ACCESS_LINES" -gt 0 ]] || die "the default server wrote no access-log line (see $OUT/server-log-default.log)"
+log "the default server wrote $ACCESS_LINES access-log lines"
+
 # 3. ml-api, default flags (batching on): the one whose start-up and memory are the targets.
 start_server default "${ML_API[@]}"
 DEFAULT_READY_MS="$READY_MS"
@@ -268,14 +298,49 @@ for spec in json.load(open(metadata))["inputs"]:
 with open(out, "w") as f:
     json.dump({"id": "bench", "inputs": inputs}, f, separators=(",", ":"))
 PY
+# The same tensors with the binary-data extension: a JSON header (each input's
+# `binary_data_size`), then the raw little-endian values (BYTES: 4-byte length + bytes).
+V2_BINARY_BODY="$OUT/v2-infer-binary.bin"
+V2_HEADER_LENGTH="$(python3 - "$V2_BODY" "$V2_BINARY_BODY" <<'PY'
+import json, struct, sys
+source, out = sys.argv[1:]
+request = json.load(open(source))
+blobs = []
+for tensor in request["inputs"]:
+    value = tensor.pop("data")[0]
+    kind = tensor["datatype"]
+    if kind == "BYTES":
+        raw = str(value).encode()
+        blob = struct.pack("<I", len(raw)) + raw
+    elif kind == "BOOL":
+        blob = struct.pack("<?", bool(value))
+    else:
+        fmt = {"FP32": "<f", "FP64": "<d", "INT64": "<q", "INT32": "<i", "INT8": "<b",
+               "INT16": "<h", "UINT8": "<B"}[kind]
+        blob = struct.pack(fmt, float(value) if fmt in ("<f", "<d") else int(value))
+    tensor["parameters"] = {"binary_data_size": len(blob)}
+    blobs.append(blob)
+header = json.dumps(request, separators=(",", ":")).encode()
+with open(out, "wb") as f:
+    f.write(header + b"".join(blobs))
+print(len(header))
+PY
+)"
 V2_PATH="/v2/models/$MODEL/infer"
 curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$V2_BODY" \
   "$BASE$V2_PATH" | grep -q '"outputs"' || die "POST $V2_PATH did not answer 200"
+
+curl -fsS --max-time 5 -H 'Content-Type: application/octet-stream' \
+  -H "Inference-Header-Content-Length: $V2_HEADER_LENGTH" --data-binary "@$V2_BINARY_BODY" \
+  "$BASE$V2_PATH" | grep -q '"outputs"' || die "POST $V2_PATH with binary tensors did not answer 200"
 
 run_wrk warmup default /predict 64 "$WARMUP" "$SEED" 1 discard
 for c in 1 16 64 256; do run_wrk predict ml-api /predict "$c" "$DURATION" "$SEED" 1; done
 run_wrk batch$BATCH_RECORDS ml-api /predict 16 "$DURATION" "$BATCH_BODY" "$BATCH_RECORDS"
 for c in 64 256; do run_wrk v2-infer ml-api "$V2_PATH" "$c" "$DURATION" "$V2_BODY" 1; done
+WRK_CONTENT_TYPE=application/octet-stream \
+  WRK_HEADERS="Inference-Header-Content-Length: $V2_HEADER_LENGTH" \
+  run_wrk v2-infer-binary ml-api "$V2_PATH" 64 "$DURATION" "$V2_BINARY_BODY" 1
 
 # Constant rate at half of the highest /predict (default flags) rate measured above.
 MAX_RPS="$(python3 - "$RESULTS_JSONL" <<'PY'
@@ -303,7 +368,7 @@ TOOLS="$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2); $("$OHA" --version); $(rust
 STATUS=0
 export DEFAULT_READY_MS OFF_READY_MS BASELINE_READY_MS RSS_KB HWM_KB MAX_RPS HALF_RPS \
   LOAD_BEFORE LOAD_AFTER CPUS MACHINE_CPU MACHINE_MEM_KB VIRT TOOLS DURATION WARMUP \
-  RATE_DURATION MEMORY_REQUESTS
+  RATE_DURATION MEMORY_REQUESTS ACCESS_LINES
 export PINNED="${#SERVER_PIN[@]}"
 python3 - "$RESULTS_JSONL" "$OUT/results.json" "$OUT/table.md" <<'PY' || STATUS=$?
 import json, os, platform, sys, time
@@ -335,6 +400,7 @@ def norm(run):
     return dict(requests=ok + errors, rps=o["summary"]["requestsPerSec"],
                 p50=pct["p50"] * 1000, p99=pct["p99"] * 1000, errors=errors)
 
+import statistics
 for run in runs:
     run["result"] = norm(run)
 baseline = {r["connections"]: r["result"]["rps"] for r in runs if r["scenario"] == "baseline"}
@@ -351,7 +417,11 @@ LABELS = {
     "drift-ab-off": "ml-api /predict, drift A/B: off",
     "predict": "ml-api /predict, batching on (default)",
     "batch32": "ml-api /predict, 32 records/request",
-    "v2-infer": "ml-api V2 infer, batching on",
+    "v2-infer": "ml-api V2 infer (JSON tensors), batching on",
+    "v2-infer-binary": "ml-api V2 infer (binary tensors), batching on",
+    "log-ab-default": "ml-api /predict, log A/B: default (access log on)",
+    "log-ab-access-off": "ml-api /predict, log A/B: --access-log false",
+    "log-ab-off": "ml-api /predict, log A/B: RUST_LOG=warn (logging off)",
     "constant-rate": f"ml-api /predict, constant {env['half_rps']} req/s (oha)",
     "memory": "ml-api /predict, memory run (oha)",
 }
@@ -376,18 +446,34 @@ for row in rows:
 served = sum(run["result"]["requests"] for run in runs if run["server"] == "ml-api")
 predict = [run for run in runs if run["scenario"] == "predict" and run["connections"] >= 16]
 worst = min(predict, key=lambda run: run["pct_of_baseline"])
+def at(scenario, conns):
+    return next(run for run in runs if run["scenario"] == scenario and run["connections"] == conns)
+predict64, v2json, v2bin = at("predict", 64), at("v2-infer", 64), at("v2-infer-binary", 64)
+log_on = statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == "log-ab-default")
+log_access_off = statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == "log-ab-access-off")
+log_off = statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == "log-ab-off")
+log_cost = 100 * (log_off - log_on) / log_off
 rate = next(run for run in runs if run["scenario"] == "constant-rate")
 predict_errors = sum(run["result"]["errors"] for run in runs if run["path"] == "/predict"
                      and run["server"].startswith("ml-api"))
-import statistics
 drift_on = statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == "drift-ab-on")
 drift_off = statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == "drift-ab-off")
 drift_cost = 100 * (drift_off - drift_on) / drift_off
 targets = [
-    ("/predict >= 50 % of baseline req/s (default flags, 16/64/256 conns), 0 errors",
-     worst["pct_of_baseline"] >= 50 and predict_errors == 0,
-     f"lowest {worst['pct_of_baseline']:.0f} % at {worst['connections']} conns; "
-     f"{predict_errors} errors on /predict"),
+    ("/predict >= 50 % of baseline req/s (default flags, 64 conns), 0 errors",
+     predict64["pct_of_baseline"] >= 50 and predict_errors == 0,
+     f"{predict64['pct_of_baseline']:.0f} % at 64 conns (lowest of 16/64/256: "
+     f"{worst['pct_of_baseline']:.0f} % at {worst['connections']}); {predict_errors} errors on /predict"),
+    ("default logging within 10 % of logging off (/predict, 64 conns, A/B medians of 3, default vs RUST_LOG=warn)",
+     log_cost <= 10.0,
+     f"median {log_on:,.0f} req/s default, {log_access_off:,.0f} with --access-log false, "
+     f"{log_off:,.0f} with RUST_LOG=warn: {log_cost:+.1f} %; {int(E['ACCESS_LINES']):,} access-log lines written"),
+    ("V2 infer (JSON tensors) >= 40 % of baseline req/s (64 conns)",
+     v2json["pct_of_baseline"] >= 40,
+     f"{v2json['result']['rps']:,.0f} req/s, {v2json['pct_of_baseline']:.0f} % of baseline"),
+    ("V2 infer with binary tensors faster than with JSON tensors (64 conns)",
+     v2bin["result"]["rps"] > v2json["result"]["rps"],
+     f"{v2bin['result']['rps']:,.0f} req/s binary vs {v2json['result']['rps']:,.0f} JSON"),
     (f"p99 <= 5 ms at half the max rate ({env['half_rps']} of {env['max_rps']} req/s, constant rate)",
      rate["result"]["p99"] <= 5.0 and rate["result"]["errors"] == 0,
      f"p99 {rate['result']['p99']:.2f} ms, p50 {rate['result']['p50']:.2f} ms, "

@@ -216,6 +216,33 @@ pub struct ServeConfig {
     pub quota: QuotaConfig,
     #[command(flatten)]
     pub shadow: ShadowConfig,
+    #[command(flatten)]
+    pub access_log: AccessLogConfig,
+}
+
+/// The access log: one JSON line per request (target `ml_api::access`), written by a
+/// background thread so a request never waits on stdout.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Access log")]
+pub struct AccessLogConfig {
+    /// Write access-log lines (`false`: none, errors included; 5xx are still logged as errors).
+    #[arg(long = "access-log", env = "ML_API_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+    /// Fraction of successful requests (status below 400) that get an access-log line, spread
+    /// evenly (0.25: every fourth). Answers with status 400 or above are always logged.
+    #[arg(long = "access-log-sample-rate", env = "ML_API_ACCESS_LOG_SAMPLE_RATE", default_value_t = 1.0, value_parser = parse_fraction)]
+    pub access_log_sample_rate: f64,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not between 0 and 1"))
+    }
 }
 
 /// ONNX Runtime settings.

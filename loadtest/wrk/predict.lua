@@ -4,7 +4,9 @@
 --   WRK_BODY_FILE=tests/fixtures/seed_request.json wrk -t1 -c16 -d15s \
 --     -s loadtest/wrk/predict.lua http://127.0.0.1:5001/predict
 --
--- Sends the file's bytes unchanged as the body with Content-Type: application/json, and at the
+-- Sends the file's bytes unchanged as the body with Content-Type: application/json (or
+-- WRK_CONTENT_TYPE) plus the headers of WRK_HEADERS ("Name: value", several separated by
+-- ";"; scripts/bench.sh sends V2 binary tensors with Inference-Header-Content-Length), and at the
 -- end prints one line `WRK_RESULT {json}` (latencies in milliseconds) after wrk's own summary.
 -- `non_2xx` is wrk's `errors.status` (responses with status >= 400; neither server redirects).
 
@@ -15,7 +17,12 @@ file:close()
 
 wrk.method = "POST"
 wrk.body = body
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE") or "application/json"
+for header in string.gmatch(os.getenv("WRK_HEADERS") or "", "[^;]+") do
+  local name, value = string.match(header, "^%s*([^:]+):%s*(.-)%s*$")
+  assert(name, "WRK_HEADERS entry is not `Name: value`: " .. header)
+  wrk.headers[name] = value
+end
 
 function done(summary, latency, requests)
   local seconds = summary.duration / 1e6

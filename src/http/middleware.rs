@@ -1,7 +1,10 @@
 //! Cross-cutting request handling: metrics, time limits, and the tracing span of a request
 //! (joined to the caller's trace through W3C `traceparent`).
 
-use std::time::Instant;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
+};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -14,6 +17,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::error::ApiError;
 use super::state::AppState;
+use crate::config::AccessLogConfig;
 
 /// The route label: the matched route template, never the raw path (bounded cardinality).
 /// `MatchedPath` is a reference-counted string, so keeping it costs no allocation.
@@ -87,11 +91,50 @@ pub fn request_span(req: &Request) -> tracing::Span {
     span
 }
 
-/// Records the status on the span and writes one access-log line (target `ml_api::access`).
-pub fn record_response(response: &Response, latency: std::time::Duration, span: &tracing::Span) {
-    let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    tracing::info!(target: "ml_api::access", status, latency_ms = latency.as_secs_f64() * 1000.0, "request served");
+/// Which requests get an access-log line (target `ml_api::access`): every answer with status
+/// 400 or above, and an evenly spread `sample_rate` of the others. The line itself is formatted
+/// on the request's thread but written by the log writer's own thread (src/telemetry.rs).
+#[derive(Debug)]
+pub struct AccessLog {
+    enabled: bool,
+    sample_rate: f64,
+    /// Successful requests seen so far; request `n` is logged when `⌊(n + 1)·rate⌋ > ⌊n·rate⌋`.
+    seen: AtomicU64,
+}
+
+impl AccessLog {
+    pub fn new(config: &AccessLogConfig) -> Self {
+        Self {
+            enabled: config.access_log,
+            sample_rate: config.access_log_sample_rate.clamp(0.0, 1.0),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    fn should_log(&self, status: u16) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if status >= 400 || self.sample_rate >= 1.0 {
+            return true;
+        }
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.sample_rate).floor() > (n * self.sample_rate).floor()
+    }
+
+    /// Records the status on the span and, when sampled, writes the access-log line.
+    pub fn record_response(
+        &self,
+        response: &Response,
+        latency: std::time::Duration,
+        span: &tracing::Span,
+    ) {
+        let status = response.status().as_u16();
+        span.record("http.response.status_code", status);
+        if self.should_log(status) {
+            tracing::info!(target: "ml_api::access", status, latency_ms = latency.as_secs_f64() * 1000.0, "request served");
+        }
+    }
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -103,5 +146,34 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access_log(enabled: bool, sample_rate: f64) -> AccessLog {
+        AccessLog::new(&AccessLogConfig {
+            access_log: enabled,
+            access_log_sample_rate: sample_rate,
+        })
+    }
+
+    #[test]
+    fn sampling_keeps_an_even_fraction_of_successes_and_every_error() {
+        let log = access_log(true, 0.25);
+        let kept = (0..100).filter(|_| log.should_log(200)).count();
+        assert_eq!(kept, 25);
+        assert!((0..10).all(|_| log.should_log(422) && log.should_log(503)));
+        let none = access_log(true, 0.0);
+        assert!((0..10).all(|_| !none.should_log(200)));
+        assert!(none.should_log(404));
+    }
+
+    #[test]
+    fn a_disabled_access_log_logs_nothing() {
+        let log = access_log(false, 1.0);
+        assert!(!log.should_log(200) && !log.should_log(500));
     }
 }

@@ -18,6 +18,8 @@ pub mod server;
 pub mod state;
 pub mod v2;
 
+use std::sync::Arc;
+
 use axum::{
     body::Body,
     extract::DefaultBodyLimit,
@@ -127,6 +129,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         openapi::document(default_model.as_deref(), state.max_batch_records),
     );
 
+    let access_log = Arc::new(middleware::AccessLog::new(&config.access_log));
     Ok(Router::new()
         .merge(api)
         .merge(operations)
@@ -142,7 +145,11 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
             TraceLayer::new_for_http()
                 .make_span_with(middleware::request_span)
                 .on_request(())
-                .on_response(middleware::record_response)
+                .on_response(
+                    move |response: &Response<Body>, latency, span: &tracing::Span| {
+                        access_log.record_response(response, latency, span)
+                    },
+                )
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -196,3 +196,73 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         "the listener is closed"
     );
 }
+
+#[tokio::test]
+async fn access_log_keeps_the_sampled_share_of_successes_and_every_error() {
+    let mut server = ServerProcess::start(&["--access-log-sample-rate", "0.25"], &[]).await;
+    let client = reqwest::Client::new();
+    for i in 0..8 {
+        let response = client
+            .post(server.url("/predict"))
+            .header("x-request-id", format!("ok-{i}"))
+            .json(&seed_record())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    for i in 0..3 {
+        let response = client
+            .post(server.url("/predict"))
+            .header("x-request-id", format!("bad-{i}"))
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    let missing = client
+        .get(server.url("/no-such-route"))
+        .header("x-request-id", "missing")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // Lines are written by the log writer's thread; the last ones are flushed at exit.
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)).await.success());
+
+    let access_ids = |logs: Vec<String>| -> Vec<(String, u64)> {
+        logs.iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|log| log["target"] == "ml_api::access")
+            .map(|log| {
+                (
+                    log["span"]["request_id"].as_str().unwrap_or("").to_owned(),
+                    log["status"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut lines = access_ids(server.logs());
+    while lines.len() < 6 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lines = access_ids(server.logs());
+    }
+    let ok: Vec<&str> = lines
+        .iter()
+        .filter(|(id, _)| id.starts_with("ok-"))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(ok, ["ok-3", "ok-7"], "one success in four: {lines:?}");
+    for id in ["bad-0", "bad-1", "bad-2"] {
+        assert!(
+            lines.contains(&(id.to_owned(), 400)),
+            "{id} is logged: {lines:?}"
+        );
+    }
+    assert!(lines.contains(&("missing".to_owned(), 404)), "{lines:?}");
+    assert_eq!(lines.len(), 6, "{lines:?}");
+}
