@@ -94,7 +94,7 @@ impl Predictor {
         };
         catalog.start(bundled).await?;
         catalog.spawn_sync(config.registry.reconcile_interval, stopped.clone());
-        let quotas = connect_quotas(&config, &metrics)?;
+        let quotas = connect_quotas(config, &metrics)?;
         let shadow = Shadow::new(
             catalog.clone(),
             &metrics,
