@@ -196,7 +196,7 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub registry: RegistryConfig,
     /// Admin API key required (as `Authorization: Bearer <key>`) by the write endpoints
-    /// (train, delete, alias). Unset: writes are open, as seed 2's were (development only).
+    /// (train, delete, alias). Unset: writes are open, as the Celery training API's were (development only).
     #[arg(long, env = "ML_API_ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
     /// With the embedded registry: training jobs run in this process, this many at a time,

@@ -1,5 +1,5 @@
 //! Admin authentication for the write endpoints: `Authorization: Bearer <admin key>`.
-//! With no admin key configured (single-node development), writes are open, as seed 2's were.
+//! With no admin key configured (single-node development), writes are open, as the Celery training API's were.
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use subtle::ConstantTimeEq;

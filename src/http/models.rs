@@ -1,4 +1,4 @@
-//! `/models`: seed 2's training API (train, poll-and-predict by query string, delete), plus
+//! `/models`: the Celery training API (train, poll-and-predict by query string, delete), plus
 //! listing, records, batch prediction, aliases and ONNX download.
 
 use std::collections::BTreeMap;
@@ -42,10 +42,10 @@ pub struct Created {
     pub status: ModelStatus,
 }
 
-/// Train a model (seed 2's `POST /models`): answers at once with the new model's id while a
+/// Train a model (the Celery training API's `POST /models`): answers at once with the new model's id while a
 /// worker trains it.
 #[utoipa::path(post, path = "/models", tag = "models",
-    request_body(content = Object, description = "Seed 2's body (`columns`, `features`, `classes`, `penalty`, `solver`), or `records`/`csv` with `target`; scikit-learn parameters beside them; optional `name`.", content_type = "application/json"),
+    request_body(content = Object, description = "The Celery training API's body (`columns`, `features`, `classes`, `penalty`, `solver`), or `records`/`csv` with `target`; scikit-learn parameters beside them; optional `name`.", content_type = "application/json"),
     responses((status = 201, description = "Queued for training", body = Created),
               (status = 400, description = "Malformed JSON", body = ErrorBody),
               (status = 413, description = "Body over the size limit", body = ErrorBody),
@@ -203,11 +203,11 @@ async fn record_of(state: &AppState, id: &str) -> Result<ModelRecord, ApiError> 
         .ok_or_else(not_found)
 }
 
-/// A model's record (no query), or seed 2's prediction from query parameters:
+/// A model's record (no query), or the Celery training API's prediction from query parameters:
 /// `{"model_status": "training"}` until it is ready, then `{"predicted_class": ..., "probabilities": {...}}`.
 #[utoipa::path(get, path = "/models/{id}", tag = "models",
     params(("id" = String, Path, description = "Model id")),
-    responses((status = 200, description = "The record; with query parameters, seed 2's prediction or training status", body = ModelRecord),
+    responses((status = 200, description = "The record; with query parameters, the Celery training API's prediction or training status", body = ModelRecord),
               (status = 404, body = ErrorBody), (status = 422, description = "A feature is missing or not a number", body = ErrorBody),
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(
@@ -244,7 +244,7 @@ pub async fn get(
         ModelStatus::Ready => {}
     }
     let model = state.catalog.get_id(record.id).await?;
-    // Seed 2 read the features from the query string in `columns` order; values are checked
+    // The Celery training API read the features from the query string in `columns` order; values are checked
     // against the model's schema like any request (a non-number is a 422 naming it).
     let wanted: Vec<&str> = model
         .schema
@@ -291,7 +291,7 @@ pub async fn get(
     Ok(response)
 }
 
-/// Delete a model, its ONNX bytes and its aliases (seed 2's `DELETE /models/{id}`).
+/// Delete a model, its ONNX bytes and its aliases (the Celery training API's `DELETE /models/{id}`).
 #[utoipa::path(delete, path = "/models/{id}", tag = "models",
     params(("id" = String, Path, description = "Model id")),
     responses((status = 200, description = "`{\"status\": \"model deleted\"}`"), (status = 404, body = ErrorBody),

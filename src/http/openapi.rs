@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document: routes and types from the code (utoipa), plus the request
 //! schema of the default model, generated from its graph and card at start-up, with the
-//! card's example (the seed's record for `santander`).
+//! card's example (the Flask prediction API's record for `santander`).
 
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
@@ -16,7 +16,7 @@ use crate::{
 #[openapi(
     info(
         title = "ml-api",
-        description = "ONNX model serving: the seed's `POST /predict`, validated, documented, measured and protected."
+        description = "ONNX model serving: the Flask prediction API's `POST /predict`, validated, documented, measured and protected."
     ),
     paths(
         predict::predict,

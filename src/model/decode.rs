@@ -1,7 +1,7 @@
 //! Turns request JSON into a [`FeatureBatch`], checking every field against the schema and
 //! collecting every problem (not just the first) as a [`FieldError`].
 //!
-//! Lenient where clients of the seed API depend on it (numbers sent as strings such as the
+//! Lenient where clients of the Flask prediction API depend on it (numbers sent as strings such as the
 //! Kaggle CSV's `" 56"`, `56.0` for an integer, extra fields ignored), strict everywhere else.
 
 use serde_json::{Map, Value};

@@ -66,7 +66,7 @@ pub struct ModelRecord {
     pub updated_at_ms: u64,
     /// `bundled`, `trained` or `uploaded`.
     pub source: String,
-    /// Feature names in the order seed 2's `GET /models/{id}?...` reads them.
+    /// Feature names in the order the Celery training API's `GET /models/{id}?...` reads them.
     #[serde(default)]
     pub columns: Vec<String>,
     /// Output labels, and the original class values they stand for (ints stay ints).
