@@ -22,7 +22,7 @@ build: ort ## Build the release binary
 
 .PHONY: run
 run: build ## Serve the bundled santander model on :5001 (embedded registry)
-	./target/release/ml-api serve --addr $(ADDR) --model-dir models --default-model santander
+	$${CARGO_TARGET_DIR:-target}/release/ml-api serve --addr $(ADDR) --model-dir models --default-model santander
 
 .PHONY: test-tools
 test-tools: ## Install what the tests need (idempotent)
@@ -101,7 +101,7 @@ loadtest: build ## k6 daily-1m.js against the local cluster; non-zero when a thr
 
 .PHONY: lambda-package
 lambda-package: build ## AWS Lambda zip (bootstrap + models + ONNX Runtime) in .run/lambda for deploy/lambda/template.yaml (SAM)
-	scripts/lambda-package.sh target/release/ml-api
+	scripts/lambda-package.sh
 
 .PHONY: lambda-ab
 lambda-ab: build test-tools ## A/B test: k6 mix vs 2 replicas behind nginx and vs Lambda instances under the emulator; see docs/k8s-vs-lambda.md

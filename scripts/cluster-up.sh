@@ -68,7 +68,8 @@ ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/lib/libonnxruntime.so.$ORT_VERSION}"
 [[ "$ORT_DYLIB_PATH" == /* ]] || ORT_DYLIB_PATH="$PWD/$ORT_DYLIB_PATH"
 export ORT_DYLIB_PATH
 if [[ -z "${ML_API_BIN:-}" ]]; then
-  ML_API_BIN="$PWD/${CARGO_TARGET_DIR:-target}/$CLUSTER_PROFILE/ml-api"
+  ML_API_BIN="${CARGO_TARGET_DIR:-target}/$CLUSTER_PROFILE/ml-api"
+  [[ "$ML_API_BIN" == /* ]] || ML_API_BIN="$PWD/$ML_API_BIN"
   if [[ ! -x "$ML_API_BIN" ]]; then
     say "building the $CLUSTER_PROFILE binary"
     if [[ "$CLUSTER_PROFILE" == release ]]; then cargo build --release --locked; else cargo build --locked; fi

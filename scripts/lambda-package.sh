@@ -14,7 +14,7 @@
 # with `cargo lambda build --release` and zig, in that case).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BINARY="${1:-target/release/ml-api}"
+BINARY="${1:-${CARGO_TARGET_DIR:-target}/release/ml-api}"
 ORT_VERSION="${ORT_VERSION:-1.31.1}"
 ORT_LIB=".ort/lib/libonnxruntime.so.$ORT_VERSION"
 OUT_DIR=.run/lambda

@@ -13,7 +13,7 @@ cargo build --release --locked >&2
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$PY" models/santander/reference_sample.py --rows "${ROWS:-20000}" --out "$work/sample.json"
-RUST_LOG=warn target/release/ml-api --log-format pretty contract --model models/santander \
+RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/release/ml-api" --log-format pretty contract --model models/santander \
   --sample "$work/sample.json" >"$work/contract.json"
 python3 - "$work/contract.json" models/santander/card.json <<'PY'
 import json, sys
