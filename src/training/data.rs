@@ -1,4 +1,4 @@
-//! The training rows of a request, in any of its three shapes (seed 2's `columns`/`features`/
+//! The training rows of a request, in any of its three shapes (the Celery training API's `columns`/`features`/
 //! `classes`, JSON `records`, `csv` text), turned into typed feature columns and a target.
 
 use std::collections::{BTreeSet, HashSet};

@@ -1,8 +1,8 @@
 //! The JSON body of `POST /models` and its validation into a [`TrainingJob`].
 //!
 //! Three shapes carry the rows (exactly one per request):
-//! - seed 2's: `columns` (feature names), `features` (rows of numbers), `classes` (one label
-//!   per row), with `penalty` and `solver` required as seed 2 required them;
+//! - the Celery training API's: `columns` (feature names), `features` (rows of numbers), `classes` (one label
+//!   per row), with `penalty` and `solver` required as that API required them;
 //! - `records`: a list of JSON objects, plus `target` (a column name, or a list of 0/1 columns
 //!   for a multi-label target); features are numbers or strings (categorical);
 //! - `csv`: CSV text with a header line, plus `target`; a column whose cells are all numbers
@@ -205,7 +205,7 @@ impl TrainingRequest {
             [true, false, false] => {
                 if self.target.is_some() {
                     let message =
-                        "`target` goes with `records` or `csv`; seed 2's shape uses `classes`";
+                        "`target` goes with `records` or `csv`; the Celery training API's shape uses `classes`";
                     push(errors, FieldError::new("target", "unknown", message));
                 }
                 let mut missing = |name: &str, v: &Option<Value>| {
@@ -412,7 +412,7 @@ fn check_parts(data: &Parts<'_>, params: &Params, limits: &Limits, errors: &mut 
     }
 }
 
-/// Where a label problem is reported: `classes` in seed 2's shape, `target` otherwise.
+/// Where a label problem is reported: `classes` in the Celery training API's shape, `target` otherwise.
 fn class_field(data: &Parts<'_>) -> &'static str {
     match &data.target {
         Target::Classes { name: Some(_), .. } => "target",

@@ -1,4 +1,4 @@
-//! Seed 2's `columns`/`features`/`classes` shape and the JSON `records` shape.
+//! The Celery training API's `columns`/`features`/`classes` shape and the JSON `records` shape.
 
 use serde_json::{Map, Value};
 
@@ -7,7 +7,7 @@ use super::data::{
 };
 use crate::model::FieldError;
 
-/// Seed 2's shape: `columns`, `features` (rows of numbers) and `classes`.
+/// The Celery training API's shape: `columns`, `features` (rows of numbers) and `classes`.
 pub fn seed(
     columns: &Value,
     features: &Value,
