@@ -8,6 +8,10 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, http::Uri, routing::post, Router};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest, trace::v1::Span,
+};
+use prost::Message;
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -48,6 +52,21 @@ impl Capture {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+}
+
+impl Capture {
+    /// Every span received on `/v1/traces` so far.
+    fn spans(&self) -> Vec<Span> {
+        let requests = self.0.lock().unwrap();
+        requests
+            .iter()
+            .filter(|(path, _)| path == "/v1/traces")
+            .filter_map(|(_, body)| ExportTraceServiceRequest::decode(body.clone()).ok())
+            .flat_map(|request| request.resource_spans)
+            .flat_map(|resource| resource.scope_spans)
+            .flat_map(|scope| scope.spans)
+            .collect()
     }
 }
 
@@ -132,18 +151,61 @@ async fn request_spans_are_exported_over_otlp_under_the_callers_trace() {
     assert!(server.wait(Duration::from_secs(20)).await.success());
     let trace_bytes = hex::decode(trace_id).unwrap();
     let parent_bytes = hex::decode(parent_id).unwrap();
-    let exported = collector
-        .wait_for(Duration::from_secs(10), |path, body| {
-            path == "/v1/traces"
-                && contains(body, &trace_bytes)
-                && contains(body, &parent_bytes)
-                && contains(body, b"POST /predict")
-        })
-        .await;
-    assert!(
-        exported,
-        "the request's span was exported with the caller's trace and parent ids"
+    const STAGES: [&str; 4] = ["decode", "queue_wait", "inference", "encode"];
+    let names = ["POST /predict"].into_iter().chain(STAGES);
+    let in_trace = |spans: Vec<Span>| -> Vec<Span> {
+        spans
+            .into_iter()
+            .filter(|span| span.trace_id == trace_bytes)
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut spans = in_trace(collector.spans());
+    while !names
+        .clone()
+        .all(|name| spans.iter().any(|span| span.name == name))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        spans = in_trace(collector.spans());
+    }
+    let named = |name: &str| -> &Span {
+        let found: Vec<&Span> = spans.iter().filter(|span| span.name == name).collect();
+        let listed: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one `{name}` span in the caller's trace: {listed:?}"
+        );
+        found[0]
+    };
+    let request = named("POST /predict");
+    assert_eq!(
+        request.parent_span_id, parent_bytes,
+        "the request's span is a child of the caller's"
     );
+    let stages: Vec<&Span> = STAGES.iter().map(|name| named(name)).collect();
+    for stage in &stages {
+        assert_eq!(
+            stage.parent_span_id, request.span_id,
+            "`{}` is a child of the request's span",
+            stage.name
+        );
+        assert!(
+            request.start_time_unix_nano <= stage.start_time_unix_nano
+                && stage.end_time_unix_nano <= request.end_time_unix_nano,
+            "`{}` lies within the request",
+            stage.name
+        );
+    }
+    for pair in stages.windows(2) {
+        assert!(
+            pair[0].end_time_unix_nano <= pair[1].start_time_unix_nano,
+            "`{}` ends before `{}` starts",
+            pair[0].name,
+            pair[1].name
+        );
+    }
 }
 
 #[tokio::test]
