@@ -132,7 +132,7 @@ fn run_alone(
     metrics: &ModelMetrics,
 ) -> Result<Scores, InferenceError> {
     let span = inference_span(model, job, job.batch.rows, 1);
-    run(backend, &job.batch, &span, metrics)
+    run(backend, &job.batch, scope(&span, job), metrics)
 }
 
 /// One ONNX Runtime call for the whole group; if it fails, each job alone.
@@ -143,7 +143,7 @@ fn run_merged(model: &str, backend: &mut dyn Backend, group: Vec<Job>, metrics: 
             .iter()
             .map(|job| inference_span(model, job, batch.rows, group.len()))
             .collect();
-        run(backend, &batch, &spans[0], metrics)
+        run(backend, &batch, scope(&spans[0], &group[0]), metrics)
     });
     match result {
         Some(Ok(scores)) => {
@@ -162,15 +162,18 @@ fn run_merged(model: &str, backend: &mut dyn Backend, group: Vec<Job>, metrics: 
 }
 
 /// The `inference` span of `job` in a call of `rows` records from `requests` requests, under
-/// the job's request span; the request span itself while stage spans are off, so ONNX
-/// Runtime's log lines still name the request.
+/// the job's request span (disabled while stage spans are off).
 fn inference_span(model: &str, job: &Job, rows: usize, requests: usize) -> tracing::Span {
-    let span =
-        spans::stage(|| tracing::info_span!(parent: &job.span, "inference", model, rows, requests));
-    if span.is_none() {
-        job.span.clone()
+    spans::stage(|| tracing::info_span!(parent: &job.span, "inference", model, rows, requests))
+}
+
+/// The span ONNX Runtime runs in: `inference`, or the request's span while stage spans are
+/// off, so its log lines still name the request.
+fn scope<'a>(inference: &'a tracing::Span, job: &'a Job) -> &'a tracing::Span {
+    if inference.is_none() {
+        &job.span
     } else {
-        span
+        inference
     }
 }
 
