@@ -32,6 +32,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     ORT_VERSION="${ORT_VERSION}" scripts/fetch-onnxruntime.sh /out/lib
 
 COPY Cargo.toml Cargo.lock build.rs ./
+# build.rs generates the ONNX protobuf types from proto/onnx-ml.proto.
+COPY proto proto
 COPY src src
 COPY benches benches
 # target/ is a cache mount, so the binary is copied out within the same step.

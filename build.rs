@@ -1,7 +1,13 @@
-//! Records the git revision for `ml_api_build_info` (left "unknown" outside a git checkout).
+//! Build-time inputs: the git revision for `ml_api_build_info` (left "unknown" outside a git
+//! checkout) and the ONNX protobuf types generated from the vendored `proto/onnx-ml.proto`.
 use std::process::Command;
 
 fn main() {
+    record_git_revision();
+    generate_onnx_types();
+}
+
+fn record_git_revision() {
     println!("cargo:rerun-if-env-changed=ML_API_GIT_REVISION");
     // A container build has no .git: it passes the revision in (`--build-arg REVISION`).
     if let Some(revision) = std::env::var("ML_API_GIT_REVISION")
@@ -27,4 +33,19 @@ fn main() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
+}
+
+/// The ONNX protobuf types (`$OUT_DIR/onnx.rs`, included by src/training/onnx.rs), generated
+/// from the vendored `proto/onnx-ml.proto`. protox parses it in Rust: no system `protoc`.
+fn generate_onnx_types() {
+    println!("cargo:rerun-if-changed=proto/onnx-ml.proto");
+    let descriptors = protox::compile(["onnx-ml.proto"], ["proto"])
+        .unwrap_or_else(|e| panic!("proto/onnx-ml.proto does not parse: {e}"));
+    prost_build::Config::new()
+        // Tensor bytes borrow the decoded buffer instead of being copied.
+        .bytes(["."])
+        // The schema's comments hold indented text that rustdoc would run as doctests.
+        .disable_comments(["."])
+        .compile_fds(descriptors)
+        .unwrap_or_else(|e| panic!("cannot generate the ONNX types: {e}"));
 }

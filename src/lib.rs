@@ -18,6 +18,7 @@ pub mod registry;
 pub mod serving;
 pub mod shadow;
 pub mod shutdown;
+pub mod spans;
 pub mod startup;
 pub mod telemetry;
 pub mod training;

@@ -7,7 +7,8 @@
 //!   lines beyond the buffer are dropped rather than blocking requests; the guard flushes
 //!   what is buffered when `main` ends, after the graceful shutdown.
 //! - Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT`, spans go to `<endpoint>/v1/traces` over
-//!   OTLP/HTTP; W3C `traceparent` on requests is honoured either way.
+//!   OTLP/HTTP, with a span per stage of a request (`crate::spans`); W3C `traceparent` on
+//!   requests is honoured either way.
 //! - Errors: with `SENTRY_DSN`, panics and `error!` events (every 5xx) become Sentry events.
 
 use std::io::IsTerminal;
@@ -99,6 +100,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         tracing_subscriber::fmt::layer().with_writer(writer).boxed()
     });
     if let Some(provider) = &tracer_provider {
+        crate::spans::enable();
         let tracer = provider.tracer("ml-api");
         layers.push(tracing_opentelemetry::layer().with_tracer(tracer).boxed());
     }

@@ -21,6 +21,7 @@ use crate::{
     http::error::{ApiError, ErrorBody, FieldError},
     model::Scores,
     serving::{CatalogError, LoadedModel, ModelRef},
+    spans,
 };
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -113,13 +114,20 @@ pub async fn respond(
 ) -> Result<Response, ApiError> {
     let top_k = validated_top_k(query.top_k, model)?;
     let scored = state.scorer.score(model, body, via).await?;
-    let body = PredictResponse::from_scores(
-        &scored.scores,
-        top_k.map(|k| (k, model.schema.labels.as_slice())),
-    );
-    let mut response = Json(body).into_response();
+    let mut response = encoded(|| {
+        PredictResponse::from_scores(
+            &scored.scores,
+            top_k.map(|k| (k, model.schema.labels.as_slice())),
+        )
+    });
     model_headers(&mut response, model);
     Ok(response)
+}
+
+/// The JSON response `build` makes, built and serialised in the request's `encode` span.
+pub fn encoded<T: Serialize>(build: impl FnOnce() -> T) -> Response {
+    let _span = spans::stage(|| tracing::info_span!("encode")).entered();
+    Json(build()).into_response()
 }
 
 fn validated_top_k(top_k: Option<usize>, model: &LoadedModel) -> Result<Option<usize>, ApiError> {

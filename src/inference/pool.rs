@@ -4,9 +4,14 @@
 //! thread owns one outright (no lock on the hot path), the queue bound gives back-pressure
 //! (a full queue is a 503, not unbounded memory), and a thread is where the dynamic batcher
 //! ([`super::batcher`]) merges the requests queued behind the one it takes.
+//!
+//! A job carries its request's span across the thread hop: its `queue_wait` span opens at
+//! submission and closes when a thread takes the job, and the ONNX Runtime call runs in an
+//! `inference` span under the request's span (`crate::spans`).
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
     time::Instant,
 };
 
@@ -20,15 +25,21 @@ use super::{
 use crate::{
     metrics::ModelMetrics,
     model::{FeatureBatch, Scores},
+    spans,
 };
 
 struct Job {
     batch: FeatureBatch,
     reply: oneshot::Sender<Result<Scores, InferenceError>>,
+    /// The submitting request's span: the parent of the job's stage spans.
     span: tracing::Span,
+    /// Open from submission until a thread takes the job (with batching: once the thread
+    /// has gathered the job's group).
+    queue_wait: tracing::Span,
 }
 
 pub struct InferencePool {
+    model: Arc<str>,
     queue: Sender<Job>,
     metrics: ModelMetrics,
 }
@@ -42,25 +53,36 @@ impl InferencePool {
         batching: Batching,
         metrics: ModelMetrics,
     ) -> std::io::Result<Self> {
+        let model: Arc<str> = Arc::from(model);
         let (queue, jobs) = bounded::<Job>(queue_capacity.max(1));
         for (index, backend) in backends.into_iter().enumerate() {
             let jobs = jobs.clone();
             let metrics = metrics.clone();
+            let model = model.clone();
             std::thread::Builder::new()
                 .name(format!("infer-{model}-{index}"))
-                .spawn(move || serve_jobs(backend, &jobs, batching, &metrics))?;
+                .spawn(move || serve_jobs(&model, backend, &jobs, batching, &metrics))?;
         }
-        Ok(Self { queue, metrics })
+        Ok(Self {
+            model,
+            queue,
+            metrics,
+        })
     }
 
     /// Runs `batch` on the first free thread.
     pub async fn infer(&self, batch: FeatureBatch) -> Result<Scores, InferenceError> {
         let _load = InFlight::enter(&self.metrics);
         let (reply, answer) = oneshot::channel();
+        let span = tracing::Span::current();
+        let queue_wait = spans::stage(
+            || tracing::info_span!(parent: &span, "queue_wait", model = %self.model, rows = batch.rows),
+        );
         let job = Job {
             batch,
             reply,
-            span: tracing::Span::current(),
+            span,
+            queue_wait,
         };
         self.queue.try_send(job).map_err(|error| match error {
             TrySendError::Full(_) => InferenceError::QueueFull,
@@ -72,6 +94,7 @@ impl InferencePool {
 }
 
 fn serve_jobs(
+    model: &str,
     mut backend: Box<dyn Backend>,
     jobs: &Receiver<Job>,
     batching: Batching,
@@ -80,28 +103,48 @@ fn serve_jobs(
     while let Ok(first) = jobs.recv() {
         let mut group = batcher::gather(first, jobs, batching, |job| job.batch.rows);
         metrics.queue_depth.set(jobs.len() as i64);
+        for job in &mut group {
+            // Taken, its group gathered: the queue wait ends here.
+            drop(std::mem::replace(
+                &mut job.queue_wait,
+                tracing::Span::none(),
+            ));
+        }
         // Clients that went away while queued: skip their work.
         group.retain(|job| !job.reply.is_closed());
         match group.len() {
             0 => {}
             1 => {
                 for job in group {
-                    let result = run(backend.as_mut(), &job.batch, &job.span, metrics);
+                    let result = run_alone(model, backend.as_mut(), &job, metrics);
                     let _ = job.reply.send(result);
                 }
             }
-            _ => run_merged(backend.as_mut(), group, metrics),
+            _ => run_merged(model, backend.as_mut(), group, metrics),
         }
     }
 }
 
+fn run_alone(
+    model: &str,
+    backend: &mut dyn Backend,
+    job: &Job,
+    metrics: &ModelMetrics,
+) -> Result<Scores, InferenceError> {
+    let span = inference_span(model, job, job.batch.rows, 1);
+    run(backend, &job.batch, scope(&span, job), metrics)
+}
+
 /// One ONNX Runtime call for the whole group; if it fails, each job alone.
-fn run_merged(backend: &mut dyn Backend, group: Vec<Job>, metrics: &ModelMetrics) {
-    let merged = batcher::merge(group.iter().map(|job| &job.batch));
-    let span = group
-        .first()
-        .map_or_else(tracing::Span::none, |job| job.span.clone());
-    let result = merged.map(|batch| run(backend, &batch, &span, metrics));
+fn run_merged(model: &str, backend: &mut dyn Backend, group: Vec<Job>, metrics: &ModelMetrics) {
+    let result = batcher::merge(group.iter().map(|job| &job.batch)).map(|batch| {
+        // Each request's trace shows the shared call.
+        let spans: Vec<_> = group
+            .iter()
+            .map(|job| inference_span(model, job, batch.rows, group.len()))
+            .collect();
+        run(backend, &batch, scope(&spans[0], &group[0]), metrics)
+    });
     match result {
         Some(Ok(scores)) => {
             let parts = batcher::split(&scores, group.iter().map(|job| job.batch.rows));
@@ -111,13 +154,30 @@ fn run_merged(backend: &mut dyn Backend, group: Vec<Job>, metrics: &ModelMetrics
         }
         _ => {
             for job in group {
-                let result = run(backend, &job.batch, &job.span, metrics);
+                let result = run_alone(model, backend, &job, metrics);
                 let _ = job.reply.send(result);
             }
         }
     }
 }
 
+/// The `inference` span of `job` in a call of `rows` records from `requests` requests, under
+/// the job's request span (disabled while stage spans are off).
+fn inference_span(model: &str, job: &Job, rows: usize, requests: usize) -> tracing::Span {
+    spans::stage(|| tracing::info_span!(parent: &job.span, "inference", model, rows, requests))
+}
+
+/// The span ONNX Runtime runs in: `inference`, or the request's span while stage spans are
+/// off, so its log lines still name the request.
+fn scope<'a>(inference: &'a tracing::Span, job: &'a Job) -> &'a tracing::Span {
+    if inference.is_none() {
+        &job.span
+    } else {
+        inference
+    }
+}
+
+/// Runs `batch` in `span` (closed by the caller when it drops it).
 fn run(
     backend: &mut dyn Backend,
     batch: &FeatureBatch,

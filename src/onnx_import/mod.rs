@@ -1,22 +1,24 @@
 //! Safe import of uploaded ONNX files: what ml-api checks before ONNX Runtime ever sees the
 //! bytes, and how scikit-learn's `ZipMap` outputs become tensors it can serve.
 //!
-//! [`inspect`] decodes the file with `prost` and refuses, with the reason a client can act on:
+//! [`inspect`] decodes the file into the ONNX schema's generated types and refuses, with the reason a client can act on:
 //! bytes that are not an ONNX model (`format`), opsets ONNX Runtime 1.31.1 does not implement
 //! (`opset`), operators outside the standard `ai.onnx` / `ai.onnx.ml` sets, custom domains and
 //! model-local functions (`operator`), tensors stored outside the file (`external_data`) and
 //! graphs over the node limit (`size`). A graph output made by a `ZipMap` (a sequence of
 //! maps, skl2onnx's default for classifiers) is rewritten into the float `[N, K]` tensor the
-//! ZipMap was given, under the same output name, and its class labels are returned.
+//! ZipMap was given, under the same output name, and its class labels are returned: the
+//! decoded model is edited and encoded again (the generated types carry every field of
+//! ONNX 1.19's schema, so nothing a current exporter writes is lost).
 //! [`reference`] compares a loaded model's outputs with ones the uploader sent.
 
 mod operators;
 mod proto;
 pub mod reference;
-mod wire;
 
 use std::{collections::BTreeMap, ops::RangeInclusive};
 
+use bytes::Bytes;
 use prost::Message;
 use serde_json::Value;
 
@@ -24,9 +26,8 @@ pub use reference::{Difference, Reference};
 
 use crate::{
     model::{FieldError, ModelCard},
-    training::onnx as writer,
+    training::onnx::{self as writer, GraphProto, ModelProto, NodeProto, TensorProto},
 };
-use proto::{GraphView, ModelView, NodeView};
 
 /// Opset versions of the default domain (`""`, `ai.onnx`) that ONNX Runtime 1.31.1 loads.
 /// (It warns, without guarantees, below 7 and refuses above 26.)
@@ -114,7 +115,9 @@ pub struct ImportedGraph {
 
 /// Checks an uploaded ONNX file and normalises its ZipMap outputs (see the module docs).
 pub fn inspect(bytes: Vec<u8>, limits: &Limits) -> Result<ImportedGraph, ImportError> {
-    let model = ModelView::decode(bytes.as_slice())
+    // Decoding from `Bytes` lets the tensors borrow the upload instead of copying it.
+    let bytes = Bytes::from(bytes);
+    let mut model = ModelProto::decode(bytes.clone())
         .map_err(|e| ImportError::Format(format!("cannot decode the protobuf: {e}")))?;
     let graph = model
         .graph
@@ -128,13 +131,7 @@ pub fn inspect(bytes: Vec<u8>, limits: &Limits) -> Result<ImportedGraph, ImportE
         let names: Vec<String> = model
             .functions
             .iter()
-            .map(|f| {
-                format!(
-                    "`{}:{}`",
-                    f.domain.as_deref().unwrap_or_default(),
-                    f.name.as_deref().unwrap_or_default()
-                )
-            })
+            .map(|f| format!("`{}:{}`", f.domain(), f.name()))
             .collect();
         return Err(ImportError::Operator(format!(
             "the model defines local functions ({}); ml-api accepts only the standard ai.onnx and ai.onnx.ml operators",
@@ -171,12 +168,13 @@ pub fn inspect(bytes: Vec<u8>, limits: &Limits) -> Result<ImportedGraph, ImportE
         return Err(ImportError::ExternalData(name));
     }
     let nodes = walk.nodes;
-    let (edits, zipmaps) = zipmap_edits(&model, graph)?;
+    let zipmaps = rewrite_zipmaps(&mut model)?;
     let bytes = if zipmaps.is_empty() {
-        bytes
+        drop(model);
+        // The upload itself (no copy: `model` no longer borrows it).
+        Vec::from(bytes)
     } else {
-        wire::edit_model(&bytes, &edits)
-            .map_err(|e| ImportError::Format(format!("cannot rewrite the ZipMap output: {e}")))?
+        model.encode_to_vec()
     };
     Ok(ImportedGraph {
         bytes,
@@ -185,19 +183,19 @@ pub fn inspect(bytes: Vec<u8>, limits: &Limits) -> Result<ImportedGraph, ImportE
     })
 }
 
-fn check_opsets(model: &ModelView) -> Result<(), ImportError> {
+fn check_opsets(model: &ModelProto) -> Result<(), ImportError> {
     if model.opset_import.is_empty() {
         return Err(ImportError::Format("the model imports no opset".to_owned()));
     }
     for opset in &model.opset_import {
-        let domain = opset.domain.as_deref().unwrap_or_default();
+        let domain = opset.domain();
         let allowed = match domain {
             "" | "ai.onnx" => AI_ONNX_OPSETS,
             "ai.onnx.ml" => AI_ONNX_ML_OPSETS,
             // Other domains are judged by the nodes that use them.
             _ => continue,
         };
-        let version = opset.version.unwrap_or_default();
+        let version = opset.version();
         if !allowed.contains(&version) {
             return Err(ImportError::Opset {
                 domain: if domain.is_empty() { "ai.onnx" } else { domain }.to_owned(),
@@ -218,11 +216,13 @@ struct Walk {
 }
 
 impl Walk {
-    fn graph(&mut self, graph: &GraphView) {
-        let tensors = graph
-            .initializer
-            .iter()
-            .chain(graph.sparse_initializer.iter().flat_map(|s| s.parts()));
+    fn graph(&mut self, graph: &GraphProto) {
+        let tensors = graph.initializer.iter().chain(
+            graph
+                .sparse_initializer
+                .iter()
+                .flat_map(proto::sparse_parts),
+        );
         for tensor in tensors {
             self.tensor(tensor);
         }
@@ -231,54 +231,52 @@ impl Walk {
         }
     }
 
-    fn node(&mut self, node: &NodeView) {
+    fn node(&mut self, node: &NodeProto) {
         self.nodes += 1;
-        let allowed = match node.domain_name() {
+        let domain = proto::domain_name(node);
+        let allowed = match domain {
             "" => operators::AI_ONNX,
             "ai.onnx.ml" => operators::AI_ONNX_ML,
             _ => &[],
         };
-        if allowed.binary_search(&node.op()).is_err() {
-            let domain = if node.domain_name().is_empty() {
-                "ai.onnx"
-            } else {
-                node.domain_name()
-            };
+        if allowed.binary_search(&node.op_type()).is_err() {
+            let domain = if domain.is_empty() { "ai.onnx" } else { domain };
             *self
                 .refused
-                .entry(format!("{domain}:{}", node.op()))
+                .entry(format!("{domain}:{}", node.op_type()))
                 .or_default() += 1;
         }
         for attribute in &node.attribute {
-            for tensor in attribute.tensors() {
+            for tensor in proto::tensors(attribute) {
                 self.tensor(tensor);
             }
-            for graph in attribute.subgraphs() {
+            for graph in proto::subgraphs(attribute) {
                 self.graph(graph);
             }
         }
     }
 
-    fn tensor(&mut self, tensor: &proto::TensorView) {
-        if tensor.is_external() && self.external.is_none() {
-            self.external = Some(tensor.name.clone().unwrap_or_default());
+    fn tensor(&mut self, tensor: &TensorProto) {
+        if proto::is_external(tensor) && self.external.is_none() {
+            self.external = Some(tensor.name().to_owned());
         }
     }
 }
 
-/// The edits that turn each ZipMap graph output into the tensor it was given.
+/// Turns each ZipMap graph output into the tensor it was given; returns them in graph-output
+/// order (none: the model is left as it was).
 ///
 /// Only a ZipMap of the main graph whose output is a graph output and feeds no other node is
-/// rewritten: it becomes `Identity(probabilities) -> <same name>`, and the output is declared
-/// float `[N, K]` with K the number of class labels.
-fn zipmap_edits(
-    model: &ModelView,
-    graph: &GraphView,
-) -> Result<(wire::Edits, Vec<ZipMapOutput>), ImportError> {
-    let mut edits = wire::Edits::default();
+/// rewritten: it becomes `Identity(probabilities) -> <same name>`, the output is declared
+/// float `[N, K]` with K the number of class labels, and its `value_info` entry is dropped.
+fn rewrite_zipmaps(model: &mut ModelProto) -> Result<Vec<ZipMapOutput>, ImportError> {
+    let Some(graph) = model.graph.as_mut() else {
+        return Ok(Vec::new());
+    };
     let mut found = Vec::new();
-    for (index, node) in graph.node.iter().enumerate() {
-        if node.op() != "ZipMap" || node.domain_name() != "ai.onnx.ml" {
+    for index in 0..graph.node.len() {
+        let node = &graph.node[index];
+        if node.op_type() != "ZipMap" || proto::domain_name(node) != "ai.onnx.ml" {
             continue;
         }
         let ([input], [output]) = (node.input.as_slice(), node.output.as_slice()) else {
@@ -295,42 +293,39 @@ fn zipmap_edits(
                 node.name.as_deref().unwrap_or(output)
             ))
         })?;
-        let identity = writer::node("Identity", "", &[input], &[output], Vec::new());
-        edits.nodes.insert(index, identity.encode_to_vec());
+        let (input, output) = (input.clone(), output.clone());
+        graph.node[index] = writer::node("Identity", "", &[&input], &[&output], Vec::new());
         let width = i64::try_from(classes.len()).unwrap_or(i64::MAX);
-        let declared = writer::value_info(output, writer::TENSOR_FLOAT, &[None, Some(width)]);
-        edits
-            .outputs
-            .insert(output.clone(), declared.encode_to_vec());
-        edits.drop_value_info.insert(output.clone());
-        found.push((output.clone(), classes, class_values));
+        let declared = writer::value_info(&output, writer::TENSOR_FLOAT, &[None, Some(width)]);
+        for value in graph.output.iter_mut().filter(|o| o.name() == output) {
+            *value = declared.clone();
+        }
+        graph.value_info.retain(|v| v.name() != output);
+        found.push(ZipMapOutput {
+            output,
+            classes,
+            class_values,
+        });
     }
     // Graph-output order, so "the first" is well defined.
     let mut zipmaps: Vec<ZipMapOutput> = Vec::new();
     for declared in &graph.output {
-        if let Some((output, classes, class_values)) =
-            found.iter().find(|(output, ..)| output == declared.name())
-        {
-            zipmaps.push(ZipMapOutput {
-                output: output.clone(),
-                classes: classes.clone(),
-                class_values: class_values.clone(),
-            });
+        if let Some(at) = found.iter().position(|z| z.output == declared.name()) {
+            zipmaps.push(found.swap_remove(at));
         }
     }
     let imports_default = model
         .opset_import
         .iter()
-        .any(|o| matches!(o.domain.as_deref(), None | Some("" | "ai.onnx")));
+        .any(|o| matches!(o.domain(), "" | "ai.onnx"));
     if !zipmaps.is_empty() && !imports_default {
         // Identity exists in every opset; the oldest one ONNX Runtime guarantees.
-        let opset = writer::OperatorSetIdProto {
+        model.opset_import.push(writer::OperatorSetIdProto {
             domain: Some(String::new()),
             version: Some(*AI_ONNX_OPSETS.start()),
-        };
-        edits.add_opsets.push(opset.encode_to_vec());
+        });
     }
-    Ok((edits, zipmaps))
+    Ok(zipmaps)
 }
 
 /// Points the card at the first normalised ZipMap output (or the one it names) and names its
@@ -349,8 +344,8 @@ pub fn label_card(card: &mut ModelCard, zipmaps: &[ZipMapOutput]) -> Option<Vec<
     Some(zipmap.class_values.clone())
 }
 
-fn zipmap_labels(node: &NodeView) -> Option<(Vec<String>, Vec<Value>)> {
-    if let Some(strings) = node.attribute_named("classlabels_strings") {
+fn zipmap_labels(node: &NodeProto) -> Option<(Vec<String>, Vec<Value>)> {
+    if let Some(strings) = proto::attribute_named(node, "classlabels_strings") {
         let classes: Vec<String> = strings
             .strings
             .iter()
@@ -359,7 +354,7 @@ fn zipmap_labels(node: &NodeView) -> Option<(Vec<String>, Vec<Value>)> {
         let values = classes.iter().cloned().map(Value::String).collect();
         return (!classes.is_empty()).then_some((classes, values));
     }
-    let ints = &node.attribute_named("classlabels_int64s")?.ints;
+    let ints = &proto::attribute_named(node, "classlabels_int64s")?.ints;
     let classes = ints.iter().map(i64::to_string).collect();
     let values = ints.iter().map(|&i| Value::from(i)).collect();
     (!ints.is_empty()).then_some((classes, values))

@@ -1,13 +1,13 @@
 //! The inspector on the committed fixtures (`tests/fixtures/import/`, made by skl2onnx and
-//! onnx.helper) and on graphs built here with the decoding views, which encode as well.
+//! onnx.helper) and on graphs built here with the schema's generated types.
 
 use prost::Message;
 use serde_json::json;
 
-use super::{
-    inspect,
-    proto::{AttributeView, FunctionView, GraphView, ModelView, NodeView, OpsetView, TensorView},
-    ImportError, Limits,
+use super::{inspect, ImportError, Limits};
+use crate::training::onnx::schema::{
+    tensor_proto::DataLocation, AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, ValueInfoProto,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -17,40 +17,42 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn node(op: &str, domain: &str) -> NodeView {
-    NodeView {
+fn node(op: &str, domain: &str) -> NodeProto {
+    NodeProto {
         input: vec!["x".into()],
         output: vec!["y".into()],
         name: None,
         op_type: Some(op.into()),
         domain: Some(domain.into()),
         attribute: Vec::new(),
+        ..NodeProto::default()
     }
 }
 
-fn graph(nodes: Vec<NodeView>) -> GraphView {
-    GraphView {
+fn graph(nodes: Vec<NodeProto>) -> GraphProto {
+    GraphProto {
         node: nodes,
-        output: vec![super::proto::ValueView {
+        output: vec![ValueInfoProto {
             name: Some("y".into()),
+            ..ValueInfoProto::default()
         }],
-        ..GraphView::default()
+        ..GraphProto::default()
     }
 }
 
-fn model(graph: GraphView) -> ModelView {
-    ModelView {
+fn model(graph: GraphProto) -> ModelProto {
+    ModelProto {
         ir_version: Some(8),
-        opset_import: vec![OpsetView {
+        opset_import: vec![OperatorSetIdProto {
             domain: Some(String::new()),
             version: Some(17),
         }],
         graph: Some(graph),
-        functions: Vec::new(),
+        ..ModelProto::default()
     }
 }
 
-fn refused(model: &ModelView) -> ImportError {
+fn refused(model: &ModelProto) -> ImportError {
     inspect(model.encode_to_vec(), &Limits::default()).unwrap_err()
 }
 
@@ -68,14 +70,25 @@ fn a_zipmap_output_becomes_the_probability_tensor_with_string_class_names() {
     );
     assert_ne!(imported.bytes, uploaded);
 
-    let before = ModelView::decode(uploaded.as_slice()).unwrap();
-    let after = ModelView::decode(imported.bytes.as_slice()).unwrap();
+    let before = ModelProto::decode(uploaded.as_slice()).unwrap();
+    let after = ModelProto::decode(imported.bytes.as_slice()).unwrap();
     let (before, after) = (before.graph.unwrap(), after.graph.unwrap());
-    let ops = |g: &GraphView| g.node.iter().map(|n| n.op().to_owned()).collect::<Vec<_>>();
+    let ops = |g: &GraphProto| {
+        g.node
+            .iter()
+            .map(|n| n.op_type().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert!(ops(&before).contains(&"ZipMap".to_owned()));
     assert!(!ops(&after).contains(&"ZipMap".to_owned()));
     assert_eq!(ops(&after).last().map(String::as_str), Some("Identity"));
-    assert_eq!(before.output, after.output, "same output names, in order");
+    let names = |g: &GraphProto| {
+        g.output
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&before), names(&after), "same output names, in order");
     assert_eq!(before.input, after.input);
     assert_eq!(before.initializer, after.initializer);
     // Normalising twice changes nothing more.
@@ -122,7 +135,7 @@ fn opsets_outside_what_onnx_runtime_implements_are_refused() {
     );
     assert!(error.to_string().contains("7..=26"), "{error}");
     let mut old_ml = model(graph(vec![node("Identity", "")]));
-    old_ml.opset_import.push(OpsetView {
+    old_ml.opset_import.push(OperatorSetIdProto {
         domain: Some("ai.onnx.ml".into()),
         version: Some(6),
     });
@@ -149,9 +162,10 @@ fn custom_domains_unknown_operators_and_local_functions_are_refused() {
     assert_eq!(ms.reason(), "operator");
 
     let mut with_function = model(graph(vec![node("Identity", "")]));
-    with_function.functions.push(FunctionView {
+    with_function.functions.push(FunctionProto {
         name: Some("Helper".into()),
         domain: Some("local".into()),
+        ..FunctionProto::default()
     });
     assert!(refused(&with_function)
         .to_string()
@@ -161,10 +175,10 @@ fn custom_domains_unknown_operators_and_local_functions_are_refused() {
 #[test]
 fn operators_inside_subgraphs_are_checked_too() {
     let mut branch = node("If", "");
-    branch.attribute.push(AttributeView {
+    branch.attribute.push(AttributeProto {
         name: Some("then_branch".into()),
-        g: Some(Box::new(graph(vec![node("Scramble", "com.example")]))),
-        ..AttributeView::default()
+        g: Some(graph(vec![node("Scramble", "com.example")])),
+        ..AttributeProto::default()
     });
     let error = refused(&model(graph(vec![branch])));
     assert!(
@@ -176,10 +190,11 @@ fn operators_inside_subgraphs_are_checked_too() {
 #[test]
 fn tensors_stored_outside_the_file_are_refused() {
     let mut g = graph(vec![node("Identity", "")]);
-    g.initializer.push(TensorView {
+    g.initializer.push(TensorProto {
         name: Some("weights".into()),
         external_data: Vec::new(),
-        data_location: Some(super::proto::DATA_EXTERNAL),
+        data_location: Some(DataLocation::External as i32),
+        ..TensorProto::default()
     });
     assert_eq!(
         refused(&model(g)),
@@ -187,17 +202,18 @@ fn tensors_stored_outside_the_file_are_refused() {
     );
 
     let mut constant = node("Constant", "");
-    constant.attribute.push(AttributeView {
+    constant.attribute.push(AttributeProto {
         name: Some("value".into()),
-        t: Some(TensorView {
+        t: Some(TensorProto {
             name: Some("c".into()),
-            external_data: vec![super::proto::StringEntryView {
+            external_data: vec![StringStringEntryProto {
                 key: Some("location".into()),
                 value: Some("c.bin".into()),
             }],
             data_location: None,
+            ..TensorProto::default()
         }),
-        ..AttributeView::default()
+        ..AttributeProto::default()
     });
     assert_eq!(
         refused(&model(graph(vec![constant]))).reason(),

@@ -19,6 +19,7 @@ use crate::{
         contract::{Action, CompiledContract},
         decode, FeatureBatch, FieldError, Scores,
     },
+    spans,
 };
 
 /// Why a request could not be scored.
@@ -114,7 +115,8 @@ impl Scorer {
     ) -> Result<Scored, ScoreError> {
         let started = Instant::now();
         let (batch, is_batch) = {
-            let _span = tracing::debug_span!("decode", model = %model.name).entered();
+            let _span =
+                spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
             decode_records(model, body, self.max_batch_records)
                 .inspect_err(|errors| self.count_rejected(&model.name, errors))
                 .map_err(ScoreError::Invalid)?

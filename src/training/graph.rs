@@ -223,7 +223,9 @@ pub fn build(features: &[String], encoders: &[Encoder], head: &Head<'_>, doc: &s
             initializer: initializers,
             input: inputs,
             output: outputs,
+            ..Default::default()
         }),
+        ..Default::default()
     };
     onnx::encode(&model)
 }

@@ -8,6 +8,10 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, http::Uri, routing::post, Router};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest, trace::v1::Span,
+};
+use prost::Message;
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -49,6 +53,49 @@ impl Capture {
         }
         false
     }
+}
+
+impl Capture {
+    /// Every span received on `/v1/traces` so far.
+    fn spans(&self) -> Vec<Span> {
+        let requests = self.0.lock().unwrap();
+        requests
+            .iter()
+            .filter(|(path, _)| path == "/v1/traces")
+            .filter_map(|(_, body)| ExportTraceServiceRequest::decode(body.clone()).ok())
+            .flat_map(|request| request.resource_spans)
+            .flat_map(|resource| resource.scope_spans)
+            .flat_map(|scope| scope.spans)
+            .collect()
+    }
+
+    /// Waits until the spans of `trace` received so far include every name in `names`;
+    /// returns them (whatever arrived by the deadline).
+    async fn trace(&self, trace: &[u8], names: &[&str]) -> Vec<Span> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans: Vec<Span> = self
+                .spans()
+                .into_iter()
+                .filter(|span| span.trace_id == trace)
+                .collect();
+            let complete = names
+                .iter()
+                .all(|name| spans.iter().any(|span| span.name == *name));
+            if complete || tokio::time::Instant::now() >= deadline {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The one span called `name` among `spans`.
+fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    let found: Vec<&Span> = spans.iter().filter(|span| span.name == name).collect();
+    let listed: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
+    assert_eq!(found.len(), 1, "one `{name}` span in the trace: {listed:?}");
+    found[0]
 }
 
 async fn record(State(capture): State<Capture>, uri: Uri, body: Bytes) -> &'static str {
@@ -132,18 +179,86 @@ async fn request_spans_are_exported_over_otlp_under_the_callers_trace() {
     assert!(server.wait(Duration::from_secs(20)).await.success());
     let trace_bytes = hex::decode(trace_id).unwrap();
     let parent_bytes = hex::decode(parent_id).unwrap();
-    let exported = collector
-        .wait_for(Duration::from_secs(10), |path, body| {
-            path == "/v1/traces"
-                && contains(body, &trace_bytes)
-                && contains(body, &parent_bytes)
-                && contains(body, b"POST /predict")
-        })
+    const STAGES: [&str; 4] = ["decode", "queue_wait", "inference", "encode"];
+    let spans = collector
+        .trace(
+            &trace_bytes,
+            &[
+                "POST /predict",
+                "decode",
+                "queue_wait",
+                "inference",
+                "encode",
+            ],
+        )
         .await;
-    assert!(
-        exported,
-        "the request's span was exported with the caller's trace and parent ids"
+    let request = named(&spans, "POST /predict");
+    assert_eq!(
+        request.parent_span_id, parent_bytes,
+        "the request's span is a child of the caller's"
     );
+    let stages: Vec<&Span> = STAGES.iter().map(|name| named(&spans, name)).collect();
+    for stage in &stages {
+        assert_eq!(
+            stage.parent_span_id, request.span_id,
+            "`{}` is a child of the request's span",
+            stage.name
+        );
+        assert!(
+            request.start_time_unix_nano <= stage.start_time_unix_nano
+                && stage.end_time_unix_nano <= request.end_time_unix_nano,
+            "`{}` lies within the request",
+            stage.name
+        );
+    }
+    for pair in stages.windows(2) {
+        assert!(
+            pair[0].end_time_unix_nano <= pair[1].start_time_unix_nano,
+            "`{}` ends before `{}` starts",
+            pair[0].name,
+            pair[1].name
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_batched_together_each_trace_their_queue_wait_and_inference() {
+    let (collector, addr) = Capture::start().await;
+    // Requests arriving within 200 ms of each other share one ONNX Runtime call.
+    let mut server = ServerProcess::start(
+        &["--batch-max-delay", "200ms"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let trace_ids: Vec<String> = (0..4).map(|i| format!("{:032x}", 0xabc0 + i)).collect();
+    let answers = futures::future::join_all(trace_ids.iter().map(|trace_id| {
+        client
+            .post(server.url("/predict"))
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .json(&seed_record())
+            .send()
+    }))
+    .await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().status(), 200);
+    }
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)).await.success());
+    for trace_id in &trace_ids {
+        let trace = hex::decode(trace_id).unwrap();
+        let spans = collector
+            .trace(&trace, &["POST /predict", "queue_wait", "inference"])
+            .await;
+        let request = named(&spans, "POST /predict");
+        for stage in ["queue_wait", "inference"] {
+            assert_eq!(
+                named(&spans, stage).parent_span_id,
+                request.span_id,
+                "trace {trace_id}: `{stage}` is a child of its own request's span"
+            );
+        }
+    }
 }
 
 #[tokio::test]

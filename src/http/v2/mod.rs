@@ -17,7 +17,7 @@ use axum::{
 use serde_json::{json, Map, Value};
 
 use self::tensor::{InferRequest, InferResponse};
-use super::state::AppState;
+use super::{predict::encoded, state::AppState};
 use crate::{
     http::error::ApiError, model::ModelSchema, registry::ListQuery, serving::catalog::ModelRef,
     serving::load::LoadedModel,
@@ -230,7 +230,7 @@ pub async fn infer(
     Path(name): Path<String>,
     headers: HeaderMap,
     Body(body): Body,
-) -> Result<Json<InferResponse>, V2Error> {
+) -> Result<Response, V2Error> {
     let model = resolve(&state, &name, None).await?;
     let via = ModelRef::parse(&name);
     run(&state, &model, Some(&via), &headers, &body).await
@@ -248,7 +248,7 @@ pub async fn infer_version(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     Body(body): Body,
-) -> Result<Json<InferResponse>, V2Error> {
+) -> Result<Response, V2Error> {
     let model = resolve(&state, &name, Some(&version)).await?;
     run(&state, &model, None, &headers, &body).await
 }
@@ -259,7 +259,7 @@ async fn run(
     via: Option<&ModelRef>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Json<InferResponse>, V2Error> {
+) -> Result<Response, V2Error> {
     let header_length = headers
         .get("inference-header-content-length")
         .map(|value| value.as_bytes());
@@ -276,7 +276,7 @@ async fn run(
         .await
         .map_err(ApiError::from)?
         .scores;
-    Ok(Json(InferResponse {
+    Ok(encoded(|| InferResponse {
         model_name: model.name.clone(),
         model_version: model.version.clone(),
         id: request.id,
