@@ -135,7 +135,7 @@ impl FieldContract {
                 seen.push(v);
             }
         }
-        seen.sort_by(f64::total_cmp);
+        seen.sort_unstable_by(f64::total_cmp);
         let total = seen.len() + nulls;
         let mut edges: Vec<f64> = (1..NUMERIC_BINS)
             .filter_map(|i| quantile(&seen, i as f64 / NUMERIC_BINS as f64))
