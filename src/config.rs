@@ -386,8 +386,10 @@ pub struct HttpConfig {
     /// for ingress-nginx), so the proxy closes idle connections first.
     #[arg(long, env = "ML_API_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// A request's body must arrive within this time after its head; a slower one gets 408
-    /// and its connection is closed. `--request-timeout` also bounds the whole request.
+    /// A request's body must keep arriving: when this long passes without a byte of it
+    /// (after the head, or after the last piece), the request gets 408 and its connection
+    /// is closed. `--request-timeout` also bounds the whole request (data set uploads
+    /// excepted: they take as long as their bytes take to arrive).
     #[arg(long, env = "ML_API_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
     /// Most connections open at once (0: no cap). Further clients wait in the listen backlog

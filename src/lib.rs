@@ -9,6 +9,7 @@ pub mod http;
 pub mod inference;
 pub mod jobs;
 pub mod lambda;
+pub mod log_writer;
 pub mod metrics;
 pub mod model;
 pub mod onnx_import;

@@ -2,10 +2,10 @@
 //! (as Sentry asks, so every thread sees its hub).
 //!
 //! - Logs: JSON lines (containers) or pretty (terminals), filtered by `RUST_LOG`. A request
-//!   formats its lines and hands them to a background thread that writes them to stdout
-//!   (buffered, one write per burst), so no request waits on the pipe. Should the pipe stall,
-//!   lines beyond the buffer are dropped rather than blocking requests; the guard flushes
-//!   what is buffered when `main` ends, after the graceful shutdown.
+//!   formats its lines into a shared buffer that a background thread writes to stdout about
+//!   every 50 ms (`crate::log_writer`), so no request waits on the pipe or wakes a thread.
+//!   Should the pipe stall, lines beyond the buffer are dropped rather than blocking
+//!   requests; the guard writes what is buffered when `main` ends, after the graceful shutdown.
 //! - Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT`, spans go to `<endpoint>/v1/traces` over
 //!   OTLP/HTTP, with a span per stage of a request (`crate::spans`); W3C `traceparent` on
 //!   requests is honoured either way.
@@ -17,19 +17,21 @@ use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     filter::EnvFilter, layer::SubscriberExt, util::SubscriberInitExt, Layer, Registry,
 };
 
-use crate::config::{LogFormat, TelemetryConfig};
+use crate::{
+    config::{LogFormat, TelemetryConfig},
+    log_writer::{self, LogWriterGuard},
+};
 
 /// Flushes spans and Sentry events when dropped at the end of `main`.
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
     _sentry: Option<sentry::ClientInitGuard>,
     /// Dropping it writes the log lines still buffered and stops the writer thread.
-    _log_writer: WorkerGuard,
+    _log_writer: LogWriterGuard,
 }
 
 impl Drop for TelemetryGuard {
@@ -80,13 +82,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    // Lines queued for the writer thread; beyond this (a stalled stdout) new lines are dropped.
-    const BUFFERED_LINES: usize = 128_000;
-    let (writer, log_writer) = NonBlockingBuilder::default()
-        .buffered_lines_limit(BUFFERED_LINES)
-        .lossy(true)
-        .thread_name("ml-api-log-writer")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let (writer, log_writer) = log_writer::stdout();
     let mut layers: Vec<BoxedLayer> = Vec::new();
     layers.push(if json {
         tracing_subscriber::fmt::layer()

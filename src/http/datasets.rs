@@ -231,8 +231,11 @@ async fn stream(
     let mut chunks = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|error| {
-            ApiError::MalformedJson(format!("the body ended before it was complete: {error}"))
+        let chunk = chunk.map_err(|error| match super::server::BodyReadTimeout::find(&error) {
+            Some(timeout) => ApiError::BodyTimeout(timeout),
+            None => {
+                ApiError::MalformedJson(format!("the body ended before it was complete: {error}"))
+            }
         })?;
         total += chunk.len() as u64;
         if total > max {

@@ -70,7 +70,7 @@ impl From<&crate::config::HttpConfig> for EdgeLimits {
     }
 }
 
-/// A request body that did not arrive within `--body-read-timeout`.
+/// A request body that stopped arriving for `--body-read-timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body was not received within {0:?}")]
 pub struct BodyReadTimeout(pub Duration);
@@ -328,8 +328,11 @@ impl HttpBody for Guarded {
     }
 }
 
-/// A request body that must arrive by a deadline. The timer is only armed when the body is
-/// not already there (most small requests arrive with their head).
+/// A request body that must keep arriving: at most `limit` may pass without a byte of it
+/// (after the head, then after each piece). The timer is only armed when the body is not
+/// already there (most small requests arrive with their head). A progress limit rather than
+/// a total one, so a data set upload may take as long as its bytes take to arrive; the
+/// total of other requests is bounded by `--request-timeout`.
 struct TimedBody {
     body: Incoming,
     deadline: Instant,
@@ -357,6 +360,12 @@ impl HttpBody for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            // Progress: the next piece gets the whole limit again.
+            let deadline = Instant::now() + self.limit;
+            self.deadline = deadline;
+            if let Some(timer) = self.timer.as_mut() {
+                timer.as_mut().reset(deadline);
+            }
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         let deadline = self.deadline;

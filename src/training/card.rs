@@ -136,9 +136,11 @@ fn example(job: &TrainingJob) -> Value {
 /// The feature contract of the training rows (`rows`: their indices), with the share of rows
 /// the fitted model gives to each of its `width` output columns.
 pub fn contract(job: &TrainingJob, rows: &[usize], winners: &[usize], width: usize) -> Contract {
+    use rayon::prelude::*;
+    // One feature per task: each profile sorts its column, the longest step of the phase.
     let fields = job
         .features
-        .iter()
+        .par_iter()
         .zip(&job.columns)
         .map(|(name, column)| {
             let field = match column {

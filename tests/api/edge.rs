@@ -442,3 +442,53 @@ async fn a_training_body_over_the_general_limit_but_within_the_training_limit_is
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_keeps_arriving_is_read_to_the_end_however_long_it_takes() {
+    // A data set upload sent in 15 pieces, 200 ms apart: 3 s in all, longer than the 2 s
+    // body-read timeout, but never 2 s without a byte. (`/datasets` is also exempt from
+    // `--request-timeout`: an upload takes as long as its bytes take to arrive.)
+    let store = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("edge-datasets")
+        .join(uuid::Uuid::new_v4().to_string());
+    let app = spawn_app_with(move |config| {
+        config.http.body_read_timeout = Duration::from_secs(2);
+        config.datasets.dataset_store = store.display().to_string();
+    })
+    .await;
+    let mut csv = String::from("x,y\n");
+    for i in 0..1500 {
+        csv.push_str(&format!("{}.5,{}\n", i, i % 2));
+    }
+    let mut stream = TcpStream::connect(app.addr).await.expect("connects");
+    let head_bytes = format!(
+        "POST /datasets HTTP/1.1\r\nHost: a\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n",
+        csv.len()
+    );
+    stream
+        .write_all(head_bytes.as_bytes())
+        .await
+        .expect("head written");
+    for piece in csv.as_bytes().chunks(csv.len().div_ceil(15)) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.write_all(piece).await.expect("piece written");
+    }
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}\n{body}");
+    assert_eq!(body["rows"], 1500, "{body}");
+
+    // The same upload stalling half-way: 408 after 2 s without a byte, named as such.
+    let mut stream = TcpStream::connect(app.addr).await.expect("connects");
+    stream
+        .write_all(head_bytes.as_bytes())
+        .await
+        .expect("head written");
+    stream
+        .write_all(&csv.as_bytes()[..csv.len() / 2])
+        .await
+        .expect("half written");
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}\n{body}");
+    assert_eq!(body["error"]["code"], "body_timeout", "{body}");
+    app.stop().await;
+}
