@@ -1,7 +1,13 @@
-//! Records the git revision for `ml_api_build_info` (left "unknown" outside a git checkout).
+//! Build-time inputs: the git revision for `ml_api_build_info` (left "unknown" outside a git
+//! checkout) and the gRPC service generated from the vendored `proto/grpc_predict_v2.proto`.
 use std::process::Command;
 
 fn main() {
+    record_git_revision();
+    generate_grpc_service();
+}
+
+fn record_git_revision() {
     println!("cargo:rerun-if-env-changed=ML_API_GIT_REVISION");
     // A container build has no .git: it passes the revision in (`--build-arg REVISION`).
     if let Some(revision) = std::env::var("ML_API_GIT_REVISION")
@@ -27,4 +33,30 @@ fn main() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
+}
+
+/// The Open Inference Protocol's gRPC messages, server and client (`$OUT_DIR/inference.rs`,
+/// included by src/grpc/mod.rs) and their encoded descriptor set for server reflection
+/// (`$OUT_DIR/inference_descriptor.bin`), from the vendored `proto/grpc_predict_v2.proto`.
+/// protox parses it in Rust: no system `protoc`.
+fn generate_grpc_service() {
+    println!("cargo:rerun-if-changed=proto/grpc_predict_v2.proto");
+    let mut compiler =
+        protox::Compiler::new(["proto"]).unwrap_or_else(|e| panic!("cannot read proto/: {e}"));
+    compiler
+        .include_imports(true)
+        .open_files(["grpc_predict_v2.proto"])
+        .unwrap_or_else(|e| panic!("proto/grpc_predict_v2.proto does not parse: {e}"));
+    let out_dir =
+        std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(
+        out_dir.join("inference_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )
+    .unwrap_or_else(|e| panic!("cannot write the gRPC descriptor set: {e}"));
+    tonic_prost_build::configure()
+        // Tensor bytes borrow the request's buffer instead of being copied.
+        .bytes(".")
+        .compile_fds(compiler.file_descriptor_set())
+        .unwrap_or_else(|e| panic!("cannot generate the gRPC service: {e}"));
 }
