@@ -1,10 +1,12 @@
 //! Build-time inputs: the git revision for `ml_api_build_info` (left "unknown" outside a git
-//! checkout) and the ONNX protobuf types generated from the vendored `proto/onnx-ml.proto`.
+//! checkout), the ONNX protobuf types generated from the vendored `proto/onnx-ml.proto`, and
+//! the gRPC service generated from the vendored `proto/grpc_predict_v2.proto`.
 use std::process::Command;
 
 fn main() {
     record_git_revision();
     generate_onnx_types();
+    generate_grpc_service();
 }
 
 fn record_git_revision() {
@@ -48,4 +50,30 @@ fn generate_onnx_types() {
         .disable_comments(["."])
         .compile_fds(descriptors)
         .unwrap_or_else(|e| panic!("cannot generate the ONNX types: {e}"));
+}
+
+/// The Open Inference Protocol's gRPC messages, server and client (`$OUT_DIR/inference.rs`,
+/// included by src/grpc/mod.rs) and their encoded descriptor set for server reflection
+/// (`$OUT_DIR/inference_descriptor.bin`), from the vendored `proto/grpc_predict_v2.proto`.
+/// protox parses it in Rust: no system `protoc`.
+fn generate_grpc_service() {
+    println!("cargo:rerun-if-changed=proto/grpc_predict_v2.proto");
+    let mut compiler =
+        protox::Compiler::new(["proto"]).unwrap_or_else(|e| panic!("cannot read proto/: {e}"));
+    compiler
+        .include_imports(true)
+        .open_files(["grpc_predict_v2.proto"])
+        .unwrap_or_else(|e| panic!("proto/grpc_predict_v2.proto does not parse: {e}"));
+    let out_dir =
+        std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(
+        out_dir.join("inference_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )
+    .unwrap_or_else(|e| panic!("cannot write the gRPC descriptor set: {e}"));
+    tonic_prost_build::configure()
+        // Tensor bytes borrow the request's buffer instead of being copied.
+        .bytes(".")
+        .compile_fds(compiler.file_descriptor_set())
+        .unwrap_or_else(|e| panic!("cannot generate the gRPC service: {e}"));
 }

@@ -76,7 +76,7 @@ def base_env():
 
 def coldstart_serve(binary, cgroup):
     port = free_port()
-    env = dict(base_env(), ML_API_ADDR=f"127.0.0.1:{port}")
+    env = dict(base_env(), ML_API_ADDR=f"127.0.0.1:{port}", ML_API_GRPC_ADDR="127.0.0.1:0")
     t0 = time.monotonic()
     proc = subprocess.Popen([binary, "serve"], env=env, cwd=ROOT, preexec_fn=join_cgroup(cgroup),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -19,7 +19,8 @@
 #     `/readyz` 200; POST /predict at 1, 16, 64, 256; a batch of 32 records at 16; V2
 #     `POST /v2/models/santander/infer` (the seed record as V2 JSON tensors, built from
 #     `GET /v2/models/santander`) at 64 and 256, and the same tensors with the binary-data
-#     extension (`Inference-Header-Content-Length`) at 64; a constant-rate run (oha `-q`, latency
+#     extension (`Inference-Header-Content-Length`) at 64; gRPC `ModelInfer` with raw tensors
+#     at 64 connections (examples/grpc_load.rs, one call in flight per connection); a constant-rate run (oha `-q`, latency
 #     correction) at half the highest /predict rate; then at least 1,000,000 more requests
 #     (oha `-n`) and VmRSS/VmHWM from /proc;
 #  5. prints one table and PASS/MISS per target, writes .run/bench/results.json and (unless
@@ -62,6 +63,7 @@ CARGO="${CARGO:-cargo}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET_DIR/release/ml-api"
 BASELINE_BIN="$TARGET_DIR/release/examples/bench_baseline"
+GRPC_LOAD_BIN="$TARGET_DIR/release/examples/grpc_load"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -102,9 +104,10 @@ log "building the release binaries (ml-api and examples/bench_baseline)"
 # Two commands: building the example enables the dev-dependencies' features, and ml-api must
 # be the product binary exactly as `cargo build --release` makes it.
 "$CARGO" build --release --locked
-"$CARGO" build --release --locked --example bench_baseline
+"$CARGO" build --release --locked --example bench_baseline --example grpc_load
 [[ -x "$BIN" ]] || die "no binary at $BIN"
 [[ -x "$BASELINE_BIN" ]] || die "no binary at $BASELINE_BIN"
+[[ -x "$GRPC_LOAD_BIN" ]] || die "no binary at $GRPC_LOAD_BIN"
 
 # --- request bodies ------------------------------------------------------------------------
 BATCH_BODY="$OUT/batch${BATCH_RECORDS}.json"
@@ -149,12 +152,17 @@ trap 'exit 130' INT TERM
 start_server() {
   local name="$1"
   shift
-  local port
+  local port grpc_port
   port="$(free_port)"
+  grpc_port="$(free_port)"
   BASE="http://127.0.0.1:$port"
+  GRPC_ADDR="127.0.0.1:$grpc_port"
   SERVER_LOG="$OUT/server-$name.log"
   local args=() arg
-  for arg in "$@"; do args+=("${arg//\{addr\}/127.0.0.1:$port}"); done
+  for arg in "$@"; do
+    arg="${arg//\{addr\}/127.0.0.1:$port}"
+    args+=("${arg//\{grpc\}/$GRPC_ADDR}")
+  done
   local started_ns
   started_ns="$(date +%s%N)"
   # The shipped log level unless SERVER_ENV says otherwise (e.g. RUST_LOG=warn).
@@ -176,7 +184,7 @@ start_server() {
   log "$name ready after ${READY_MS} ms on $BASE (pid $SERVER_PID)"
 }
 
-ML_API=("$BIN" serve --addr "{addr}" --model-dir models --default-model "$MODEL"
+ML_API=("$BIN" serve --addr "{addr}" --grpc-addr "{grpc}" --model-dir models --default-model "$MODEL"
   --rate-limit false --log-format json)
 
 # --- load ----------------------------------------------------------------------------------
@@ -342,6 +350,17 @@ WRK_CONTENT_TYPE=application/octet-stream \
   WRK_HEADERS="Inference-Header-Content-Length: $V2_HEADER_LENGTH" \
   run_wrk v2-infer-binary ml-api "$V2_PATH" 64 "$DURATION" "$V2_BINARY_BODY" 1
 
+# gRPC ModelInfer with raw tensors (examples/grpc_load.rs), beside V2 over REST.
+run_grpc() {  # run_grpc SCENARIO CONNECTIONS SECONDS
+  local scenario="$1" conns="$2" seconds="${3%s}" json
+  log "grpc_load: $scenario, $conns connections, ${seconds}s"
+  json="$("${CLIENT_PIN[@]}" "$GRPC_LOAD_BIN" "$GRPC_ADDR" "$MODEL" "$conns" "$seconds" "${WARMUP%s}")" \
+    || die "grpc_load failed"
+  printf '{"scenario":"%s","server":"ml-api","path":"inference.GRPCInferenceService/ModelInfer","tool":"grpc","connections":%d,"records_per_request":1,"load_after":"%s","grpc":%s}\n' \
+    "$scenario" "$conns" "$(loadavg)" "$json" >>"$RESULTS_JSONL"
+}
+run_grpc grpc-infer-raw 64 "$DURATION"
+
 # Constant rate at half of the highest /predict (default flags) rate measured above.
 MAX_RPS="$(python3 - "$RESULTS_JSONL" <<'PY'
 import json, sys
@@ -384,6 +403,10 @@ runs = [json.loads(line) for line in open(runs_path) if line.strip()]
 
 def norm(run):
     """requests, req/s, p50/p99 in ms and error count, whatever the tool."""
+    if run["tool"] == "grpc":
+        g = run["grpc"]
+        return dict(requests=g["requests"], rps=g["rps"], p50=g["p50_ms"], p99=g["p99_ms"],
+                    errors=g["errors"])
     if run["tool"] == "wrk":
         w = run["wrk"]
         errors = w["non_2xx"] + sum(w["socket_errors"].values())
@@ -419,6 +442,7 @@ LABELS = {
     "batch32": "ml-api /predict, 32 records/request",
     "v2-infer": "ml-api V2 infer (JSON tensors), batching on",
     "v2-infer-binary": "ml-api V2 infer (binary tensors), batching on",
+    "grpc-infer-raw": "ml-api gRPC ModelInfer (raw tensors), batching on",
     "log-ab-default": "ml-api /predict, log A/B: default (access log on)",
     "log-ab-access-off": "ml-api /predict, log A/B: --access-log false",
     "log-ab-off": "ml-api /predict, log A/B: RUST_LOG=warn (logging off)",
@@ -449,6 +473,7 @@ worst = min(predict, key=lambda run: run["pct_of_baseline"])
 def at(scenario, conns):
     return next(run for run in runs if run["scenario"] == scenario and run["connections"] == conns)
 predict64, v2json, v2bin = at("predict", 64), at("v2-infer", 64), at("v2-infer-binary", 64)
+grpc_raw = at("grpc-infer-raw", 64)
 log_on = statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == "log-ab-default")
 log_access_off = statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == "log-ab-access-off")
 log_off = statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == "log-ab-off")
@@ -474,6 +499,10 @@ targets = [
     ("V2 infer with binary tensors faster than with JSON tensors (64 conns)",
      v2bin["result"]["rps"] > v2json["result"]["rps"],
      f"{v2bin['result']['rps']:,.0f} req/s binary vs {v2json['result']['rps']:,.0f} JSON"),
+    ("gRPC ModelInfer with raw tensors faster than V2 infer with JSON tensors (64 conns)",
+     grpc_raw["result"]["rps"] > v2json["result"]["rps"],
+     f"{grpc_raw['result']['rps']:,.0f} req/s gRPC raw vs {v2json['result']['rps']:,.0f} V2 JSON "
+     f"(p99 {grpc_raw['result']['p99']:.2f} ms vs {v2json['result']['p99']:.2f} ms)"),
     (f"p99 <= 5 ms at half the max rate ({env['half_rps']} of {env['max_rps']} req/s, constant rate)",
      rate["result"]["p99"] <= 5.0 and rate["result"]["errors"] == 0,
      f"p99 {rate['result']['p99']:.2f} ms, p50 {rate['result']['p50']:.2f} ms, "

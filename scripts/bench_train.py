@@ -73,7 +73,7 @@ def chunks_on_the_fly(rows: int, features: int, seed: int, block: int = 200_000)
 class Server:
     def __init__(self, binary: str, store: Path):
         self.process = subprocess.Popen(
-            [binary, "--log-format", "json", "serve", "--addr", "127.0.0.1:0",
+            [binary, "--log-format", "json", "serve", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
              "--rate-limit", "false", "--dataset-store", str(store)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )

@@ -199,9 +199,9 @@ for path in sorted(glob.glob(os.path.join(rendered, "*.yaml"))):
         if key in seen:
             errors.append(f"{ident}: defined twice")
         seen.add(key)
-        if api == "gateway.networking.k8s.io/v1" and kind == "HTTPRoute":
+        if api == "gateway.networking.k8s.io/v1" and kind in ("HTTPRoute", "GRPCRoute"):
             n_crd += 1
-            httproutes.append({"ident": ident, "object": d})
+            httproutes.append({"ident": ident, "kind": kind, "object": d})
         elif (api, str(kind).lower()) in crds:
             n_crd += 1
             for e in crds[(api, kind.lower())].iter_errors(d):
@@ -251,18 +251,22 @@ PY
 }
 step "schemas: Kubernetes ${KUBE_VERSIONS[0]}..${KUBE_VERSIONS[-1]} (strict) + vendored CRD schemas; env names vs src/config.rs" validate
 
-gateway_api() {  # the rendered HTTPRoutes (collected by validate) against the Gateway API types
+gateway_api() {  # the rendered HTTPRoutes and GRPCRoutes (collected by validate) against the Gateway API types
   local gw="$ROOT/.tools/gateway-api" n
   n="$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/httproutes.json")"
   ((n > 0)) || { echo "    no HTTPRoute rendered (gateway.enabled in a ci values file?)" >&2; return 1; }
+  grep -q '"kind": "GRPCRoute"' "$work/httproutes.json" \
+    || { echo "    no GRPCRoute rendered (gateway.grpc.enabled in a ci values file?)" >&2; return 1; }
   # 1. The validators @kubernetes-models/gateway-api generates from the upstream Go API types:
   #    types, enums, patterns, bounds and required fields.
   cat > "$gw/validate-httproutes.mjs" <<'JS'
 import { readFileSync } from "node:fs";
 import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute";
+import { GRPCRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/GRPCRoute";
+const kinds = { HTTPRoute, GRPCRoute };
 let failed = 0;
-for (const { ident, object } of JSON.parse(readFileSync(process.argv[2], "utf8"))) {
-  try { new HTTPRoute(object).validate(); } catch (e) { failed++; console.error(`    ${ident}: ${e.message}`); }
+for (const { ident, kind, object } of JSON.parse(readFileSync(process.argv[2], "utf8"))) {
+  try { new kinds[kind](object).validate(); } catch (e) { failed++; console.error(`    ${ident}: ${e.message}`); }
 }
 process.exit(failed ? 1 : 0);
 JS
@@ -289,7 +293,6 @@ def all_fields(name, seen=()):
             out.update(all_fields(b, seen + (name,)))
     return out
 types = {n: all_fields(n) for n in types}
-root = types["IHTTPRoute"]
 errors = []
 def walk(value, typ, where):
     typ = typ.strip()
@@ -298,7 +301,7 @@ def walk(value, typ, where):
         for i, v in enumerate(value if isinstance(value, list) else []):
             walk(v, m.group(1), f"{where}/{i}")
         return
-    fields = root if typ == "IHTTPRoute" else types.get(typ)
+    fields = types.get(typ)
     if fields is None or not isinstance(value, dict):
         return  # a scalar type, or metadata (ObjectMeta, checked by the API machinery types)
     for k, v in value.items():
@@ -308,15 +311,15 @@ def walk(value, typ, where):
             walk(v, fields[k], f"{where}/{k}")
 routes = json.load(open(sys.argv[2]))
 for r in routes:
-    walk(r["object"], "IHTTPRoute", r["ident"])
+    walk(r["object"], "I" + r["kind"], r["ident"])
 for e in errors:
     print("    " + e, file=sys.stderr)
 if not errors:
-    print(f"    {len(routes)} HTTPRoute(s): Gateway API v1 validators and strict fields ({len(types)} types) OK")
+    print(f"    {len(routes)} HTTPRoute(s) and GRPCRoute(s): Gateway API v1 validators and strict fields ({len(types)} types) OK")
 sys.exit(1 if errors else 0)
 PY
 }
-step "Gateway API: HTTPRoutes against @kubernetes-models/gateway-api (validators + strict fields)" gateway_api
+step "Gateway API: HTTPRoutes and GRPCRoutes against @kubernetes-models/gateway-api (validators + strict fields)" gateway_api
 
 # 6 -------------------------------------------------------------------------------------------
 checkov_report() {  # checkov_report TITLE JSON: fail unless checks ran and none failed

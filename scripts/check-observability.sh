@@ -288,9 +288,11 @@ if len(predictors) != 2 or len(workers) != 1:
 
 # nginx: upstream = the predictors; limits = ml-api's defaults; trusted proxy = nginx's address.
 conf = open("deploy/nginx/nginx.conf").read()
-upstream = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", conf, re.M)
-if sorted(h for h, _ in upstream) != predictors or any(p != "5001" for _, p in upstream):
-    errors.append(f"nginx upstream {upstream} is not the predictors {predictors} on :5001")
+for name, port in (("ml_api", "5001"), ("ml_api_grpc", "8001")):
+    block = re.search(r"upstream %s \{(.*?)\}" % name, conf, re.S)
+    upstream = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", block.group(1) if block else "", re.M)
+    if sorted(h for h, _ in upstream) != predictors or any(p != port for _, p in upstream):
+        errors.append(f"nginx upstream {name} {upstream} is not the predictors {predictors} on :{port}")
 if "proxy_next_upstream error timeout http_502 http_503" not in conf:
     errors.append("nginx: no `proxy_next_upstream error timeout http_502 http_503`")
 if "proxy_set_header X-Forwarded-For" not in conf:
@@ -388,7 +390,7 @@ BIN="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
 PIDS+=($!)
 APP_PORT="${BASE_URL##*:}"
 # Release B's predictor and worker: the same binary, B's Redis.
-ML_API_REDIS_URL="redis://127.0.0.1:$B_REDIS_PORT" "$BIN" --log-format json serve --addr "127.0.0.1:$B_PORT" \
+ML_API_REDIS_URL="redis://127.0.0.1:$B_REDIS_PORT" "$BIN" --log-format json serve --addr "127.0.0.1:$B_PORT" --grpc-addr 127.0.0.1:0 \
   --rate-limit false >"$WORK/serve-b.log" 2>&1 &
 PIDS+=($!)
 ML_API_REDIS_URL="redis://127.0.0.1:$B_REDIS_PORT" "$BIN" --log-format json worker \

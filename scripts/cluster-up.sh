@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local replica of the Helm deployment, as real processes on 127.0.0.1 (free ports):
 #
-#   nginx (deploy/nginx/nginx.conf: body sizes, timeouts, proxy_next_upstream, least_conn)
+#   nginx (deploy/nginx/nginx.conf: body sizes, timeouts, proxy_next_upstream, least_conn; gRPC
+#   on its own h2c listener, GRPC_ADDR in the env file, with grpc_pass to each replica's gRPC port)
 #     -> REPLICAS x `ml-api serve` (Redis registry, chart's rate limits, trusted proxy = nginx)
 #        each serving a model directory delivered as the chart's model.source=fetch does it:
 #        a tarball on a loopback HTTP server, fetched (sha256-checked) by the init container's
@@ -95,6 +96,11 @@ PROM_PORT="$(free_port)"
 REPLICA_PORTS=""
 for _ in $(seq 1 "$REPLICAS"); do REPLICA_PORTS+="$(free_port) "; done
 REPLICA_PORTS="${REPLICA_PORTS% }"
+# gRPC: each replica's own port, nginx's h2c listener in front (grpc_pass).
+GRPC_PORT="$(free_port)"
+REPLICA_GRPC_PORTS=""
+for _ in $(seq 1 "$REPLICAS"); do REPLICA_GRPC_PORTS+="$(free_port) "; done
+REPLICA_GRPC_PORTS="${REPLICA_GRPC_PORTS% }"
 ADMIN_API_KEY="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
 
 start_redis redis "$REDIS_PORT" "$CLUSTER_DIR/redis" "$LOG_DIR/redis.log"
@@ -117,7 +123,8 @@ spawn worker "$LOG_DIR/worker.log" "${CLUSTER_PROC_ENV[@]}" ML_API_WORKER_NAME=c
 wait_http "http://127.0.0.1:$WORKER_PORT/healthz" 30 || { tail -n 30 "$LOG_DIR/worker.log" >&2; lib_fail "the worker did not start"; }
 
 # shellcheck disable=SC2086
-render_nginx "$CLUSTER_DIR/nginx" "$NGINX_PORT" $REPLICA_PORTS
+GRPC_LISTEN_PORT="$GRPC_PORT" GRPC_UPSTREAM_PORTS="$REPLICA_GRPC_PORTS" \
+  render_nginx "$CLUSTER_DIR/nginx" "$NGINX_PORT" $REPLICA_PORTS
 nginx -t -q -p "$CLUSTER_DIR/nginx" -c "$CLUSTER_DIR/nginx/nginx.conf" -e stderr || lib_fail "nginx -t"
 spawn nginx "$LOG_DIR/nginx.log" nginx -p "$CLUSTER_DIR/nginx" -c "$CLUSTER_DIR/nginx/nginx.conf" -e stderr -g 'daemon off;'
 BASE_URL="http://127.0.0.1:$NGINX_PORT"
@@ -153,6 +160,8 @@ PROM_URL='$PROM_URL'
 ADMIN_API_KEY='$ADMIN_API_KEY'
 REPLICAS='$REPLICAS'
 REPLICA_PORTS='$REPLICA_PORTS'
+GRPC_ADDR='127.0.0.1:$GRPC_PORT'
+REPLICA_GRPC_PORTS='$REPLICA_GRPC_PORTS'
 REPLICA_URLS='${REPLICA_URLS% }'
 WORKER_METRICS_URL='http://127.0.0.1:$WORKER_PORT'
 REDIS_PORT='$REDIS_PORT'
@@ -175,4 +184,5 @@ ok=1
 say "up in $((SECONDS - started)) s: $REPLICAS x $(basename "$(dirname "$ML_API_BIN")") ml-api serve behind nginx $BASE_URL" \
   "(models fetched from $MODEL_URL, sha256 ${MODEL_SHA256:0:12}...)," \
   "worker, Redis :$REDIS_PORT${PROM_URL:+, Prometheus $PROM_URL}"
+say "gRPC (Open Inference Protocol) through nginx: 127.0.0.1:$GRPC_PORT"
 say "env: $CLUSTER_ENV   logs: $LOG_DIR   stop: scripts/cluster-down.sh"

@@ -15,7 +15,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 PY="$(scripts/python-venv.sh | tail -n 1)"
 WORK=.run/santander-api
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$TARGET_DIR/release/ml-api" --log-format json serve --addr 127.0.0.1:0 --rate-limit false \
+"$TARGET_DIR/release/ml-api" --log-format json serve --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --rate-limit false \
     --dataset-store "$WORK/datasets" >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT

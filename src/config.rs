@@ -211,6 +211,8 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub http: HttpConfig,
     #[command(flatten)]
+    pub grpc: GrpcConfig,
+    #[command(flatten)]
     pub rate_limit: RateLimitConfig,
     #[command(flatten)]
     pub quota: QuotaConfig,
@@ -398,6 +400,23 @@ pub struct HttpConfig {
     pub max_connections: usize,
 }
 
+/// The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`), with gRPC health
+/// and server reflection, on its own port.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "gRPC")]
+pub struct GrpcConfig {
+    /// Serve gRPC (`false`: HTTP only).
+    #[arg(id = "grpc", long = "grpc", env = "ML_API_GRPC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Address of the gRPC listener; port 0 lets the OS pick one.
+    #[arg(long, env = "ML_API_GRPC_ADDR", default_value = "0.0.0.0:8001")]
+    pub grpc_addr: SocketAddr,
+    /// Largest gRPC message accepted or sent, in bytes (larger requests get
+    /// RESOURCE_EXHAUSTED).
+    #[arg(long, env = "ML_API_GRPC_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub grpc_max_message_bytes: usize,
+}
+
 /// Per-client rate limiting (tower_governor, in memory per replica).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Rate limiting")]
@@ -496,7 +515,14 @@ impl ServeConfig {
             #[command(flatten)]
             config: ServeConfig,
         }
-        let mut config = ServeOnly::parse_from(["ml-api", "--addr", "127.0.0.1:0"]).config;
+        let mut config = ServeOnly::parse_from([
+            "ml-api",
+            "--addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .config;
         config.model_dir = model_dir.into();
         config.default_model = default_model.to_owned();
         config

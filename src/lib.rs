@@ -5,6 +5,7 @@ pub mod config;
 pub mod datasets;
 pub mod drift;
 pub mod fuzz;
+pub mod grpc;
 pub mod http;
 pub mod inference;
 pub mod jobs;

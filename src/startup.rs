@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{ContractConfig, RegistryConfig, RegistryKind, ServeConfig, WorkerConfig},
+    grpc::GrpcServer,
     http::{self, AppState, Lifecycle},
     jobs::{embedded::EmbeddedQueue, redis::RedisQueue, JobQueue},
     metrics::Metrics,
@@ -33,6 +34,8 @@ pub struct Application {
     shutdown_delay: Duration,
     shutdown_grace: Duration,
     edge: http::server::EdgeLimits,
+    /// The gRPC listener (`--grpc-addr`), unless `--grpc false`.
+    grpc: Option<GrpcServer>,
     /// Cancelled when the server stops: ends background tasks.
     stopped: CancellationToken,
 }
@@ -145,6 +148,7 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.addr))?;
+        let grpc = GrpcServer::bind(&config, state.clone()).await?;
         state.lifecycle.mark_ready();
         Ok(Self {
             listener,
@@ -153,8 +157,14 @@ impl Application {
             shutdown_delay: config.http.shutdown_delay,
             shutdown_grace: config.http.shutdown_grace,
             edge: http::server::EdgeLimits::from(&config.http),
+            grpc,
             stopped,
         })
+    }
+
+    /// The gRPC listener's address, unless gRPC is off.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().and_then(GrpcServer::local_addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -172,10 +182,10 @@ impl Application {
         self.router.clone()
     }
 
-    /// Serves until `stop` completes, then drains: `/readyz` turns 503 at once, the listener
-    /// stays open for `--shutdown-delay` (so load balancers notice), then closes, and
-    /// in-flight requests get `--shutdown-grace` to finish. Connections are held to the
-    /// edge's limits throughout (see [`http::server`]).
+    /// Serves until `stop` completes, then drains: `/readyz` (and gRPC health) turns 503
+    /// (NOT_SERVING) at once, the listeners stay open for `--shutdown-delay` (so load
+    /// balancers notice), then close, and in-flight requests and calls get `--shutdown-grace`
+    /// to finish. Connections are held to the edge's limits throughout (see [`http::server`]).
     pub async fn run_until_stopped(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -187,17 +197,28 @@ impl Application {
             shutdown_delay,
             shutdown_grace,
             edge,
+            grpc,
             stopped,
         } = self;
         let _stop_background_tasks = stopped.drop_guard();
         tracing::info!(addr = %listener.local_addr()?, "serving");
         let closing = CancellationToken::new();
         let close_listener = closing.clone();
+        let draining = CancellationToken::new();
+        let start_draining = draining.clone();
+        let grpc = async {
+            if let Some(grpc) = grpc {
+                if let Err(error) = grpc.serve(draining, closing.clone()).await {
+                    tracing::error!(error = format!("{error:#}"), "gRPC server failed");
+                }
+            }
+        };
         let lifecycle = state.lifecycle.clone();
         let draining_gauge = state.metrics.draining.clone();
         let serve = http::server::serve(listener, router, edge, async move {
             stop.await;
             lifecycle.start_draining();
+            start_draining.cancel();
             draining_gauge.set(1);
             tracing::info!(delay = ?shutdown_delay, "draining: readiness is now 503");
             tokio::time::sleep(shutdown_delay).await;
@@ -209,7 +230,7 @@ impl Application {
             tokio::time::sleep(shutdown_grace).await;
         };
         tokio::select! {
-            () = serve => {}
+            ((), ()) = async { tokio::join!(serve, grpc) } => {}
             () = grace_elapsed => tracing::warn!("grace period over: exiting with requests still in flight"),
         }
         tracing::info!("stopped");

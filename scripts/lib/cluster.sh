@@ -232,6 +232,8 @@ cluster_base_env() {
 }
 
 replica_port() { local ports; read -ra ports <<<"$REPLICA_PORTS"; echo "${ports[$(($1 - 1))]}"; }
+# The gRPC port of replica I: from REPLICA_GRPC_PORTS (cluster-up), else any free one.
+replica_grpc_port() { local ports; read -ra ports <<<"${REPLICA_GRPC_PORTS:-}"; echo "${ports[$(($1 - 1))]:-0}"; }
 
 # REPLICA_CPU_LIMIT (e.g. 0.5): each replica in its own cgroup with a CFS quota of that many
 # CPUs, as a Kubernetes CPU limit does (cgroup v2, or v1's cpu controller; needs root). ml-api
@@ -297,7 +299,7 @@ start_replica() {
   cluster_base_env
   REPLICA_SPAWNED_NS["$i"]="$(date +%s%N)"
   spawn "replica-$i" "$LOG_DIR/replica-$i.log" "${CLUSTER_PROC_ENV[@]}" \
-    "ML_API_ADDR=127.0.0.1:$port" "ML_API_MODEL_DIR=$model_dir" ML_API_DEFAULT_MODEL=santander \
+    "ML_API_ADDR=127.0.0.1:$port" "ML_API_GRPC_ADDR=127.0.0.1:$(replica_grpc_port "$i")" "ML_API_MODEL_DIR=$model_dir" ML_API_DEFAULT_MODEL=santander \
     ML_API_TRUSTED_PROXIES=127.0.0.1/32 \
     "ML_API_SHUTDOWN_DELAY=$SHUTDOWN_DELAY" "ML_API_SHUTDOWN_GRACE=$SHUTDOWN_GRACE" \
     "ML_API_ADMIN_API_KEY=$ADMIN_API_KEY" \

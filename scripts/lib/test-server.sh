@@ -1,6 +1,7 @@
 # Sourced by check scripts: starts the debug `ml-api serve` (bundled model, embedded registry,
-# rate limiting off) on a free loopback port and waits until it is ready. Sets BASE_URL,
-# SERVER_PID and RUN_DIR; stops the server by PID and removes RUN_DIR on exit.
+# rate limiting off) on a free loopback port, gRPC on another, and waits until it is ready.
+# Sets BASE_URL, GRPC_ADDR (host:port), SERVER_PID and RUN_DIR; stops the server by PID and
+# removes RUN_DIR on exit.
 start_test_server() {
   local bin="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
   [[ -x "$bin" ]] || cargo build --locked
@@ -8,7 +9,8 @@ start_test_server() {
   local port
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   BASE_URL="http://127.0.0.1:$port"
-  "$bin" --log-format json serve --addr "127.0.0.1:$port" --rate-limit false \
+  GRPC_ADDR="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  "$bin" --log-format json serve --addr "127.0.0.1:$port" --grpc-addr "$GRPC_ADDR" --rate-limit false \
     --dataset-store "$RUN_DIR/datasets" >"$RUN_DIR/server.log" 2>&1 &
   SERVER_PID=$!
   trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; rm -rf "$RUN_DIR"' EXIT

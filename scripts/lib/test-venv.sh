@@ -6,7 +6,7 @@ ensure_test_venv() {
   want="$(sha256sum scripts/requirements-test.txt | cut -d' ' -f1)"
   if [[ ! -x "$TEST_VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     python3 -m venv "$TEST_VENV"
-    "$TEST_VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
+    "$TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
     echo "$want" >"$stamp"
   fi
 }

@@ -105,6 +105,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
             "/v2/models/{name}/versions/{version}/infer",
             post(v2::infer_version),
         )
+        .route("/v2/repository/index", post(v2::repository_index_route))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{id}", delete(keys::delete));
     let per_client = match config.rate_limit.enabled {

@@ -44,6 +44,7 @@ use crate::{
         v2::model_version_ready,
         v2::infer,
         v2::infer_version,
+        v2::repository_index_route,
         super::keys::create,
         super::keys::list,
         super::keys::delete,
@@ -83,6 +84,7 @@ use crate::{
         v2::tensor::RequestedOutput,
         v2::tensor::InferResponse,
         v2::tensor::OutputTensor,
+        v2::IndexEntry,
         crate::registry::ModelRecord,
         crate::registry::ModelStatus,
         crate::registry::Progress

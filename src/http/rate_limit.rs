@@ -41,26 +41,31 @@ impl ClientKeyExtractor {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())?;
-        if !self.is_trusted(peer) {
-            return Some(peer);
-        }
         let forwarded = req
             .headers()
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
+            .filter_map(|value| value.to_str().ok());
+        Some(self.client_of(peer, forwarded))
+    }
+
+    /// The client behind TCP peer `peer`, given the `X-Forwarded-For` values the request
+    /// carries (gRPC metadata included): `peer` itself unless it is a trusted proxy.
+    pub fn client_of<'a>(&self, peer: IpAddr, forwarded: impl Iterator<Item = &'a str>) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let forwarded = forwarded
             .flat_map(|value| value.split(','))
             .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
             .collect::<Vec<_>>();
-        Some(
-            forwarded
-                .iter()
-                .rev()
-                .find(|ip| !self.is_trusted(**ip))
-                .or(forwarded.first())
-                .copied()
-                .unwrap_or(peer),
-        )
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !self.is_trusted(**ip))
+            .or(forwarded.first())
+            .copied()
+            .unwrap_or(peer)
     }
 }
 

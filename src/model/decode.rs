@@ -114,7 +114,10 @@ pub fn decode(
     }
 }
 
-type Problem = (&'static str, String);
+/// Why one value cannot go into its column: a reason (`type`, `range`, ...) and a message.
+pub type Problem = (&'static str, String);
+
+pub mod scalar;
 
 fn push_value(field: &Field, value: Option<&Value>, column: &mut Column) -> Result<(), Problem> {
     let value = match value {
@@ -143,6 +146,12 @@ fn string_value(field: &Field, value: Option<&Value>) -> Result<String, Problem>
     let Some(Value::String(text)) = value else {
         return Err(type_error(ElementType::String, value));
     };
+    check_text(field, text)?;
+    Ok(text.clone())
+}
+
+/// A string's own rules: no NUL, and a known category when unknown ones are rejected.
+fn check_text(field: &Field, text: &str) -> Result<(), Problem> {
     if text.contains('\0') {
         // ONNX Runtime strings are C strings.
         return Err(("type", "must not contain NUL characters".to_owned()));
@@ -158,7 +167,7 @@ fn string_value(field: &Field, value: Option<&Value>) -> Result<String, Problem>
             ));
         }
     }
-    Ok(text.clone())
+    Ok(())
 }
 
 fn bool_value(value: Option<&Value>) -> Result<bool, Problem> {
@@ -219,7 +228,10 @@ fn check_range(field: &Field, v: f64) -> Result<(), Problem> {
 }
 
 fn type_error(expected: ElementType, got: Option<&Value>) -> Problem {
-    let got = got.map_or("nothing", kind);
+    expected_but_got(expected, got.map_or("nothing", kind))
+}
+
+fn expected_but_got(expected: ElementType, got: &str) -> Problem {
     (
         "type",
         format!("expected {}, got {got}", article(expected.json_type())),

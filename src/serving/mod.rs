@@ -5,7 +5,8 @@
 pub mod catalog;
 pub mod load;
 pub mod scorer;
+pub mod tensors;
 
 pub use catalog::{Catalog, CatalogError, CatalogSettings, ModelRef};
 pub use load::{LoadedModel, ModelSource};
-pub use scorer::{ScoreError, Scored, Scorer, Timings};
+pub use scorer::{Decoded, ScoreError, Scored, Scorer, Timings};

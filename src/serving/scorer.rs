@@ -67,14 +67,23 @@ pub struct Scored {
     pub timings: Timings,
 }
 
+/// A decoded batch on its way to the model: whether the request was a batch (field paths
+/// carry `[i].`) and when decoding started (for [`Timings::decode`]).
+pub struct Decoded {
+    pub batch: FeatureBatch,
+    pub is_batch: bool,
+    pub started: Instant,
+}
+
 /// Called after the champion answered a request that named the model through `via`:
-/// challenger shadow scoring implements it (`crate::shadow`).
+/// challenger shadow scoring implements it (`crate::shadow`). `body` builds the request's
+/// records as JSON; call it only for a sampled request.
 pub trait ShadowHook: Send + Sync {
     fn offer(
         &self,
         via: Option<&ModelRef>,
         model: &LoadedModel,
-        body: &Value,
+        body: &(dyn Fn() -> Value + Sync),
         scores: &Scores,
         champion_latency: Duration,
     );
@@ -118,9 +127,38 @@ impl Scorer {
             let _span =
                 spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
             decode_records(model, body, self.max_batch_records)
-                .inspect_err(|errors| self.count_rejected(&model.name, errors))
-                .map_err(ScoreError::Invalid)?
+                .map_err(|errors| self.reject(&model.name, errors))?
         };
+        let decoded = Decoded {
+            batch,
+            is_batch,
+            started,
+        };
+        self.score_decoded(model, decoded, via, &|| body.clone())
+            .await
+    }
+
+    /// Refuses a request whose input could not be decoded, counting each problem.
+    pub fn reject(&self, model: &str, errors: Vec<FieldError>) -> ScoreError {
+        self.count_rejected(model, &errors);
+        ScoreError::Invalid(errors)
+    }
+
+    /// Checks an already decoded batch against the model's contract and runs it: the rest of
+    /// [`Self::score`] for inputs decoded elsewhere (typed tensors). `records` builds the
+    /// request as JSON records, called only when the shadow hook samples the request.
+    pub async fn score_decoded(
+        &self,
+        model: &LoadedModel,
+        decoded: Decoded,
+        via: Option<&ModelRef>,
+        records: &(dyn Fn() -> Value + Sync),
+    ) -> Result<Scored, ScoreError> {
+        let Decoded {
+            batch,
+            is_batch,
+            started,
+        } = decoded;
         let decoded = Instant::now();
         if let Some(contract) = &model.contract {
             self.enforce_contract(model, contract, &batch, is_batch)?;
@@ -139,7 +177,7 @@ impl Scorer {
             infer: inferred - validated,
         };
         if let Some(shadow) = &self.shadow {
-            shadow.offer(via, model, body, &scores, timings.infer);
+            shadow.offer(via, model, records, &scores, timings.infer);
         }
         self.metrics
             .predictions

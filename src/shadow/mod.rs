@@ -322,7 +322,7 @@ impl ShadowHook for Shadow {
         &self,
         via: Option<&ModelRef>,
         model: &LoadedModel,
-        body: &Value,
+        body: &(dyn Fn() -> Value + Sync),
         scores: &Scores,
         champion_latency: Duration,
     ) {
@@ -348,7 +348,7 @@ impl ShadowHook for Shadow {
                 champion,
                 challenger: challenger.challenger,
             },
-            body: body.clone(),
+            body: body(),
             champion: scores.clone(),
             champion_seconds: champion_latency.as_secs_f64(),
         };

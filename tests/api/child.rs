@@ -24,9 +24,17 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// `ml-api serve` on a free loopback port, rate limiting off.
+    /// `ml-api serve` on a free loopback port (gRPC on another), rate limiting off.
     pub async fn start(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut all = vec!["serve", "--addr", "127.0.0.1:0", "--rate-limit", "false"];
+        let mut all = vec![
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "false",
+        ];
         all.extend_from_slice(args);
         Self::spawn(&all, env, "serving").await
     }

@@ -18,6 +18,8 @@ pub fn seed_record() -> Value {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The gRPC listener, unless the test turned gRPC off.
+    pub grpc_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -38,12 +40,14 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut ServeConfig)) -> TestApp
         .await
         .expect("the application builds");
     let addr = app.local_addr();
+    let grpc_addr = app.grpc_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
+        grpc_addr,
         client: reqwest::Client::new(),
         stop: Some(stop),
         server: Some(server),

@@ -6,6 +6,7 @@ mod cluster;
 mod contract;
 mod datasets;
 mod edge;
+mod grpc;
 mod helpers;
 mod import;
 mod lambda;

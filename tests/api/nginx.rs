@@ -13,6 +13,8 @@ use crate::helpers::repo_path;
 
 pub struct Nginx {
     pub port: u16,
+    /// The gRPC (h2c) listener, when started with gRPC upstreams.
+    pub grpc_port: Option<u16>,
     dir: PathBuf,
     child: Child,
 }
@@ -36,15 +38,21 @@ fn binary() -> PathBuf {
 
 /// Writes `dir/nginx.conf`: the ingress configuration with `upstreams` (loopback ports) as its
 /// replicas, by the renderer the local cluster uses (`scripts/render-nginx.sh`).
-fn render(dir: &Path, listen: u16, upstreams: &[u16]) {
-    let status = Command::new("bash")
+fn render(dir: &Path, listen: u16, upstreams: &[u16], grpc: Option<(u16, &[u16])>) {
+    let mut command = Command::new("bash");
+    command
         .arg(repo_path("scripts/render-nginx.sh"))
         .arg(dir)
         .arg(listen.to_string())
         .args(upstreams.iter().map(u16::to_string))
-        .env("NGINX_ACCESS_LOG", "off")
-        .status()
-        .expect("bash runs");
+        .env("NGINX_ACCESS_LOG", "off");
+    if let Some((listen, upstreams)) = grpc {
+        let ports: Vec<String> = upstreams.iter().map(u16::to_string).collect();
+        command
+            .env("GRPC_LISTEN_PORT", listen.to_string())
+            .env("GRPC_UPSTREAM_PORTS", ports.join(" "));
+    }
+    let status = command.status().expect("bash runs");
     assert!(
         status.success(),
         "scripts/render-nginx.sh rendered the configuration"
@@ -54,10 +62,22 @@ fn render(dir: &Path, listen: u16, upstreams: &[u16]) {
 impl Nginx {
     /// nginx in front of `upstreams`; returns once it accepts connections.
     pub fn start(upstreams: &[u16]) -> Self {
+        Self::start_with_grpc(upstreams, &[])
+    }
+
+    /// nginx in front of `upstreams` and, when `grpc_upstreams` is not empty, of those gRPC
+    /// ports on a listener of its own (`grpc_pass`).
+    pub fn start_with_grpc(upstreams: &[u16], grpc_upstreams: &[u16]) -> Self {
         let port = free_port();
+        let grpc_port = (!grpc_upstreams.is_empty()).then(free_port);
         let dir = std::env::temp_dir().join(format!("ml-api-nginx-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("nginx dir");
-        render(&dir, port, upstreams);
+        render(
+            &dir,
+            port,
+            upstreams,
+            grpc_port.map(|listen| (listen, grpc_upstreams)),
+        );
         let child = Command::new(binary())
             .arg("-p")
             .arg(&dir)
@@ -75,7 +95,12 @@ impl Nginx {
             assert!(Instant::now() < deadline, "nginx did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { port, dir, child }
+        Self {
+            port,
+            grpc_port,
+            dir,
+            child,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

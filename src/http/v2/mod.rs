@@ -14,12 +14,17 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use self::tensor::{InferRequest, InferResponse};
 use super::{predict::encoded, state::AppState};
 use crate::{
-    http::error::ApiError, model::ModelSchema, registry::ListQuery, serving::catalog::ModelRef,
+    http::error::ApiError,
+    model::ModelSchema,
+    registry::{ListQuery, ModelStatus},
+    serving::catalog::ModelRef,
     serving::load::LoadedModel,
 };
 
@@ -40,14 +45,7 @@ impl IntoResponse for V2Error {
             }
             other => other,
         };
-        let mut message = self.0.to_string();
-        if let ApiError::Validation { details, .. } = &self.0 {
-            let fields: Vec<String> = details
-                .iter()
-                .map(|d| format!("{}: {}", d.field, d.message))
-                .collect();
-            message = format!("{message} ({})", fields.join("; "));
-        }
+        let mut message = message(&self.0);
         if status.is_server_error() {
             // Logged (and sent to Sentry) by the usual path.
             let _ = self.0.into_response();
@@ -56,6 +54,21 @@ impl IntoResponse for V2Error {
             }
         }
         (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+/// An error's message as the protocol reports it: a validation error lists each field.
+pub fn message(error: &ApiError) -> String {
+    let message = error.to_string();
+    match error {
+        ApiError::Validation { details, .. } => {
+            let fields: Vec<String> = details
+                .iter()
+                .map(|d| format!("{}: {}", d.field, d.message))
+                .collect();
+            format!("{message} ({})", fields.join("; "))
+        }
+        _ => message,
     }
 }
 
@@ -108,23 +121,15 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// The model a V2 path names: `name` (its `latest`), `name:alias` or an id, optionally at a
 /// registry version. Loaded models are found without asking the registry.
-async fn resolve(
+pub async fn resolve(
     state: &AppState,
     name: &str,
     version: Option<&str>,
-) -> Result<Arc<LoadedModel>, V2Error> {
+) -> Result<Arc<LoadedModel>, ApiError> {
     let Some(version) = version else {
-        return Ok(state
-            .catalog
-            .get(&ModelRef::parse(name))
-            .await
-            .map_err(ApiError::from)?);
+        return Ok(state.catalog.get(&ModelRef::parse(name)).await?);
     };
-    let not_found = || {
-        V2Error(ApiError::NotFound(format!(
-            "model `{name}` version `{version}` not found"
-        )))
-    };
+    let not_found = || ApiError::NotFound(format!("model `{name}` version `{version}` not found"));
     let number: u64 = version.parse().map_err(|_| not_found())?;
     if let Some(model) = state.catalog.cached_version(name, number) {
         return Ok(model);
@@ -134,22 +139,85 @@ async fn resolve(
         limit: usize::MAX,
         ..ListQuery::default()
     };
-    let page = state
-        .catalog
-        .registry()
-        .list(&query)
-        .await
-        .map_err(ApiError::from)?;
+    let page = state.catalog.registry().list(&query).await?;
     let record = page
         .items
         .into_iter()
         .find(|r| r.version == number)
         .ok_or_else(not_found)?;
-    Ok(state
-        .catalog
-        .get_id(record.id)
-        .await
-        .map_err(ApiError::from)?)
+    Ok(state.catalog.get_id(record.id).await?)
+}
+
+/// One model of the repository index, in Triton's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexEntry {
+    pub name: String,
+    /// The registry version.
+    pub version: String,
+    /// `READY`, or `UNAVAILABLE` (queued, training, failed).
+    pub state: &'static str,
+    /// Why a model is unavailable; empty when ready.
+    pub reason: String,
+}
+
+/// Every model of the registry, by name then version; only the ready ones when `ready_only`.
+pub async fn repository_index(
+    state: &AppState,
+    ready_only: bool,
+) -> Result<Vec<IndexEntry>, ApiError> {
+    let query = ListQuery {
+        limit: usize::MAX,
+        ..ListQuery::default()
+    };
+    let mut records = state.catalog.registry().list(&query).await?.items;
+    records.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    Ok(records
+        .into_iter()
+        .filter(|record| !ready_only || record.status == ModelStatus::Ready)
+        .map(|record| {
+            let (state, reason) = match record.status {
+                ModelStatus::Ready => ("READY", String::new()),
+                ModelStatus::Queued => ("UNAVAILABLE", "queued for training".to_owned()),
+                ModelStatus::Training => ("UNAVAILABLE", "training".to_owned()),
+                ModelStatus::Failed => (
+                    "UNAVAILABLE",
+                    record.error.unwrap_or_else(|| "training failed".to_owned()),
+                ),
+            };
+            IndexEntry {
+                name: record.name,
+                version: record.version.to_string(),
+                state,
+                reason,
+            }
+        })
+        .collect())
+}
+
+/// What a repository index request may ask (tritonclient sends an empty body).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct IndexRequest {
+    /// Only the models ready for inferencing.
+    #[serde(default)]
+    pub ready: bool,
+}
+
+/// Triton's repository index: every registry model with its version and state.
+#[utoipa::path(post, path = "/v2/repository/index", tag = "v2",
+    request_body(content = IndexRequest, content_type = "application/json"),
+    responses((status = 200, body = [IndexEntry]), (status = 400, description = "`{\"error\": ...}`"),
+              (status = 503, description = "Registry unavailable")))]
+pub async fn repository_index_route(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<Json<Vec<IndexEntry>>, V2Error> {
+    let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| bad_request(format!("invalid repository index request: {e}")))?
+    };
+    Ok(Json(repository_index(&state, request.ready).await?))
 }
 
 fn metadata(model: &LoadedModel) -> Value {

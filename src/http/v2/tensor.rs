@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::model::{ElementType, Scores};
+use crate::model::Scores;
 
 /// One input tensor of an inference request.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -62,16 +62,7 @@ pub struct InferResponse {
 }
 
 /// The V2 datatype ml-api reports for a graph input.
-pub fn datatype(element: ElementType) -> &'static str {
-    match element {
-        ElementType::String => "BYTES",
-        ElementType::Float32 => "FP32",
-        ElementType::Float64 => "FP64",
-        ElementType::Int64 => "INT64",
-        ElementType::Int32 => "INT32",
-        ElementType::Bool => "BOOL",
-    }
-}
+pub use crate::serving::tensors::datatype;
 
 /// Bytes per element of a fixed-size datatype in the binary-data extension.
 fn element_size(datatype: &str) -> Option<usize> {

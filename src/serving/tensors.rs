@@ -1,0 +1,314 @@
+//! Named, typed tensors (the Open Inference Protocol's inputs, as gRPC carries them) straight
+//! into a model's typed columns, with no JSON in between. The checks and their messages are
+//! those of V2 over REST (`http::v2::decode_request` then the scorer's decode): an unknown
+//! input, a wrong datatype or shape is [`TensorError::Malformed`]; a value the schema refuses
+//! is a [`FieldError`] (`[row].feature`) in [`TensorError::Invalid`].
+
+use serde_json::{Map, Value};
+
+use crate::model::{
+    decode::{
+        scalar::{push_scalar, Scalar},
+        MAX_REPORTED_ERRORS,
+    },
+    Column, ElementType, FeatureBatch, FieldError, ModelSchema,
+};
+
+/// A tensor's elements: one typed vector, or raw little-endian bytes of its datatype
+/// (BYTES: each element a 4-byte little-endian length, then its bytes).
+#[derive(Debug, Clone, Copy)]
+pub enum Elements<'a> {
+    Bool(&'a [bool]),
+    Int32(&'a [i32]),
+    Int64(&'a [i64]),
+    UInt32(&'a [u32]),
+    UInt64(&'a [u64]),
+    Fp32(&'a [f32]),
+    Fp64(&'a [f64]),
+    Bytes(&'a [bytes::Bytes]),
+    Raw(&'a [u8]),
+}
+
+/// One input tensor of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Tensor<'a> {
+    pub name: &'a str,
+    pub datatype: &'a str,
+    pub shape: &'a [i64],
+    pub elements: Elements<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    /// The request's structure is wrong (an unknown input, datatype, shape or size).
+    #[error("{0}")]
+    Malformed(String),
+    /// Values the model's schema refuses.
+    #[error("{} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+}
+
+/// The V2 datatype of a graph input.
+pub fn datatype(element: ElementType) -> &'static str {
+    match element {
+        ElementType::String => "BYTES",
+        ElementType::Float32 => "FP32",
+        ElementType::Float64 => "FP64",
+        ElementType::Int64 => "INT64",
+        ElementType::Int32 => "INT32",
+        ElementType::Bool => "BOOL",
+    }
+}
+
+/// A tensor's elements, checked for count, readable one by one.
+enum View<'a> {
+    Typed(Elements<'a>),
+    RawFixed {
+        datatype: &'a str,
+        bytes: &'a [u8],
+        size: usize,
+    },
+    RawBytes(Vec<&'a [u8]>),
+}
+
+impl View<'_> {
+    fn get(&self, i: usize) -> Option<Scalar<'_>> {
+        Some(match self {
+            Self::Typed(Elements::Bool(v)) => Scalar::Bool(*v.get(i)?),
+            Self::Typed(Elements::Int32(v)) => Scalar::Int(i64::from(*v.get(i)?)),
+            Self::Typed(Elements::Int64(v)) => Scalar::Int(*v.get(i)?),
+            Self::Typed(Elements::UInt32(v)) => Scalar::UInt(u64::from(*v.get(i)?)),
+            Self::Typed(Elements::UInt64(v)) => Scalar::UInt(*v.get(i)?),
+            Self::Typed(Elements::Fp32(v)) => Scalar::Float(f64::from(*v.get(i)?)),
+            Self::Typed(Elements::Fp64(v)) => Scalar::Float(*v.get(i)?),
+            Self::Typed(Elements::Bytes(v)) => Scalar::Bytes(v.get(i)?),
+            Self::Typed(Elements::Raw(_)) => return None,
+            Self::RawFixed {
+                datatype,
+                bytes,
+                size,
+            } => raw_scalar(datatype, bytes.get(i * size..(i + 1) * size)?)?,
+            Self::RawBytes(items) => Scalar::Bytes(items.get(i)?),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Typed(Elements::Bool(v)) => v.len(),
+            Self::Typed(Elements::Int32(v)) => v.len(),
+            Self::Typed(Elements::Int64(v)) => v.len(),
+            Self::Typed(Elements::UInt32(v)) => v.len(),
+            Self::Typed(Elements::UInt64(v)) => v.len(),
+            Self::Typed(Elements::Fp32(v)) => v.len(),
+            Self::Typed(Elements::Fp64(v)) => v.len(),
+            Self::Typed(Elements::Bytes(v)) => v.len(),
+            Self::Typed(Elements::Raw(_)) => 0,
+            Self::RawFixed { bytes, size, .. } => bytes.len() / size,
+            Self::RawBytes(items) => items.len(),
+        }
+    }
+}
+
+/// Bytes per element of a fixed-size datatype.
+fn element_size(datatype: &str) -> Option<usize> {
+    Some(match datatype {
+        "BOOL" | "UINT8" | "INT8" => 1,
+        "UINT16" | "INT16" | "FP16" => 2,
+        "UINT32" | "INT32" | "FP32" => 4,
+        "UINT64" | "INT64" | "FP64" => 8,
+        _ => return None,
+    })
+}
+
+fn raw_scalar<'a>(datatype: &str, b: &[u8]) -> Option<Scalar<'a>> {
+    let bytes8 = || -> Option<[u8; 8]> { b.try_into().ok() };
+    let bytes4 = || -> Option<[u8; 4]> { b.try_into().ok() };
+    let bytes2 = || -> Option<[u8; 2]> { b.try_into().ok() };
+    Some(match datatype {
+        "BOOL" => Scalar::Bool(*b.first()? != 0),
+        "UINT8" => Scalar::UInt(u64::from(*b.first()?)),
+        "INT8" => Scalar::Int(i64::from(*b.first()? as i8)),
+        "UINT16" => Scalar::UInt(u64::from(u16::from_le_bytes(bytes2()?))),
+        "INT16" => Scalar::Int(i64::from(i16::from_le_bytes(bytes2()?))),
+        "UINT32" => Scalar::UInt(u64::from(u32::from_le_bytes(bytes4()?))),
+        "INT32" => Scalar::Int(i64::from(i32::from_le_bytes(bytes4()?))),
+        "UINT64" => Scalar::UInt(u64::from_le_bytes(bytes8()?)),
+        "INT64" => Scalar::Int(i64::from_le_bytes(bytes8()?)),
+        "FP32" => Scalar::Float(f64::from(f32::from_le_bytes(bytes4()?))),
+        "FP64" => Scalar::Float(f64::from_le_bytes(bytes8()?)),
+        _ => return None,
+    })
+}
+
+/// Checks raw bytes against the datatype (as the binary-data extension's decoder does).
+fn raw_view<'a>(datatype: &'a str, bytes: &'a [u8]) -> Result<View<'a>, String> {
+    if datatype == "BYTES" {
+        let mut items = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (length, tail) = rest
+                .split_at_checked(4)
+                .ok_or("truncated BYTES element length")?;
+            let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
+            let (text, tail) = tail
+                .split_at_checked(length)
+                .ok_or("truncated BYTES element")?;
+            items.push(text);
+            rest = tail;
+        }
+        return Ok(View::RawBytes(items));
+    }
+    let unsupported = || format!("unsupported datatype `{datatype}`");
+    let size = element_size(datatype).ok_or_else(unsupported)?;
+    if bytes.len() % size != 0 {
+        return Err(format!(
+            "{} bytes is not a whole number of {datatype} elements",
+            bytes.len()
+        ));
+    }
+    if bytes.len() >= size && raw_scalar(datatype, &bytes[..size]).is_none() {
+        return Err(unsupported()); // FP16: no element type of ml-api's takes it
+    }
+    Ok(View::RawFixed {
+        datatype,
+        bytes,
+        size,
+    })
+}
+
+fn malformed(message: String) -> TensorError {
+    TensorError::Malformed(message)
+}
+
+/// Decodes `tensors` into `schema`'s columns: at most `max_rows` rows.
+pub fn decode(
+    schema: &ModelSchema,
+    model_name: &str,
+    tensors: &[Tensor<'_>],
+    max_rows: usize,
+) -> Result<FeatureBatch, TensorError> {
+    let mut sources: Vec<Option<View<'_>>> = schema.fields.iter().map(|_| None).collect();
+    let mut rows: Option<usize> = None;
+    for tensor in tensors {
+        let name = tensor.name;
+        let (index, field) = schema
+            .fields
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.name == name)
+            .ok_or_else(|| {
+                malformed(format!(
+                    "unexpected input `{name}` for model `{model_name}`"
+                ))
+            })?;
+        let expected = datatype(field.element);
+        let numeric = field.element.is_numeric() && !matches!(tensor.datatype, "BYTES" | "BOOL");
+        if tensor.datatype != expected && !numeric {
+            return Err(malformed(format!(
+                "input `{name}` has datatype {}, expected {expected}",
+                tensor.datatype
+            )));
+        }
+        let n = match tensor.shape {
+            [n] | [n, 1] => usize::try_from(*n).map_err(|_| {
+                malformed(format!(
+                    "input `{name}` has shape {:?}; a dimension cannot be negative",
+                    tensor.shape
+                ))
+            })?,
+            _ => {
+                return Err(malformed(format!(
+                    "input `{name}` has shape {:?}; expected [N] or [N, 1]",
+                    tensor.shape
+                )))
+            }
+        };
+        if n > max_rows {
+            return Err(malformed(format!(
+                "input `{name}` has shape {:?}: at most {max_rows} rows are accepted in one request",
+                tensor.shape
+            )));
+        }
+        if *rows.get_or_insert(n) != n {
+            return Err(malformed(format!(
+                "input `{name}` has {n} rows, other inputs have {}",
+                rows.unwrap_or(0)
+            )));
+        }
+        let view = match tensor.elements {
+            Elements::Raw(bytes) => raw_view(tensor.datatype, bytes).map_err(malformed)?,
+            typed => View::Typed(typed),
+        };
+        if view.len() != n {
+            return Err(malformed(format!(
+                "input `{name}` has {} values for shape {:?}",
+                view.len(),
+                tensor.shape
+            )));
+        }
+        sources[index] = Some(view);
+    }
+    let rows = rows.ok_or_else(|| malformed("the request has no inputs".to_owned()))?;
+    if rows == 0 {
+        return Err(TensorError::Invalid(vec![FieldError::new(
+            "body",
+            "empty",
+            "a batch must hold at least one record",
+        )]));
+    }
+    let mut errors: Vec<(usize, usize, FieldError)> = Vec::new();
+    let mut columns = Vec::with_capacity(schema.fields.len());
+    for (index, (field, source)) in schema.fields.iter().zip(&sources).enumerate() {
+        let mut column = Column::with_capacity(field.element, rows);
+        for row in 0..rows {
+            let problem = match source.as_ref().and_then(|view| view.get(row)) {
+                Some(value) => push_scalar(field, value, &mut column).err(),
+                None if field.nullable => {
+                    push_scalar(field, Scalar::Float(f64::NAN), &mut column).err()
+                }
+                None => Some(("missing", "field is required".to_owned())),
+            };
+            if let Some((reason, message)) = problem {
+                let error = FieldError::in_record(Some(row), Some(&field.name), reason, message);
+                errors.push((row, index, error));
+            }
+        }
+        columns.push(column);
+    }
+    if errors.is_empty() {
+        return Ok(FeatureBatch { rows, columns });
+    }
+    // In the order (and number) a decode of the same records reports them.
+    errors.sort_by_key(|(row, index, _)| (*row, *index));
+    errors.truncate(MAX_REPORTED_ERRORS);
+    Err(TensorError::Invalid(
+        errors.into_iter().map(|(_, _, error)| error).collect(),
+    ))
+}
+
+/// The records (a JSON array of objects) the tensors carry, as V2 over REST builds them: what
+/// the challenger of shadow scoring decodes with its own schema.
+pub fn records(tensors: &[Tensor<'_>]) -> Value {
+    let views: Vec<(&str, View<'_>)> = tensors
+        .iter()
+        .filter_map(|tensor| {
+            let view = match tensor.elements {
+                Elements::Raw(bytes) => raw_view(tensor.datatype, bytes).ok()?,
+                typed => View::Typed(typed),
+            };
+            Some((tensor.name, view))
+        })
+        .collect();
+    let rows = views.iter().map(|(_, view)| view.len()).max().unwrap_or(0);
+    Value::Array(
+        (0..rows)
+            .map(|row| {
+                let record: Map<String, Value> = views
+                    .iter()
+                    .filter_map(|(name, view)| Some(((*name).to_owned(), view.get(row)?.to_json())))
+                    .collect();
+                Value::Object(record)
+            })
+            .collect(),
+    )
+}
