@@ -204,7 +204,8 @@ pub struct IndexRequest {
 
 /// Triton's repository index: every registry model with its version and state.
 #[utoipa::path(post, path = "/v2/repository/index", tag = "v2",
-    request_body(content = IndexRequest, content_type = "application/json"),
+    request_body(content = Option<IndexRequest>, content_type = "application/json",
+        description = "Optional: an empty body lists every model"),
     responses((status = 200, body = [IndexEntry]), (status = 400, description = "`{\"error\": ...}`"),
               (status = 503, description = "Registry unavailable")))]
 pub async fn repository_index_route(
@@ -214,8 +215,22 @@ pub async fn repository_index_route(
     let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IndexRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| bad_request(format!("invalid repository index request: {e}")))?
+        // serde would also take a JSON array for the struct: only an object is a request.
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(object)) => serde_json::from_value(Value::Object(object)),
+            Ok(other) => Err(serde::de::Error::custom(format!(
+                "expected a JSON object, got {}",
+                match other {
+                    Value::Array(_) => "an array",
+                    Value::String(_) => "a string",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    _ => "null",
+                }
+            ))),
+            Err(error) => Err(error),
+        }
+        .map_err(|e| bad_request(format!("invalid repository index request: {e}")))?
     };
     Ok(Json(repository_index(&state, request.ready).await?))
 }
