@@ -325,6 +325,9 @@ async fn two_replicas_behind_nginx_hold_one_key_to_its_rate() {
     }
     let driven_for = started.elapsed();
     let statuses = requests.join_all().await;
+    // On a loaded machine requests reach the replicas later than they were scheduled, so the
+    // window the limiter saw runs from the first send to the last answer.
+    let answered_within = started.elapsed();
     let accepted = statuses.iter().filter(|status| **status == 200).count();
     let refused = statuses.iter().filter(|status| **status == 429).count();
     let mut per_replica = Vec::new();
@@ -344,10 +347,17 @@ async fn two_replicas_behind_nginx_hold_one_key_to_its_rate() {
         ));
         fallbacks += sample_sum(&text, "ml_api_quota_fallback_total");
     }
+    // The key's rate over the window, plus its burst: at least over the scheduled drive, at
+    // most over the time until the last answer (the same on a quiet machine).
     let expected = RATE * f64::from(SECONDS) + f64::from(BURST);
+    let at_least =
+        0.9 * (RATE * driven_for.as_secs_f64().min(f64::from(SECONDS)) + f64::from(BURST));
+    let at_most = 1.1 * (RATE * answered_within.as_secs_f64() + f64::from(BURST));
     let report = format!(
-        "accepted {accepted}, refused {refused} of {} in {driven_for:?}; expected {expected} ± 10 %; \
-         allowed per replica {per_replica:?}; local fallback decisions {fallbacks}",
+        "accepted {accepted}, refused {refused} of {} driven in {driven_for:?}, answered within \
+         {answered_within:?}; expected {expected} on a quiet machine, between {at_least:.0} and \
+         {at_most:.0} for this window; allowed per replica {per_replica:?}; local fallback \
+         decisions {fallbacks}",
         statuses.len()
     );
     eprintln!("{report}");
@@ -357,7 +367,7 @@ async fn two_replicas_behind_nginx_hold_one_key_to_its_rate() {
         "only 200 or 429: {report}"
     );
     assert!(
-        (accepted as f64 - expected).abs() <= 0.1 * expected,
+        (at_least..=at_most).contains(&(accepted as f64)),
         "{report}"
     );
     assert!(
