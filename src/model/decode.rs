@@ -245,7 +245,8 @@ fn article(json_type: &str) -> String {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+/// How a JSON value is named in error messages ("an array", "a number"...).
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

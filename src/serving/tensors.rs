@@ -110,7 +110,8 @@ impl View<'_> {
 }
 
 /// Bytes per element of a fixed-size datatype.
-fn element_size(datatype: &str) -> Option<usize> {
+/// Bytes per element of a fixed-size datatype in raw (binary) tensor contents.
+pub fn element_size(datatype: &str) -> Option<usize> {
     Some(match datatype {
         "BOOL" | "UINT8" | "INT8" => 1,
         "UINT16" | "INT16" | "FP16" => 2,
@@ -140,23 +141,29 @@ fn raw_scalar<'a>(datatype: &str, b: &[u8]) -> Option<Scalar<'a>> {
     })
 }
 
+/// The elements of raw `BYTES` contents: each a 4-byte little-endian length, then that many
+/// bytes (gRPC `raw_input_contents` and REST's binary-data extension alike).
+pub fn bytes_elements(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut items = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (length, tail) = rest
+            .split_at_checked(4)
+            .ok_or("truncated BYTES element length")?;
+        let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
+        let (text, tail) = tail
+            .split_at_checked(length)
+            .ok_or("truncated BYTES element")?;
+        items.push(text);
+        rest = tail;
+    }
+    Ok(items)
+}
+
 /// Checks raw bytes against the datatype (as the binary-data extension's decoder does).
 fn raw_view<'a>(datatype: &'a str, bytes: &'a [u8]) -> Result<View<'a>, String> {
     if datatype == "BYTES" {
-        let mut items = Vec::new();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let (length, tail) = rest
-                .split_at_checked(4)
-                .ok_or("truncated BYTES element length")?;
-            let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
-            let (text, tail) = tail
-                .split_at_checked(length)
-                .ok_or("truncated BYTES element")?;
-            items.push(text);
-            rest = tail;
-        }
-        return Ok(View::RawBytes(items));
+        return Ok(View::RawBytes(bytes_elements(bytes)?));
     }
     let unsupported = || format!("unsupported datatype `{datatype}`");
     let size = element_size(datatype).ok_or_else(unsupported)?;

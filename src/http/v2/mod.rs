@@ -220,13 +220,7 @@ pub async fn repository_index_route(
             Ok(Value::Object(object)) => serde_json::from_value(Value::Object(object)),
             Ok(other) => Err(serde::de::Error::custom(format!(
                 "expected a JSON object, got {}",
-                match other {
-                    Value::Array(_) => "an array",
-                    Value::String(_) => "a string",
-                    Value::Number(_) => "a number",
-                    Value::Bool(_) => "a boolean",
-                    _ => "null",
-                }
+                crate::model::decode::kind(&other)
             ))),
             Err(error) => Err(error),
         }

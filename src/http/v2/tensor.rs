@@ -63,36 +63,15 @@ pub struct InferResponse {
 
 /// The V2 datatype ml-api reports for a graph input.
 pub use crate::serving::tensors::datatype;
-
-/// Bytes per element of a fixed-size datatype in the binary-data extension.
-fn element_size(datatype: &str) -> Option<usize> {
-    Some(match datatype {
-        "BOOL" | "UINT8" | "INT8" => 1,
-        "UINT16" | "INT16" | "FP16" => 2,
-        "UINT32" | "INT32" | "FP32" => 4,
-        "UINT64" | "INT64" | "FP64" => 8,
-        _ => return None,
-    })
-}
+use crate::serving::tensors::{bytes_elements, element_size};
 
 /// Decodes one input's binary-data payload into JSON values.
 pub fn decode_binary(datatype: &str, bytes: &[u8]) -> Result<Vec<Value>, String> {
     if datatype == "BYTES" {
-        // Each element: a 4-byte little-endian length, then that many bytes.
-        let mut values = Vec::new();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let (length, tail) = rest
-                .split_at_checked(4)
-                .ok_or("truncated BYTES element length")?;
-            let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
-            let (text, tail) = tail
-                .split_at_checked(length)
-                .ok_or("truncated BYTES element")?;
-            values.push(Value::String(String::from_utf8_lossy(text).into_owned()));
-            rest = tail;
-        }
-        return Ok(values);
+        return Ok(bytes_elements(bytes)?
+            .into_iter()
+            .map(|text| Value::String(String::from_utf8_lossy(text).into_owned()))
+            .collect());
     }
     let size =
         element_size(datatype).ok_or_else(|| format!("unsupported datatype `{datatype}`"))?;
