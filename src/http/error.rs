@@ -203,6 +203,15 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// Why a request was not served (a 5xx), carried on the response to the middleware that logs
+/// it with the request's id, method and route (`middleware::observe`): an internal error's
+/// cause is logged at error level (and reaches Sentry), any other 5xx at warn.
+#[derive(Debug, Clone)]
+pub struct ServerFailure {
+    pub cause: String,
+    pub internal: bool,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable error class, e.g. `validation`, `malformed_json`, `rate_limited`.
@@ -215,18 +224,22 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = match &self {
-            Self::Internal(error) => {
-                // Logged at error level: the Sentry tracing layer turns this into an event
-                // carrying the request's context.
-                tracing::error!(error = format!("{error:#}"), "request failed");
-                "internal error".to_owned()
-            }
+        let (message, failure) = match &self {
+            // The cause stays in the log (and Sentry), never in the answer.
+            Self::Internal(error) => (
+                "internal error".to_owned(),
+                Some(ServerFailure {
+                    cause: format!("{error:#}"),
+                    internal: true,
+                }),
+            ),
             other => {
-                if status.is_server_error() {
-                    tracing::warn!(error = %other, "request not served");
-                }
-                other.to_string()
+                let message = other.to_string();
+                let failure = status.is_server_error().then(|| ServerFailure {
+                    cause: message.clone(),
+                    internal: false,
+                });
+                (message, failure)
             }
         };
         let retry_after = self.retry_after_secs();
@@ -243,6 +256,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
