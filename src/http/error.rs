@@ -193,6 +193,7 @@ impl From<ScoreError> for ApiError {
             ScoreError::Overloaded => Self::Overloaded,
             ScoreError::Unavailable(message) => Self::Unavailable(message),
             ScoreError::Failed(message) => Self::Internal(anyhow::anyhow!(message)),
+            ScoreError::Malformed(message) => Self::MalformedJson(message),
         }
     }
 }
