@@ -17,6 +17,12 @@ use serde_json::json;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use axum::extract::DefaultBodyLimit;
+use utoipa_axum::{
+    router::{OpenApiRouter, UtoipaMethodRouterExt},
+    routes,
+};
+
 use super::{auth::Admin, extract::ApiQuery, state::AppState};
 use crate::{
     datasets::{
@@ -375,4 +381,13 @@ pub async fn delete(
         state.datasets.store.delete(&copy.location).await?;
     }
     Ok(Json(json!({"status": "dataset deleted"})).into_response())
+}
+
+/// Data sets: uploads stream to storage (no body limit here: `--max-dataset-bytes` bounds
+/// them), listing, reading, deleting.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(list))
+        .routes(routes!(get, delete))
 }

@@ -14,6 +14,7 @@ use super::state::AppState;
 use crate::{
     drift::DriftReport, http::error::ApiError, http::error::ErrorBody, serving::catalog::ModelRef,
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DriftResponse {
@@ -47,4 +48,9 @@ pub async fn drift(
         version: model.version.clone(),
         report: monitor.report(),
     }))
+}
+
+/// `GET /models/{model}/drift`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(drift))
 }

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::state::AppState;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -83,4 +84,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         text,
     )
         .into_response())
+}
+
+/// Probes and metrics (exempt from quotas and rate limits).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }

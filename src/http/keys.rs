@@ -17,6 +17,7 @@ use crate::{
     http::error::{ApiError, ErrorBody, FieldError},
     quota::{ApiKey, KeySpec},
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The body of `POST /keys` (documentation: the handler validates it field by field).
 #[derive(Debug, ToSchema)]
@@ -274,6 +275,13 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// API keys (admin).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(delete))
 }
 
 #[cfg(test)]

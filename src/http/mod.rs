@@ -26,7 +26,6 @@ use axum::{
     http::{Request, Response, StatusCode},
     middleware::from_fn_with_state,
     response::IntoResponse,
-    routing::{delete, get, post, put},
     Extension, Router,
 };
 use tower::util::option_layer;
@@ -35,6 +34,8 @@ use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ServeConfig;
@@ -45,69 +46,19 @@ pub use state::{AppState, Lifecycle};
 /// OpenAPI document with Swagger UI at `/docs`, and the layers every request passes through.
 pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
     let sentry_enabled = sentry::Hub::current().client().is_some();
-    let mut api = Router::new()
-        .route("/predict", post(predict::predict))
-        .route(
-            "/models",
-            post(models::create)
-                .layer(
-                    tower::ServiceBuilder::new()
-                        // The limit a declared `Content-Length` is checked against before
-                        // the body is read, and the limit reading it.
-                        .layer(Extension(extract::BodyLimit(
-                            state.datasets.max_training_body_bytes,
-                        )))
-                        .layer(DefaultBodyLimit::max(
-                            state.datasets.max_training_body_bytes,
-                        )),
-                )
-                .get(models::list),
-        )
-        .route(
-            "/datasets",
-            post(datasets::create)
-                .layer(DefaultBodyLimit::disable())
-                .get(datasets::list),
-        )
-        .route(
-            "/datasets/{id}",
-            get(datasets::get).delete(datasets::delete),
-        )
-        .route("/models/{id}", get(models::get).delete(models::delete))
-        .route("/models/{model}/predict", post(models::predict_with))
-        .route("/models/{model}/drift", get(drift::drift))
-        .route("/models/{id}/onnx", get(models::onnx))
-        .route(
-            "/models/upload",
-            post(models::upload).layer(DefaultBodyLimit::max(config.http.max_upload_bytes)),
-        )
-        .route("/models/{name}/aliases/{alias}", put(lifecycle::set_alias))
-        .route(
-            "/models/{name}/aliases/{alias}/comparison",
-            get(lifecycle::comparison),
-        )
-        .route(
-            "/models/{name}/aliases/{alias}/promote",
-            post(lifecycle::promote),
-        )
-        .route("/v2/models/{name}", get(v2::model_metadata))
-        .route("/v2/models/{name}/ready", get(v2::model_ready))
-        .route("/v2/models/{name}/infer", post(v2::infer))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(v2::model_version_metadata),
-        )
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(v2::model_version_ready),
-        )
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(v2::infer_version),
-        )
-        .route("/v2/repository/index", post(v2::repository_index_route))
-        .route("/keys", post(keys::create).get(keys::list))
-        .route("/keys/{id}", delete(keys::delete));
+    // Each route is declared once, in its resource's module, for both the router and the
+    // OpenAPI document (utoipa-axum).
+    let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(predict::routes())
+        .merge(models::routes(
+            state.datasets.max_training_body_bytes,
+            config.http.max_upload_bytes,
+        ))
+        .merge(datasets::routes())
+        .merge(drift::routes())
+        .merge(lifecycle::routes())
+        .merge(v2::routes::api())
+        .merge(keys::routes());
     let per_client = match config.rate_limit.enabled {
         true => Some(rate_limit::layer(&config.rate_limit, &state.metrics)?),
         false => None,
@@ -117,23 +68,18 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         &config.rate_limit.api_key_header,
         per_client,
     )?);
-    let operations = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/v2", get(v2::server_metadata))
-        .route("/v2/health/live", get(v2::live))
-        .route("/v2/health/ready", get(v2::ready));
+    let (routes, doc) = api
+        .merge(health::routes())
+        .merge(v2::routes::operations())
+        .split_for_parts();
     let default_model = state.catalog.cached(&state.default_model);
     let docs = SwaggerUi::new("/docs").external_url_unchecked(
         "/openapi.json",
-        openapi::document(default_model.as_deref(), state.max_batch_records),
+        openapi::document(doc, default_model.as_deref(), state.max_batch_records),
     );
 
     let access_log = Arc::new(middleware::AccessLog::new(&config.access_log));
-    Ok(Router::new()
-        .merge(api)
-        .merge(operations)
+    Ok(routes
         .merge(docs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

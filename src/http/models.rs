@@ -14,6 +14,12 @@ use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use axum::{extract::DefaultBodyLimit, Extension};
+use utoipa_axum::{
+    router::{OpenApiRouter, UtoipaMethodRouterExt},
+    routes,
+};
+
 use super::{
     auth::Admin,
     extract::{malformed_first, ApiQuery, JsonBody, JsonBytes},
@@ -598,4 +604,27 @@ fn multipart_error(error: axum::extract::multipart::MultipartError, limit: usize
         Some(timeout) => ApiError::BodyTimeout(timeout),
         None => ApiError::MalformedJson(format!("malformed multipart body: {}", error.body_text())),
     }
+}
+
+/// The registry's models: training (`POST /models`, with its own body limit: the in-body
+/// training shapes), listing, reading, deleting, predicting by model, uploads (their own
+/// limit) and the exported ONNX file.
+pub fn routes(max_training_body_bytes: usize, max_upload_bytes: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(
+            routes!(create).layer(
+                tower::ServiceBuilder::new()
+                    // The limit a declared `Content-Length` is checked against before the body
+                    // is read, and the limit reading it.
+                    .layer(Extension(super::extract::BodyLimit(
+                        max_training_body_bytes,
+                    )))
+                    .layer(DefaultBodyLimit::max(max_training_body_bytes)),
+            ),
+        )
+        .routes(routes!(list))
+        .routes(routes!(get, delete))
+        .routes(routes!(predict_with))
+        .routes(routes!(onnx))
+        .routes(routes!(upload).layer(DefaultBodyLimit::max(max_upload_bytes)))
 }

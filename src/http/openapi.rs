@@ -1,4 +1,5 @@
-//! The OpenAPI 3.1 document: routes and types from the code (utoipa), plus the request
+//! The OpenAPI 3.1 document: routes and types from the code (utoipa; each route declared
+//! once, where the router takes it, by `utoipa_axum::routes!`), plus the request
 //! schema of the default model, generated from its graph and card at start-up, with the
 //! card's example (the Flask prediction API's record for `santander`).
 
@@ -6,6 +7,7 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use super::{drift, health, lifecycle, models, predict, v2};
+
 use crate::{
     http::error::{ErrorBody, ErrorDetail, FieldError},
     model::{schema::Field, ElementType},
@@ -17,40 +19,6 @@ use crate::{
     info(
         title = "ml-api",
         description = "ONNX model serving: the Flask prediction API's `POST /predict`, validated, documented, measured and protected."
-    ),
-    paths(
-        predict::predict,
-        models::create,
-        models::list,
-        models::get,
-        models::delete,
-        models::predict_with,
-        lifecycle::set_alias,
-        lifecycle::comparison,
-        lifecycle::promote,
-        models::onnx,
-        models::upload,
-        super::datasets::create,
-        super::datasets::list,
-        super::datasets::get,
-        super::datasets::delete,
-        drift::drift,
-        v2::server_metadata,
-        v2::live,
-        v2::ready,
-        v2::model_metadata,
-        v2::model_version_metadata,
-        v2::model_ready,
-        v2::model_version_ready,
-        v2::infer,
-        v2::infer_version,
-        v2::repository_index_route,
-        super::keys::create,
-        super::keys::list,
-        super::keys::delete,
-        health::healthz,
-        health::readyz,
-        health::metrics
     ),
     components(schemas(
         predict::PredictRequest,
@@ -100,9 +68,14 @@ use crate::{
 pub struct ApiDoc;
 
 /// The full document for this replica, as JSON (utoipa's typed schema cannot hold every
-/// JSON-Schema 2020-12 construct we generate, such as `"type": ["number", "null"]`).
-pub fn document(default_model: Option<&LoadedModel>, max_batch_records: usize) -> Value {
-    let mut doc = ApiDoc::openapi();
+/// JSON-Schema 2020-12 construct we generate, such as `"type": ["number", "null"]`): `doc`
+/// holds the routes as the router declared them (`utoipa_axum::routes!` in each resource
+/// module), this adds the default model's request schema.
+pub fn document(
+    mut doc: utoipa::openapi::OpenApi,
+    default_model: Option<&LoadedModel>,
+    max_batch_records: usize,
+) -> Value {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut doc = serde_json::to_value(doc).unwrap_or_else(|_| json!({}));
     let Some(model) = default_model else {

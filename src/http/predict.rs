@@ -23,6 +23,7 @@ use crate::{
     serving::{CatalogError, LoadedModel, ModelRef},
     spans,
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -183,4 +184,9 @@ pub fn model_headers(response: &mut Response, model: &LoadedModel) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
+}
+
+/// `POST /predict`, declared once for the router and the OpenAPI document.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(predict))
 }

@@ -24,6 +24,7 @@ use crate::{
         ShadowKey,
     },
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// What an alias points at now.
 #[derive(Debug, Serialize, ToSchema)]
@@ -373,4 +374,12 @@ pub async fn promote(
         comparison,
     })
     .into_response())
+}
+
+/// Aliases: set, compare, promote.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(set_alias))
+        .routes(routes!(comparison))
+        .routes(routes!(promote))
 }

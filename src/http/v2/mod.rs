@@ -3,6 +3,7 @@
 //! is served by name (its `latest`), `name:alias` or id, and by registry version. Inference
 //! goes through the same validation, metrics, rate limiting and tracing as `/predict`.
 
+pub mod routes;
 pub mod tensor;
 
 use std::sync::Arc;
