@@ -19,11 +19,30 @@ use crate::{
     nginx::Nginx,
 };
 
+mod process;
+mod reflection;
+
 async fn client(app: &TestApp) -> GrpcInferenceServiceClient<Channel> {
-    let addr = app.grpc_addr.expect("gRPC is on");
+    connect(&app.grpc_addr.expect("gRPC is on").to_string()).await
+}
+
+async fn connect(addr: &str) -> GrpcInferenceServiceClient<Channel> {
     GrpcInferenceServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("gRPC connects")
+}
+
+/// The bundled model's inputs, as the server describes them.
+async fn santander_metadata(
+    grpc: &mut GrpcInferenceServiceClient<Channel>,
+) -> ModelMetadataResponse {
+    grpc.model_metadata(ModelMetadataRequest {
+        name: "santander".to_owned(),
+        version: String::new(),
+    })
+    .await
+    .expect("model metadata")
+    .into_inner()
 }
 
 fn golden_records() -> Vec<Value> {
