@@ -197,18 +197,24 @@ async fn request_spans_are_exported_over_otlp_under_the_callers_trace() {
         request.parent_span_id, parent_bytes,
         "the request's span is a child of the caller's"
     );
-    let stages: Vec<&Span> = STAGES.iter().map(|name| named(&spans, name)).collect();
+    assert_stages_in_order_within(&spans, request, &STAGES);
+}
+
+/// The spans called `stages` are children of `parent`, lie within it and follow each other.
+pub(crate) fn assert_stages_in_order_within(spans: &[Span], parent: &Span, stages: &[&str]) {
+    let stages: Vec<&Span> = stages.iter().map(|name| named(spans, name)).collect();
     for stage in &stages {
         assert_eq!(
-            stage.parent_span_id, request.span_id,
-            "`{}` is a child of the request's span",
-            stage.name
+            stage.parent_span_id, parent.span_id,
+            "`{}` is a child of `{}`",
+            stage.name, parent.name
         );
         assert!(
-            request.start_time_unix_nano <= stage.start_time_unix_nano
-                && stage.end_time_unix_nano <= request.end_time_unix_nano,
-            "`{}` lies within the request",
-            stage.name
+            parent.start_time_unix_nano <= stage.start_time_unix_nano
+                && stage.end_time_unix_nano <= parent.end_time_unix_nano,
+            "`{}` lies within `{}`",
+            stage.name,
+            parent.name
         );
     }
     for pair in stages.windows(2) {

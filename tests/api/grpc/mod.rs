@@ -226,14 +226,7 @@ async fn grpc_infer_with_typed_and_raw_tensors_equals_predict() {
         let answer = grpc.model_ready(request).await.unwrap().into_inner();
         assert_eq!(answer.ready, ready, "{name} {version}");
     }
-    let metadata = grpc
-        .model_metadata(ModelMetadataRequest {
-            name: "santander".to_owned(),
-            version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let metadata = santander_metadata(&mut grpc).await;
     assert_eq!(metadata.platform, "onnxruntime_onnx");
     assert_eq!(metadata.inputs.len(), 20);
     assert_eq!(metadata.outputs[0].shape, vec![-1, 22]);
@@ -329,14 +322,7 @@ async fn grpc_infer_with_typed_and_raw_tensors_equals_predict() {
 async fn grpc_errors_are_the_rest_errors_as_status_codes() {
     let app = spawn_app().await;
     let mut grpc = client(&app).await;
-    let metadata = grpc
-        .model_metadata(ModelMetadataRequest {
-            name: "santander".to_owned(),
-            version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let metadata = santander_metadata(&mut grpc).await;
     let record = [golden_records().remove(0)];
     let refused = |request: ModelInferRequest| {
         let mut grpc = grpc.clone();

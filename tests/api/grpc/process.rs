@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ml_api::grpc::proto::{ModelInferRequest, ModelInferResponse};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::{net::TcpStream, sync::oneshot};
 use tonic::{codegen::http::uri::PathAndQuery, transport::Channel, Request};
 use tonic_health::pb::{
@@ -15,7 +14,7 @@ use tonic_health::pb::{
 use super::{connect, golden_records, infer_request, probabilities, santander_metadata, tensors};
 use crate::{
     child::ServerProcess,
-    process::{named, Capture},
+    process::{assert_stages_in_order_within, named, Capture},
 };
 
 const SERVICE: &str = "inference.GRPCInferenceService";
@@ -59,28 +58,7 @@ async fn grpc_call_spans_are_exported_over_otlp_under_the_callers_trace() {
         hex::decode(parent_id).unwrap(),
         "the call's span is a child of the caller's"
     );
-    let stages: Vec<&Span> = STAGES.iter().map(|name| named(&spans, name)).collect();
-    for stage in &stages {
-        assert_eq!(
-            stage.parent_span_id, call.span_id,
-            "`{}` is a child of the call's span",
-            stage.name
-        );
-        assert!(
-            call.start_time_unix_nano <= stage.start_time_unix_nano
-                && stage.end_time_unix_nano <= call.end_time_unix_nano,
-            "`{}` lies within the call",
-            stage.name
-        );
-    }
-    for pair in stages.windows(2) {
-        assert!(
-            pair[0].end_time_unix_nano <= pair[1].start_time_unix_nano,
-            "`{}` ends before `{}` starts",
-            pair[0].name,
-            pair[1].name
-        );
-    }
+    assert_stages_in_order_within(&spans, call, &STAGES);
 }
 
 /// A ModelInfer call the server has received but cannot answer yet: its request body stays
