@@ -39,6 +39,14 @@ if [[ "$TEST" == ci ]]; then
   if cluster_is_up; then lib_fail "a cluster is already up in $CLUSTER_DIR"; fi
   trap 'scripts/cluster-down.sh >/dev/null || true' EXIT
   scripts/cluster-up.sh
+  # gRPC through the cluster's nginx (grpc_pass to both replicas): tritonclient[grpc]'s answers
+  # equal /predict's through its HTTP listener, errors keep their status codes.
+  (
+    source scripts/lib/test-venv.sh
+    ensure_test_venv
+    cluster_load_env
+    ADMIN_API_KEY="$ADMIN_API_KEY" "$TEST_VENV/bin/python" tests/v2/tritonclient_grpc_check.py "$BASE_URL" "$GRPC_ADDR"
+  )
   "$0" smoke "$@"
   # TRAIN=0 (the mode for production clusters) writes nothing: the registry's models are the
   # same before and after.
