@@ -12,7 +12,8 @@
 #   spike       loadtest/spike.js: a 20x burst; no 5xx, only the greedy client throttled
 #   soak        loadtest/soak.js: SOAK_DURATION (30m) at the peak rate; flat RSS, no drift
 #   ci          for `make test`: its own cluster (CLUSTER_DIR=.run/cluster-ci, debug binary),
-#               tritonclient[grpc] through its nginx (tests/v2/tritonclient_grpc_check.py), smoke.js, then scripts/rolling-restart-test.sh, then cluster-down
+#               tritonclient[grpc] through its nginx (tests/v2/tritonclient_grpc_check.py),
+#               smoke.js, then scripts/rolling-restart-test.sh, then cluster-down
 # Each script's header lists its settings (environment variables, passed through to k6).
 #
 # The cluster in CLUSTER_DIR (default .run/cluster) is used when it is up; otherwise one is
