@@ -70,8 +70,9 @@ fn seed_batch(model: &LoadedModel) -> FeatureBatch {
     let seed =
         std::fs::read(manifest_dir().join("tests/fixtures/seed_request.json")).expect("seed");
     let value: Value = serde_json::from_slice(&seed).expect("the seed is JSON");
-    let records = decode::records(&value, 1).expect("one record");
-    decode::decode(&model.schema, &records).expect("the seed validates")
+    decode::from_value(&model.schema, &value, 1)
+        .expect("the seed validates")
+        .batch
 }
 
 /// N concurrent single-record requests; returns the rows answered.

@@ -1,12 +1,14 @@
 //! In-process benchmark of the `POST /predict` hot path on the bundled `models/santander`.
 //!
 //! Each stage is measured on its own, then the whole path:
-//! - `json_decode`: request bytes -> `serde_json::Value` (what `JsonBody` does);
-//! - `validate`: `decode::records` + `decode::decode` -> `FeatureBatch`;
+//! - `decode`: request bytes -> `FeatureBatch`, straight into the model's columns
+//!   (`decode::from_slice`, what `/predict` does);
+//! - `json_decode` + `validate`: the same through a `serde_json::Value` (`decode::from_value`,
+//!   what warm-up and profiling do, and what `/predict` did before), for comparison;
 //! - `infer`: `LoadedModel::infer` (through the inference pool: queue, thread hop, reply)
 //!   and, for comparison, `infer_raw`: one ONNX Runtime session called on this thread;
 //! - `encode`: `Scores` -> `PredictResponse` -> JSON bytes (what the handler's `Json` does);
-//! - `end_to_end`: `handler` is bytes -> `Value` -> `Catalog::get` -> `http::predict::respond`
+//! - `end_to_end`: `handler` is bytes -> `Catalog::get` -> `http::predict::respond`
 //!   -> body bytes (the handler's own code, no middleware); `router` is the whole axum
 //!   application (every middleware layer, no TCP) via `tower::ServiceExt::oneshot`.
 //!
@@ -124,8 +126,25 @@ fn to_value(body: &[u8]) -> Value {
 }
 
 fn to_batch(model: &LoadedModel, body: &Value) -> FeatureBatch {
-    let records = decode::records(body, MAX_RECORDS).expect("records");
-    decode::decode(&model.schema, &records).expect("the seed validates")
+    decode::from_value(&model.schema, body, MAX_RECORDS)
+        .expect("the seed validates")
+        .batch
+}
+
+/// (a) Request bytes -> validated `FeatureBatch`, no `Value` in between.
+fn bench_decode(c: &mut Criterion) {
+    let fx = fixture();
+    let mut group = c.benchmark_group("decode");
+    for (label, rows, body) in &fx.bodies {
+        group.throughput(Throughput::Elements(*rows as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), body, |b, body| {
+            b.iter(|| {
+                decode::from_slice(&fx.model.schema, std::hint::black_box(body), MAX_RECORDS)
+                    .expect("the seed validates")
+            })
+        });
+    }
+    group.finish();
 }
 
 /// What `http::predict::respond` does with the scores (no `top_k`), as bytes.
@@ -133,7 +152,7 @@ fn encode(scores: &Scores) -> Vec<u8> {
     serde_json::to_vec(&PredictResponse::from_scores(scores, None)).expect("encode")
 }
 
-/// (a) Request bytes -> `serde_json::Value`.
+/// (a') Request bytes -> `serde_json::Value`.
 fn bench_json_decode(c: &mut Criterion) {
     let fx = fixture();
     let mut group = c.benchmark_group("json_decode");
@@ -146,7 +165,7 @@ fn bench_json_decode(c: &mut Criterion) {
     group.finish();
 }
 
-/// (b) `Value` -> validated `FeatureBatch`.
+/// (a'') `Value` -> validated `FeatureBatch`.
 fn bench_validate(c: &mut Criterion) {
     let fx = fixture();
     let mut group = c.benchmark_group("validate");
@@ -270,7 +289,6 @@ fn bench_end_to_end(c: &mut Criterion) {
         group.throughput(Throughput::Elements(*rows as u64));
         group.bench_with_input(BenchmarkId::new("handler", label), body, |b, body| {
             b.to_async(&fx.runtime).iter(|| async {
-                let value = to_value(body);
                 let model = fx
                     .state
                     .catalog
@@ -282,7 +300,7 @@ fn bench_end_to_end(c: &mut Criterion) {
                     &model,
                     Some(&fx.state.default_model),
                     &query,
-                    &value,
+                    body,
                 )
                 .await
                 .expect("200");
@@ -327,7 +345,7 @@ fn criterion() -> Criterion {
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = bench_json_decode, bench_validate, bench_contract_and_drift, bench_infer, bench_infer_raw, bench_encode,
+    targets = bench_decode, bench_json_decode, bench_validate, bench_contract_and_drift, bench_infer, bench_infer_raw, bench_encode,
         bench_end_to_end
 }
 criterion_main!(benches);

@@ -70,15 +70,25 @@ fn schema() -> &'static ModelSchema {
     })
 }
 
-/// `POST /predict` and `POST /models/{id}/predict`: JSON, split into records, decoded into
-/// typed columns.
+/// `POST /predict` and `POST /models/{id}/predict`: JSON bytes decoded straight into typed
+/// columns, which must agree with decoding the parsed `Value` (warm-up and profiling do that).
 pub fn json_records(data: &[u8]) {
+    let from_bytes = decode::from_slice(schema(), data, MAX_RECORDS);
     let Ok(body) = serde_json::from_slice::<Value>(data) else {
+        assert!(
+            matches!(from_bytes, Err(decode::RecordsError::Syntax(_))),
+            "a body serde_json refuses is a syntax error: {:?}",
+            String::from_utf8_lossy(data)
+        );
         return;
     };
-    if let Ok(records) = decode::records(&body, MAX_RECORDS) {
-        let _ = decode::decode(schema(), &records);
-    }
+    let from_bytes = match from_bytes {
+        Ok(decoded) => Ok(decoded),
+        Err(decode::RecordsError::Invalid(errors)) => Err(errors),
+        Err(decode::RecordsError::Syntax(message)) => panic!("valid JSON refused: {message}"),
+    };
+    let from_value = decode::from_value(schema(), &body, MAX_RECORDS);
+    assert_eq!(format!("{from_bytes:?}"), format!("{from_value:?}"));
 }
 
 /// `POST /v2/models/{name}/infer`: the first byte chooses JSON (even) or the binary-data
@@ -104,9 +114,7 @@ pub fn v2_request(data: &[u8]) {
     };
     if let Ok((_, records)) = result {
         // What the handler does next: the records go through the same decoder as /predict.
-        if let Ok(records) = decode::records(&records, MAX_RECORDS) {
-            let _ = decode::decode(schema(), &records);
-        }
+        let _ = decode::from_value(schema(), &records, MAX_RECORDS);
     }
 }
 

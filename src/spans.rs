@@ -3,23 +3,31 @@
 //! thread takes it; the span travels with the job), `inference` (the ONNX Runtime call) and
 //! `encode` (the response body).
 //!
-//! They exist for traces, so they are created only while spans are exported
-//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, see `crate::telemetry`). Without an exporter a stage costs
-//! one atomic load: no span is allocated and the log layer has nothing to format.
+//! They exist for traces, so they (and the request's own span) are created only while spans
+//! are consumed: exported (`OTEL_EXPORTER_OTLP_ENDPOINT`) or sent to Sentry, see
+//! `crate::telemetry`. Otherwise a stage costs one atomic load: no span is allocated and the
+//! log layer has nothing to format.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static EXPORTED: AtomicBool = AtomicBool::new(false);
 
-/// Turns the stage spans on; called by `crate::telemetry::init` when it installs an exporter.
+/// Turns the request and stage spans on; called by `crate::telemetry::init` when it installs
+/// a consumer of spans (the OTLP exporter, or Sentry).
 pub fn enable() {
     EXPORTED.store(true, Ordering::Relaxed);
+}
+
+/// Whether spans are consumed: read once when the router is built, and by every stage.
+#[inline]
+pub fn enabled() -> bool {
+    EXPORTED.load(Ordering::Relaxed)
 }
 
 /// The span `make` builds while spans are exported, otherwise a disabled one (never built).
 #[inline]
 pub fn stage(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    if EXPORTED.load(Ordering::Relaxed) {
+    if enabled() {
         make()
     } else {
         tracing::Span::none()

@@ -1,14 +1,15 @@
 //! Logs, traces and error reporting, set up once per process before the async runtime starts
 //! (as Sentry asks, so every thread sees its hub).
 //!
-//! - Logs: JSON lines (containers) or pretty (terminals), filtered by `RUST_LOG`. A request
+//! - Logs: JSON lines (containers) or pretty (terminals), filtered by `RUST_LOG`. Lines about
+//!   a request carry its id, method and route as fields (no span is needed). A request
 //!   formats its lines into a shared buffer that a background thread writes to stdout about
 //!   every 50 ms (`crate::log_writer`), so no request waits on the pipe or wakes a thread.
 //!   Should the pipe stall, lines beyond the buffer are dropped rather than blocking
 //!   requests; the guard writes what is buffered when `main` ends, after the graceful shutdown.
 //! - Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT`, spans go to `<endpoint>/v1/traces` over
-//!   OTLP/HTTP, with a span per stage of a request (`crate::spans`); W3C `traceparent` on
-//!   requests is honoured either way.
+//!   OTLP/HTTP: a span per request, joined to the caller's W3C `traceparent`, and a span per
+//!   stage (`crate::spans`). Without an exporter (or Sentry) no request span is created.
 //! - Errors: with `SENTRY_DSN`, panics and `error!` events (every 5xx) become Sentry events.
 
 use std::io::IsTerminal;
@@ -95,8 +96,10 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     } else {
         tracing_subscriber::fmt::layer().with_writer(writer).boxed()
     });
-    if let Some(provider) = &tracer_provider {
+    if tracer_provider.is_some() || sentry.is_some() {
         crate::spans::enable();
+    }
+    if let Some(provider) = &tracer_provider {
         let tracer = provider.tracer("ml-api");
         layers.push(tracing_opentelemetry::layer().with_tracer(tracer).boxed());
     }

@@ -193,6 +193,7 @@ impl From<ScoreError> for ApiError {
             ScoreError::Overloaded => Self::Overloaded,
             ScoreError::Unavailable(message) => Self::Unavailable(message),
             ScoreError::Failed(message) => Self::Internal(anyhow::anyhow!(message)),
+            ScoreError::Malformed(message) => Self::MalformedJson(message),
         }
     }
 }
@@ -201,6 +202,15 @@ impl From<ScoreError> for ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+}
+
+/// Why a request was not served (a 5xx), carried on the response to the middleware that logs
+/// it with the request's id, method and route (`middleware::observe`): an internal error's
+/// cause is logged at error level (and reaches Sentry), any other 5xx at warn.
+#[derive(Debug, Clone)]
+pub struct ServerFailure {
+    pub cause: String,
+    pub internal: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -215,18 +225,22 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = match &self {
-            Self::Internal(error) => {
-                // Logged at error level: the Sentry tracing layer turns this into an event
-                // carrying the request's context.
-                tracing::error!(error = format!("{error:#}"), "request failed");
-                "internal error".to_owned()
-            }
+        let (message, failure) = match &self {
+            // The cause stays in the log (and Sentry), never in the answer.
+            Self::Internal(error) => (
+                "internal error".to_owned(),
+                Some(ServerFailure {
+                    cause: format!("{error:#}"),
+                    internal: true,
+                }),
+            ),
             other => {
-                if status.is_server_error() {
-                    tracing::warn!(error = %other, "request not served");
-                }
-                other.to_string()
+                let message = other.to_string();
+                let failure = status.is_server_error().then(|| ServerFailure {
+                    cause: message.clone(),
+                    internal: false,
+                });
+                (message, failure)
             }
         };
         let retry_after = self.retry_after_secs();
@@ -243,6 +257,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -31,6 +31,23 @@ impl<S: Send + Sync> FromRequest<S> for JsonText {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        let value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        Ok(Self(bytes, value))
+    }
+}
+
+/// A JSON request body's bytes, checked as [`JsonBody`] checks it except for the syntax, for
+/// handlers that parse it straight into their own types (`/predict`: into the model's
+/// columns). Such a handler answers a syntax error as [`JsonBody`] would, before any other
+/// problem with the request ([`malformed_first`]).
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -39,9 +56,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonText {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| body_error(&rejection, limit))?;
-        let value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        Ok(Self(bytes, value))
+        Ok(Self(bytes))
+    }
+}
+
+/// `error`, unless `body` is not JSON: then the 400 a [`JsonBody`] extractor would have
+/// answered first. For the errors a [`JsonBytes`] handler finds before it parses the body.
+pub fn malformed_first(body: &[u8], error: ApiError) -> ApiError {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => error,
+        Err(syntax) => ApiError::MalformedJson(syntax.to_string()),
     }
 }
 

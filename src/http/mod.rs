@@ -139,20 +139,31 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outside-in from the last one added.
         .layer(from_fn_with_state(state.clone(), middleware::time_limit))
-        .layer(from_fn_with_state(state.clone(), middleware::track_metrics))
+        .layer(from_fn_with_state(
+            (state.clone(), access_log),
+            middleware::observe,
+        ))
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(Extension(extract::BodyLimit(config.http.max_body_bytes)))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(middleware::request_span)
-                .on_request(())
-                .on_response(
-                    move |response: &Response<Body>, latency, span: &tracing::Span| {
-                        access_log.record_response(response, latency, span)
-                    },
+        // The request span, only while spans are consumed (`middleware::request_span`).
+        .layer(option_layer(crate::spans::enabled().then(|| {
+            tower::ServiceBuilder::new()
+                .map_response(|response: Response<_>| response.map(Body::new))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(middleware::request_span)
+                        .on_request(())
+                        .on_response(
+                            |response: &Response<Body>, _latency, span: &tracing::Span| {
+                                span.record(
+                                    "http.response.status_code",
+                                    response.status().as_u16(),
+                                );
+                            },
+                        )
+                        .on_failure(()),
                 )
-                .on_failure(()),
-        )
+        })))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // Sentry's per-request hub and transaction only when a Sentry client is configured

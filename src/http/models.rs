@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     auth::Admin,
-    extract::{ApiQuery, JsonBody},
+    extract::{malformed_first, ApiQuery, JsonBody, JsonBytes},
     predict::{self, PredictQuery},
     state::AppState,
 };
@@ -371,10 +371,14 @@ pub async fn predict_with(
     State(state): State<AppState>,
     Path(model): Path<String>,
     ApiQuery(query): ApiQuery<PredictQuery>,
-    JsonBody(body): JsonBody,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let reference = ModelRef::parse(&model);
-    let model = state.catalog.get(&reference).await?;
+    let model = state
+        .catalog
+        .get(&reference)
+        .await
+        .map_err(|error| malformed_first(&body, error.into()))?;
     predict::respond(&state, &model, Some(&reference), &query, &body).await
 }
 

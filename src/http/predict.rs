@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    extract::{ApiQuery, JsonBody},
+    extract::{malformed_first, ApiQuery, JsonBytes},
     state::AppState,
 };
 use crate::{
@@ -87,18 +87,21 @@ pub struct RankedLabel {
 pub async fn predict(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PredictQuery>,
-    JsonBody(body): JsonBody,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let model = state
         .catalog
         .get(&state.default_model)
         .await
-        .map_err(|error| match error {
-            CatalogError::NotFound(_) => ApiError::Unavailable(format!(
-                "default model `{}` is not available",
-                state.default_model
-            )),
-            other => ApiError::from(other),
+        .map_err(|error| {
+            let error = match error {
+                CatalogError::NotFound(_) => ApiError::Unavailable(format!(
+                    "default model `{}` is not available",
+                    state.default_model
+                )),
+                other => ApiError::from(other),
+            };
+            malformed_first(&body, error)
         })?;
     respond(&state, &model, Some(&state.default_model), &query, &body).await
 }
@@ -110,10 +113,11 @@ pub async fn respond(
     model: &LoadedModel,
     via: Option<&ModelRef>,
     query: &PredictQuery,
-    body: &serde_json::Value,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
-    let top_k = validated_top_k(query.top_k, model)?;
-    let scored = state.scorer.score(model, body, via).await?;
+    let top_k =
+        validated_top_k(query.top_k, model).map_err(|error| malformed_first(body, error))?;
+    let scored = state.scorer.score_json(model, body, via).await?;
     let mut response = encoded(|| {
         PredictResponse::from_scores(
             &scored.scores,

@@ -79,20 +79,18 @@ impl Reference {
     /// Scores the records with `model` (validated like `/predict` records, field paths under
     /// `reference.inputs`) and refuses with the largest difference when it is over tolerance.
     pub async fn check(&self, model: &LoadedModel) -> Result<(), Vec<FieldError>> {
-        let records = decode::Records {
-            items: self.inputs.iter().collect(),
-            is_batch: true,
-        };
-        let batch = decode::decode(&model.schema, &records).map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|e| FieldError {
-                    field: format!("reference.inputs{}", e.field),
-                    ..e
-                })
-                .collect::<Vec<_>>()
-        })?;
-        let scores = scorer::infer(model, batch).await.map_err(|error| {
+        let records = Value::Array(self.inputs.iter().cloned().map(Value::Object).collect());
+        let decoded =
+            decode::from_value(&model.schema, &records, usize::MAX).map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|e| FieldError {
+                        field: format!("reference.inputs{}", e.field),
+                        ..e
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+        let scores = scorer::infer(model, decoded.batch).await.map_err(|error| {
             vec![FieldError::new(
                 "reference",
                 "unservable",

@@ -1,6 +1,7 @@
 //! Scoring: records (a JSON record or an array of them) become the model's typed columns,
 //! are checked against the model's contract, observed for drift, run by the inference pool,
-//! offered to the shadow hook and counted. Every prediction route calls [`Scorer::score`];
+//! offered to the shadow hook and counted. Every prediction route calls [`Scorer::score_json`] (or, for
+//! typed tensors, [`Scorer::score_decoded`]);
 //! what needs the same decode-then-infer without the serving policy (warm-up, profiling, the
 //! upload's reference check, the challenger in shadow scoring) calls [`run`].
 
@@ -17,7 +18,8 @@ use crate::{
     metrics::Metrics,
     model::{
         contract::{Action, CompiledContract},
-        decode, FeatureBatch, FieldError, Scores,
+        decode::{self, DecodedRecords, RecordsError},
+        FeatureBatch, FieldError, Scores,
     },
     spans,
 };
@@ -37,6 +39,9 @@ pub enum ScoreError {
     /// The model failed on valid input.
     #[error("{0}")]
     Failed(String),
+    /// The body is not JSON (the parser's message).
+    #[error("{0}")]
+    Malformed(String),
 }
 
 impl ScoreError {
@@ -114,8 +119,33 @@ impl Scorer {
         self.max_batch_records
     }
 
-    /// Validates `body` against the model's schema and contract and runs it. `via`: the alias
-    /// (or id) the request named, for challenger shadow scoring.
+    /// Decodes a JSON body (one record or a batch) straight from its bytes, validates it
+    /// against the model's schema and contract and runs it. `via`: the alias (or id) the
+    /// request named, for challenger shadow scoring. A body that is not JSON is
+    /// [`ScoreError::Malformed`].
+    pub async fn score_json(
+        &self,
+        model: &LoadedModel,
+        body: &[u8],
+        via: Option<&ModelRef>,
+    ) -> Result<Scored, ScoreError> {
+        let started = Instant::now();
+        let decoded = {
+            let _span =
+                spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
+            match decode::from_slice(&model.schema, body, self.max_batch_records) {
+                Err(RecordsError::Syntax(message)) => return Err(ScoreError::Malformed(message)),
+                Err(RecordsError::Invalid(errors)) => Err(errors),
+                Ok(decoded) => Ok(decoded),
+            }
+        };
+        // The challenger decodes the records with its own schema: parsed only when sampled.
+        let records = || serde_json::from_slice(body).unwrap_or(Value::Null);
+        self.score_records(model, decoded, started, via, &records)
+            .await
+    }
+
+    /// [`Self::score_json`] for a body already parsed (the Celery training API's query string).
     pub async fn score(
         &self,
         model: &LoadedModel,
@@ -123,19 +153,30 @@ impl Scorer {
         via: Option<&ModelRef>,
     ) -> Result<Scored, ScoreError> {
         let started = Instant::now();
-        let (batch, is_batch) = {
+        let decoded = {
             let _span =
                 spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
-            decode_records(model, body, self.max_batch_records)
-                .map_err(|errors| self.reject(&model.name, errors))?
+            decode::from_value(&model.schema, body, self.max_batch_records)
         };
+        self.score_records(model, decoded, started, via, &|| body.clone())
+            .await
+    }
+
+    async fn score_records(
+        &self,
+        model: &LoadedModel,
+        decoded: Result<DecodedRecords, Vec<FieldError>>,
+        started: Instant,
+        via: Option<&ModelRef>,
+        records: &(dyn Fn() -> Value + Sync),
+    ) -> Result<Scored, ScoreError> {
+        let decoded = decoded.map_err(|errors| self.reject(&model.name, errors))?;
         let decoded = Decoded {
-            batch,
-            is_batch,
+            batch: decoded.batch,
+            is_batch: decoded.is_batch,
             started,
         };
-        self.score_decoded(model, decoded, via, &|| body.clone())
-            .await
+        self.score_decoded(model, decoded, via, records).await
     }
 
     /// Refuses a request whose input could not be decoded, counting each problem.
@@ -249,16 +290,15 @@ impl Scorer {
     }
 }
 
-/// Splits `body` into at most `max_records` records and decodes them into the model's
-/// columns; also says whether the body was a batch (field paths carry `[i].`).
+/// Decodes `body` (a record or an array of at most `max_records`) into the model's columns;
+/// also says whether the body was a batch (field paths carry `[i].`).
 pub fn decode_records(
     model: &LoadedModel,
     body: &Value,
     max_records: usize,
 ) -> Result<(FeatureBatch, bool), Vec<FieldError>> {
-    let records = decode::records(body, max_records)?;
-    let batch = decode::decode(&model.schema, &records)?;
-    Ok((batch, records.is_batch))
+    let decoded = decode::from_value(&model.schema, body, max_records)?;
+    Ok((decoded.batch, decoded.is_batch))
 }
 
 /// Runs a decoded batch through the model's inference pool (queue wait included).

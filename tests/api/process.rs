@@ -128,6 +128,7 @@ async fn server_errors_reach_sentry_with_request_context() {
     .await;
     let response = reqwest::Client::new()
         .post(server.url("/predict"))
+        .header("x-request-id", "boom-1")
         .json(&json!({"x": 1.0}))
         .send()
         .await
@@ -154,6 +155,26 @@ async fn server_errors_reach_sentry_with_request_context() {
     );
     server.terminate();
     assert!(server.wait(Duration::from_secs(20)).await.success());
+    // The log line names the request and keeps the cause the answer does not show. Lines
+    // are read from the child's stdout by another task: wait until it has arrived.
+    let failure_line = |logs: Vec<String>| {
+        logs.iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|log| log["message"] == "request failed")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut failure = failure_line(server.logs());
+    while failure.is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        failure = failure_line(server.logs());
+    }
+    let failure = failure.expect("the failure is logged");
+    assert_eq!(failure["level"], "ERROR", "{failure}");
+    assert_eq!(failure["request_id"], "boom-1", "{failure}");
+    assert_eq!(failure["route"], "/predict", "{failure}");
+    assert_eq!(failure["status"], 500, "{failure}");
+    let cause = failure["error"].as_str().unwrap_or("");
+    assert!(!cause.is_empty() && cause != "internal error", "{failure}");
 }
 
 #[tokio::test]
@@ -360,7 +381,7 @@ async fn access_log_keeps_the_sampled_share_of_successes_and_every_error() {
             .filter(|log| log["target"] == "ml_api::access")
             .map(|log| {
                 (
-                    log["span"]["request_id"].as_str().unwrap_or("").to_owned(),
+                    log["request_id"].as_str().unwrap_or("").to_owned(),
                     log["status"].as_u64().unwrap_or(0),
                 )
             })

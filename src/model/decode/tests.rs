@@ -51,9 +51,33 @@ fn schema() -> ModelSchema {
     .unwrap()
 }
 
+/// Decodes `body` from its bytes and from its `Value`: both must agree, to the message.
 fn decode_body(body: serde_json::Value) -> Result<FeatureBatch, Vec<FieldError>> {
-    let records = records(&body, 10)?;
-    decode(&schema(), &records)
+    decode_with(&schema(), body, 10)
+}
+
+fn decode_with(
+    schema: &ModelSchema,
+    body: serde_json::Value,
+    max_records: usize,
+) -> Result<FeatureBatch, Vec<FieldError>> {
+    let text = serde_json::to_vec(&body).unwrap();
+    let from_bytes = match from_slice(schema, &text, max_records) {
+        Ok(decoded) => Ok(decoded),
+        Err(RecordsError::Invalid(errors)) => Err(errors),
+        Err(RecordsError::Syntax(message)) => panic!("valid JSON refused: {message}"),
+    };
+    let from_value = from_value(schema, &body, max_records);
+    assert_eq!(
+        format!("{from_bytes:?}"),
+        format!("{from_value:?}"),
+        "{body}"
+    );
+    from_value.map(|decoded| decoded.batch)
+}
+
+fn decode_text(text: &str) -> Result<DecodedRecords, RecordsError> {
+    from_slice(&schema(), text.as_bytes(), 10)
 }
 
 #[test]
@@ -153,15 +177,87 @@ fn bodies_that_are_not_records_are_refused() {
 #[test]
 fn error_lists_are_capped() {
     let body = json!(vec![json!({}); 10]);
-    let records = records(&body, 10).unwrap();
     let mut wide = schema();
     for i in 0..20 {
         let mut field = wide.fields[0].clone();
         field.name = format!("f{i}");
         wide.fields.push(field);
     }
-    let errors = decode(&wide, &records).unwrap_err();
+    let errors = decode_with(&wide, body, 10).unwrap_err();
     assert_eq!(errors.len(), MAX_REPORTED_ERRORS);
+}
+
+#[test]
+fn a_syntax_error_wins_over_the_field_problems_before_it() {
+    let Err(RecordsError::Syntax(message)) = decode_text(r#"[{"color": "blue"}, {"count": 1,"#)
+    else {
+        panic!("a truncated body is a syntax error")
+    };
+    let expected = serde_json::from_str::<serde_json::Value>(r#"[{"color": "blue"}, {"count": 1,"#)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(message, expected, "the parser's own message");
+    // What a skipped value breaks is refused as a parsed body would refuse it.
+    for bytes in [
+        br#"{"color": "red", "count": 1} x"#.to_vec(),
+        br#"{"color": "red", "count": 1, "extra": 1e400}"#.to_vec(),
+        b"{\"color\": \"red\", \"count\": 1, \"extra\": [\"\xff\"]}".to_vec(),
+        br#"{"color": "red", "count": 1, "extra": {"\ud800": 1}}"#.to_vec(),
+    ] {
+        let expected = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .unwrap_err()
+            .to_string();
+        match from_slice(&schema(), &bytes, 10) {
+            Err(RecordsError::Syntax(message)) => assert_eq!(message, expected),
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(&bytes)),
+        }
+    }
+}
+
+#[test]
+fn the_bytes_decode_as_the_parsed_value_does() {
+    for text in [
+        // The last of two equal keys wins, as in a parsed object.
+        r#"{"color": "blue", "color": "red", "count": 1}"#,
+        // Escaped text, nested values in fields the model does not take.
+        r#"{"color": "r\u0065d", "count": "\u0035", "extra": {"a": [1, {"b": null}]}}"#,
+        // Arrays and objects where a value belongs are named in the message.
+        r#"[{"color": ["red"], "count": {"n": 1}, "weight": [1]}]"#,
+        r#"[{"color": "red", "count": 1}, [1, 2], null, true, 1.5, "x"]"#,
+        r#"[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"#,
+        r#"{"count": 18446744073709551615, "weight": -1e300, "color": "green"}"#,
+        r#"null"#,
+    ] {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let from_bytes = match decode_text(text) {
+            Ok(decoded) => Ok(decoded),
+            Err(RecordsError::Invalid(errors)) => Err(errors),
+            Err(RecordsError::Syntax(message)) => panic!("{text}: {message}"),
+        };
+        let from_value = from_value(&schema(), &value, 10);
+        assert_eq!(
+            format!("{from_bytes:?}"),
+            format!("{from_value:?}"),
+            "{text}"
+        );
+    }
+    let decoded = decode_text(r#"{"color": "blue", "color": "red", "count": 1}"#).unwrap();
+    assert_eq!(decoded.batch.columns[0], Column::String(vec!["red".into()]));
+    let errors = match decode_text(r#"[{"color": ["red"], "count": {"n": 1}}]"#) {
+        Err(RecordsError::Invalid(errors)) => errors,
+        other => panic!("{other:?}"),
+    };
+    let messages: Vec<_> = errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            ("[0].color", "expected a string, got an array"),
+            ("[0].count", "expected an integer, got an object"),
+        ]
+    );
 }
 
 #[test]
