@@ -12,6 +12,7 @@
 #   spike       loadtest/spike.js: a 20x burst; no 5xx, only the greedy client throttled
 #   soak        loadtest/soak.js: SOAK_DURATION (30m) at the peak rate; flat RSS, no drift
 #   ci          for `make test`: its own cluster (CLUSTER_DIR=.run/cluster-ci, debug binary),
+#               tritonclient[grpc] through its nginx (tests/v2/tritonclient_grpc_check.py),
 #               smoke.js, then scripts/rolling-restart-test.sh, then cluster-down
 # Each script's header lists its settings (environment variables, passed through to k6).
 #
@@ -39,6 +40,14 @@ if [[ "$TEST" == ci ]]; then
   if cluster_is_up; then lib_fail "a cluster is already up in $CLUSTER_DIR"; fi
   trap 'scripts/cluster-down.sh >/dev/null || true' EXIT
   scripts/cluster-up.sh
+  # gRPC through the cluster's nginx (grpc_pass to both replicas): tritonclient[grpc]'s answers
+  # equal /predict's through its HTTP listener, errors keep their status codes.
+  (
+    source scripts/lib/test-venv.sh
+    ensure_test_venv
+    cluster_load_env
+    ADMIN_API_KEY="$ADMIN_API_KEY" "$TEST_VENV/bin/python" tests/v2/tritonclient_grpc_check.py "$BASE_URL" "$GRPC_ADDR"
+  )
   "$0" smoke "$@"
   # TRAIN=0 (the mode for production clusters) writes nothing: the registry's models are the
   # same before and after.
@@ -51,7 +60,7 @@ if [[ "$TEST" == ci ]]; then
   scripts/rolling-restart-test.sh
   scripts/cluster-down.sh
   trap - EXIT
-  echo "loadtest: ci (smoke, TRAIN=0 smoke, rolling restart) passed in $((SECONDS - started)) s"
+  echo "loadtest: ci (gRPC through nginx, smoke, TRAIN=0 smoke, rolling restart) passed in $((SECONDS - started)) s"
   exit 0
 fi
 

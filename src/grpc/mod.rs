@@ -99,7 +99,8 @@ impl GrpcServer {
         let inference = GrpcInferenceServiceServer::new(self.service)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
-        tracing::info!(addr = ?self.listener.local_addr().ok(), "serving gRPC");
+        let addr = self.listener.local_addr().context("gRPC listener")?;
+        tracing::info!(%addr, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .timeout(self.request_timeout)

@@ -37,3 +37,28 @@ pub fn status(error: ApiError) -> Status {
 pub fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+    use crate::{inference::InferenceError, serving::scorer::ScoreError};
+
+    /// What V2 over REST answers when the model's inference queue is full (503), gRPC answers
+    /// as UNAVAILABLE with the same message.
+    #[tokio::test]
+    async fn a_full_inference_queue_is_unavailable_with_the_rest_message() {
+        let full = || ApiError::from(ScoreError::from_inference(InferenceError::QueueFull, "m"));
+        let rest = full().into_response();
+        assert_eq!(rest.status(), 503);
+        let body = axum::body::to_bytes(rest.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let grpc = status(full());
+        assert_eq!(grpc.code(), Code::Unavailable);
+        assert_eq!(grpc.message(), body["error"]["message"]);
+        assert_eq!(grpc.message(), "server is at capacity, retry shortly");
+    }
+}

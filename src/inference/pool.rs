@@ -225,3 +225,78 @@ impl Drop for InFlight<'_> {
             .inc_by(self.since.elapsed().as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::mpsc, time::Duration};
+
+    use super::*;
+    use crate::{metrics::Metrics, model::Column};
+
+    /// A backend that reports each run, then holds it until the test lets it finish.
+    struct Gate {
+        started: tokio::sync::mpsc::UnboundedSender<()>,
+        open: mpsc::Receiver<()>,
+    }
+
+    impl Backend for Gate {
+        fn run(&mut self, batch: &FeatureBatch) -> Result<Scores, InferenceError> {
+            let _ = self.started.send(());
+            let _ = self.open.recv();
+            Ok(Scores {
+                rows: batch.rows,
+                width: 1,
+                values: vec![0.5; batch.rows],
+            })
+        }
+    }
+
+    fn one_row() -> FeatureBatch {
+        FeatureBatch {
+            rows: 1,
+            columns: vec![Column::Float32(vec![1.0])],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_new_work_while_every_thread_is_busy() {
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let (open, open_rx) = mpsc::channel();
+        let metrics = Metrics::new().unwrap().for_model("gated");
+        let gate = Gate {
+            started: started_tx,
+            open: open_rx,
+        };
+        let pool = Arc::new(
+            InferencePool::start("gated", vec![Box::new(gate)], 1, Batching::OFF, metrics).unwrap(),
+        );
+        let submit = || {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.infer(one_row()).await })
+        };
+        let running = submit();
+        let limit = Duration::from_secs(30);
+        tokio::time::timeout(limit, started.recv())
+            .await
+            .expect("the only thread runs the first job");
+        let queued = submit();
+        let deadline = std::time::Instant::now() + limit;
+        while pool.queue.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second job is queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(matches!(
+            pool.infer(one_row()).await,
+            Err(InferenceError::QueueFull)
+        ));
+        for _ in 0..2 {
+            open.send(()).unwrap();
+        }
+        for job in [running, queued] {
+            assert_eq!(job.await.unwrap().unwrap().values, vec![0.5]);
+        }
+    }
+}

@@ -45,7 +45,7 @@ pub enum ScoreError {
 }
 
 impl ScoreError {
-    fn from_inference(error: InferenceError, model: &str) -> Self {
+    pub(crate) fn from_inference(error: InferenceError, model: &str) -> Self {
         match error {
             InferenceError::QueueFull => Self::Overloaded,
             InferenceError::Stopped => Self::Unavailable("the model is unloading".to_owned()),

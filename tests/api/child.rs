@@ -108,6 +108,27 @@ impl ServerProcess {
         self.logs.lock().expect("log lock").clone()
     }
 
+    /// The address the gRPC listener bound (its log line follows the HTTP listener's).
+    pub async fn grpc_addr(&self) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let bound = self.logs().iter().find_map(|line| {
+                let log = serde_json::from_str::<Value>(line).ok()?;
+                (log["message"] == "serving gRPC")
+                    .then(|| log["addr"].as_str().map(str::to_owned))
+                    .flatten()
+            });
+            if let Some(addr) = bound {
+                return addr;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ml-api logs its gRPC address within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -8,9 +8,19 @@ use serde_json::{json, Value};
 
 use crate::{
     child::ServerProcess,
-    helpers::{start_training, train_json},
+    grpc::assert_infer_equals_predict,
+    helpers::{metric_at, start_training, train_json},
+    nginx::Nginx,
     redis_server::RedisServer,
 };
+
+/// The port of `http://host:port` or `host:port`.
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("a port in {addr}"))
+}
 
 pub(crate) fn registry_env(redis: &RedisServer) -> Vec<(&'static str, String)> {
     vec![
@@ -104,6 +114,30 @@ async fn replicas_share_one_registry_and_training_survives_workers_and_redis_fai
     let replica_b = ServerProcess::start(&[], &env).await;
     let mut worker = ServerProcess::worker(&["--name", "worker-1"], &env).await;
     let client = reqwest::Client::new();
+
+    // 0. The ingress in front of both replicas, as `make cluster-up` renders it
+    //    (scripts/render-nginx.sh): ModelInfer through its gRPC listener (`grpc_pass`) answers
+    //    what /predict answers through its HTTP listener, and both replicas take calls.
+    let (a_grpc, b_grpc) = (replica_a.grpc_addr().await, replica_b.grpc_addr().await);
+    let nginx = Nginx::start_with_grpc(
+        &[port_of(&replica_a.base), port_of(&replica_b.base)],
+        &[port_of(&a_grpc), port_of(&b_grpc)],
+    );
+    let ingress_grpc = format!("127.0.0.1:{}", nginx.grpc_port.expect("a gRPC listener"));
+    assert_infer_equals_predict(&ingress_grpc, &nginx.url("/predict"), 4).await;
+    for replica in [&replica_a, &replica_b] {
+        let calls = metric_at(
+            &replica.base,
+            r#"ml_api_grpc_requests_total{code="OK",method="ModelInfer"}"#,
+        )
+        .await;
+        assert!(
+            calls.is_some_and(|n| n >= 1.0),
+            "nginx passes gRPC calls to {} too: {calls:?}",
+            replica.base
+        );
+    }
+    drop(nginx);
 
     // 1. Seed 2's request through replica A; the model is served by replica B within a second
     //    of becoming ready.

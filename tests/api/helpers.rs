@@ -91,12 +91,18 @@ impl TestApp {
 
     /// The value of one sample in `/metrics` whose line starts with `prefix`.
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = self.get("/metrics").await.text().await.ok()?;
-        text.lines()
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
+        metric_at(&self.url(""), prefix).await
     }
+}
+
+/// The value of one sample in `{base}/metrics` whose line starts with `prefix`.
+pub async fn metric_at(base: &str, prefix: &str) -> Option<f64> {
+    let response = reqwest::get(format!("{base}/metrics")).await.ok()?;
+    let text = response.text().await.ok()?;
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }
 
 /// Asserts the service's error shape and returns the body.

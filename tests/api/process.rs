@@ -22,10 +22,10 @@ use crate::{child::ServerProcess, helpers::seed_record};
 
 /// A local HTTP endpoint that records every request (path and body) it receives.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(String, Bytes)>>>);
+pub(crate) struct Capture(Arc<Mutex<Vec<(String, Bytes)>>>);
 
 impl Capture {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let capture = Self::default();
         let app = Router::new()
             .fallback(post(record))
@@ -71,7 +71,7 @@ impl Capture {
 
     /// Waits until the spans of `trace` received so far include every name in `names`;
     /// returns them (whatever arrived by the deadline).
-    async fn trace(&self, trace: &[u8], names: &[&str]) -> Vec<Span> {
+    pub(crate) async fn trace(&self, trace: &[u8], names: &[&str]) -> Vec<Span> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let spans: Vec<Span> = self
@@ -91,7 +91,7 @@ impl Capture {
 }
 
 /// The one span called `name` among `spans`.
-fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+pub(crate) fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     let found: Vec<&Span> = spans.iter().filter(|span| span.name == name).collect();
     let listed: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
     assert_eq!(found.len(), 1, "one `{name}` span in the trace: {listed:?}");
@@ -218,18 +218,24 @@ async fn request_spans_are_exported_over_otlp_under_the_callers_trace() {
         request.parent_span_id, parent_bytes,
         "the request's span is a child of the caller's"
     );
-    let stages: Vec<&Span> = STAGES.iter().map(|name| named(&spans, name)).collect();
+    assert_stages_in_order_within(&spans, request, &STAGES);
+}
+
+/// The spans called `stages` are children of `parent`, lie within it and follow each other.
+pub(crate) fn assert_stages_in_order_within(spans: &[Span], parent: &Span, stages: &[&str]) {
+    let stages: Vec<&Span> = stages.iter().map(|name| named(spans, name)).collect();
     for stage in &stages {
         assert_eq!(
-            stage.parent_span_id, request.span_id,
-            "`{}` is a child of the request's span",
-            stage.name
+            stage.parent_span_id, parent.span_id,
+            "`{}` is a child of `{}`",
+            stage.name, parent.name
         );
         assert!(
-            request.start_time_unix_nano <= stage.start_time_unix_nano
-                && stage.end_time_unix_nano <= request.end_time_unix_nano,
-            "`{}` lies within the request",
-            stage.name
+            parent.start_time_unix_nano <= stage.start_time_unix_nano
+                && stage.end_time_unix_nano <= parent.end_time_unix_nano,
+            "`{}` lies within `{}`",
+            stage.name,
+            parent.name
         );
     }
     for pair in stages.windows(2) {

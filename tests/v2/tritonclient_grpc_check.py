@@ -5,9 +5,12 @@ tritonclient sends raw tensors (`raw_input_contents`); typed tensors (`contents`
 stub tritonclient ships (`tritonclient.grpc.service_pb2_grpc`).
 
 Usage: python tests/v2/tritonclient_grpc_check.py http://127.0.0.1:PORT 127.0.0.1:GRPC_PORT
+(ADMIN_API_KEY in the environment when the server requires one for POST /keys, as the local
+cluster's does: scripts/loadtest.sh ci runs this through its nginx.)
 """
 import json
 import math
+import os
 import sys
 import urllib.request
 
@@ -29,10 +32,11 @@ def check(condition, message):
     checks += 1
 
 
-def post(path, body):
-    request = urllib.request.Request(
-        BASE + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+def post(path, body, admin=False):
+    headers = {"Content-Type": "application/json"}
+    if admin and os.environ.get("ADMIN_API_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['ADMIN_API_KEY']}"
+    request = urllib.request.Request(BASE + path, data=json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(request) as response:
         return json.load(response)
 
@@ -156,7 +160,7 @@ bad = typed_request(metadata, records[:1])
 bad.inputs[3].contents.int64_contents[0] = 500
 refused(lambda: stub.ModelInfer(bad), "INVALID_ARGUMENT", "age out of range")
 
-key = post("/keys", {"name": "tritonclient-grpc", "rate_per_s": 0.001, "burst": 1})["key"]
+key = post("/keys", {"name": "tritonclient-grpc", "rate_per_s": 0.001, "burst": 1}, admin=True)["key"]
 check(client.is_model_ready("santander", headers={"x-api-key": key}), "within the key's quota")
 refused(lambda: client.is_model_ready("santander", headers={"x-api-key": key}),
         "RESOURCE_EXHAUSTED", "over the key's quota")

@@ -19,11 +19,30 @@ use crate::{
     nginx::Nginx,
 };
 
+mod process;
+mod reflection;
+
 async fn client(app: &TestApp) -> GrpcInferenceServiceClient<Channel> {
-    let addr = app.grpc_addr.expect("gRPC is on");
+    connect(&app.grpc_addr.expect("gRPC is on").to_string()).await
+}
+
+async fn connect(addr: &str) -> GrpcInferenceServiceClient<Channel> {
     GrpcInferenceServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("gRPC connects")
+}
+
+/// The bundled model's inputs, as the server describes them.
+async fn santander_metadata(
+    grpc: &mut GrpcInferenceServiceClient<Channel>,
+) -> ModelMetadataResponse {
+    grpc.model_metadata(ModelMetadataRequest {
+        name: "santander".to_owned(),
+        version: String::new(),
+    })
+    .await
+    .expect("model metadata")
+    .into_inner()
 }
 
 fn golden_records() -> Vec<Value> {
@@ -123,10 +142,14 @@ fn probabilities(response: &ModelInferResponse) -> Vec<f32> {
     }
 }
 
-async fn predict(app: &TestApp, records: &[Value]) -> Vec<f64> {
-    let answer: Value = app
-        .post_json("/predict", &json!(records))
+/// `/predict`'s probabilities for `records` at `url`, row after row.
+async fn predict(url: &str, records: &[Value]) -> Vec<f64> {
+    let answer: Value = reqwest::Client::new()
+        .post(url)
+        .json(records)
+        .send()
         .await
+        .expect("/predict answers")
         .json()
         .await
         .expect("JSON");
@@ -137,6 +160,32 @@ async fn predict(app: &TestApp, records: &[Value]) -> Vec<f64> {
         .flat_map(|row| row.as_array().expect("a row").clone())
         .map(|v| v.as_f64().expect("a number"))
         .collect()
+}
+
+/// gRPC's probabilities equal `/predict`'s (to f32 precision).
+fn assert_equals_predict(got: &[f32], expected: &[f64], context: &str) {
+    assert_eq!(got.len(), expected.len(), "{context}: as many values");
+    for (g, e) in got.iter().zip(expected) {
+        assert!(
+            (f64::from(*g) - e).abs() <= 1e-6,
+            "{context}: gRPC {g} vs /predict {e}"
+        );
+    }
+}
+
+/// ModelInfer (raw tensors) of the golden records at `addr` and `/predict` of the same records
+/// at `predict_url` answer the same, `calls` times over one connection.
+pub(crate) async fn assert_infer_equals_predict(addr: &str, predict_url: &str, calls: usize) {
+    let records = golden_records();
+    let expected = predict(predict_url, &records).await;
+    let mut grpc = connect(addr).await;
+    let metadata = santander_metadata(&mut grpc).await;
+    for call in 0..calls {
+        let request = infer_request("santander", "", tensors(&metadata, &records, true));
+        let answer = grpc.model_infer(request).await.expect("ModelInfer");
+        let context = format!("call {call} through {addr}");
+        assert_equals_predict(&probabilities(&answer.into_inner()), &expected, &context);
+    }
 }
 
 #[tokio::test]
@@ -177,20 +226,13 @@ async fn grpc_infer_with_typed_and_raw_tensors_equals_predict() {
         let answer = grpc.model_ready(request).await.unwrap().into_inner();
         assert_eq!(answer.ready, ready, "{name} {version}");
     }
-    let metadata = grpc
-        .model_metadata(ModelMetadataRequest {
-            name: "santander".to_owned(),
-            version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let metadata = santander_metadata(&mut grpc).await;
     assert_eq!(metadata.platform, "onnxruntime_onnx");
     assert_eq!(metadata.inputs.len(), 20);
     assert_eq!(metadata.outputs[0].shape, vec![-1, 22]);
 
     let records = golden_records();
-    let expected = predict(&app, &records).await;
+    let expected = predict(&app.url("/predict"), &records).await;
     let one = &records[..1];
     for (raw, records, model, version) in [
         (false, one, "santander", ""),
@@ -213,13 +255,8 @@ async fn grpc_infer_with_typed_and_raw_tensors_equals_predict() {
             "answered as asked"
         );
         let got = probabilities(&answer);
+        assert_equals_predict(&got, &expected[..got.len()], &format!("raw={raw}"));
         assert_eq!(got.len(), records.len() * 22);
-        for (g, e) in got.iter().zip(&expected) {
-            assert!(
-                (f64::from(*g) - e).abs() <= 1e-6,
-                "gRPC {g} vs /predict {e} (raw={raw})"
-            );
-        }
     }
 
     let index = grpc
@@ -272,13 +309,7 @@ async fn grpc_infer_with_typed_and_raw_tensors_equals_predict() {
     .expect("gRPC through nginx connects");
     let request = infer_request("santander", "", tensors(&metadata, &records, true));
     let answer = proxied.model_infer(request).await.unwrap().into_inner();
-    assert_eq!(probabilities(&answer).len(), records.len() * 22);
-    for (g, e) in probabilities(&answer).iter().zip(&expected) {
-        assert!(
-            (f64::from(*g) - e).abs() <= 1e-6,
-            "through nginx: {g} vs {e}"
-        );
-    }
+    assert_equals_predict(&probabilities(&answer), &expected, "through nginx");
     let counted = app
         .metric(r#"ml_api_grpc_requests_total{code="OK",method="ModelInfer"}"#)
         .await;
@@ -291,14 +322,7 @@ async fn grpc_infer_with_typed_and_raw_tensors_equals_predict() {
 async fn grpc_errors_are_the_rest_errors_as_status_codes() {
     let app = spawn_app().await;
     let mut grpc = client(&app).await;
-    let metadata = grpc
-        .model_metadata(ModelMetadataRequest {
-            name: "santander".to_owned(),
-            version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let metadata = santander_metadata(&mut grpc).await;
     let record = [golden_records().remove(0)];
     let refused = |request: ModelInferRequest| {
         let mut grpc = grpc.clone();
