@@ -61,6 +61,7 @@ impl JsonData<'_> {
             Self::Float(values) => Elements::Fp64(values),
             Self::Text(values) => Elements::Text(values),
             Self::Mixed(values) => Elements::Json(values),
+            Self::Absent => Elements::Json(&json::ABSENT),
         }
     }
 }

@@ -360,7 +360,7 @@ async fn run(
         model_name: model.name.clone(),
         model_version: model.version.clone(),
         id: request.id,
-        outputs: vec![tensor::output(&model.schema.output, &scores)],
+        outputs: vec![tensor::output(&model.schema.output, scores)],
     }))
 }
 

@@ -63,7 +63,14 @@ pub struct OutputTensor {
     pub name: String,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
-    pub data: Vec<f64>,
+    // FP32 scores, written as the doubles they widen to (as before: byte-identical JSON).
+    #[serde(serialize_with = "widened")]
+    #[schema(value_type = Vec<f64>)]
+    pub data: Vec<f32>,
+}
+
+fn widened<S: serde::Serializer>(values: &[f32], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(values.iter().map(|&v| f64::from(v)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -112,11 +119,11 @@ impl InferRequest<'_> {
 }
 
 /// Scores as the single output tensor `name`, `[N, K]`.
-pub fn output(name: &str, scores: &Scores) -> OutputTensor {
+pub fn output(name: &str, scores: Scores) -> OutputTensor {
     OutputTensor {
         name: name.to_owned(),
         datatype: "FP32",
         shape: vec![scores.rows, scores.width],
-        data: scores.values.iter().map(|&v| f64::from(v)).collect(),
+        data: scores.values,
     }
 }

@@ -24,7 +24,7 @@ pub enum JsonScalar<'a> {
 }
 
 /// A JSON tensor's elements, flattened row-major.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum JsonData<'a> {
     Bool(Vec<bool>),
     Int(Vec<i64>),
@@ -32,14 +32,13 @@ pub enum JsonData<'a> {
     Text(Vec<Cow<'a, str>>),
     /// Elements of several JSON types, or nulls or objects (also the empty tensor).
     Mixed(Vec<JsonScalar<'a>>),
+    /// No `data` (a binary-data tensor): one null, as an absent `Value` flattened to.
+    #[default]
+    Absent,
 }
 
-impl Default for JsonData<'_> {
-    /// An absent `data`: one null, as an absent `Value` flattened to.
-    fn default() -> Self {
-        Self::Mixed(vec![JsonScalar::Null])
-    }
-}
+/// The elements of [`JsonData::Absent`].
+pub static ABSENT: [JsonScalar<'static>; 1] = [JsonScalar::Null];
 
 impl<'a> JsonData<'a> {
     fn push(&mut self, item: JsonScalar<'a>) {
@@ -75,6 +74,7 @@ impl<'a> JsonData<'a> {
             Self::Float(values) => values.into_iter().map(JsonScalar::Float).collect(),
             Self::Text(values) => values.into_iter().map(JsonScalar::Text).collect(),
             Self::Mixed(values) => values,
+            Self::Absent => vec![JsonScalar::Null],
         }
     }
 }
@@ -326,7 +326,7 @@ mod tests {
             ])
         );
         assert_eq!(data("[]"), JsonData::Mixed(vec![]));
-        assert_eq!(data("null"), JsonData::default());
+        assert_eq!(data("null"), JsonData::Mixed(vec![JsonScalar::Null]));
     }
 
     #[test]
