@@ -14,6 +14,7 @@ use crate::model::{
     schema::{ElementType, Field},
     ModelSchema,
 };
+use crate::serving::tensors;
 
 /// A fuzz target: takes any bytes, never panics.
 pub type Target = fn(&[u8]);
@@ -97,25 +98,22 @@ pub fn v2_request(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let result = if mode % 2 == 0 {
-        crate::http::v2::decode_request(rest, None, "fuzz", schema(), MAX_RECORDS)
+    let parse = |body, header_length: Option<&[u8]>| {
+        let (request, binary) =
+            crate::http::v2::parse_request(body, header_length, "fuzz", schema())?;
+        // What the handler does next: the tensors into the model's columns.
+        let _ = tensors::decode(schema(), "fuzz", &request.tensors(binary), MAX_RECORDS);
+        Ok::<_, crate::http::v2::V2Error>(())
+    };
+    let _ = if mode % 2 == 0 {
+        parse(rest, None)
     } else {
         let Some((length, body)) = rest.split_at_checked(2) else {
             return;
         };
         let length = u16::from_le_bytes([length[0], length[1]]).to_string();
-        crate::http::v2::decode_request(
-            body,
-            Some(length.as_bytes()),
-            "fuzz",
-            schema(),
-            MAX_RECORDS,
-        )
+        parse(body, Some(length.as_bytes()))
     };
-    if let Ok((_, records)) = result {
-        // What the handler does next: the records go through the same decoder as /predict.
-        let _ = decode::from_value(schema(), &records, MAX_RECORDS);
-    }
 }
 
 /// `POST /models` with the `csv` shape: the CSV text, with `y` as the target column.

@@ -25,12 +25,11 @@ use super::{
     status::{invalid, status},
 };
 use crate::{
-    http::{error::ApiError, v2, AppState},
+    http::{v2, AppState},
     serving::{
         tensors::{self, Elements, Tensor, TensorError},
-        Decoded, ModelRef,
+        ModelRef, ScoreError,
     },
-    spans,
 };
 
 pub const SERVICE: &str = "inference.GRPCInferenceService";
@@ -141,23 +140,12 @@ impl Inference {
             })
             .collect();
         let scorer = &self.state.scorer;
-        let started = Instant::now();
-        let batch = {
-            let _span =
-                spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
-            tensors::decode(schema, &model.name, &tensors, scorer.max_batch_records())
-        };
-        let batch = batch.map_err(|error| match error {
-            TensorError::Malformed(message) => invalid(message),
-            TensorError::Invalid(errors) => {
-                status(ApiError::from(scorer.reject(&model.name, errors)))
-            }
-        })?;
-        let decoded = Decoded {
-            batch,
-            is_batch: true,
-            started,
-        };
+        let decoded = scorer
+            .decode_tensors(&model, &tensors)
+            .map_err(|error| match error {
+                TensorError::Malformed(message) => invalid(message),
+                TensorError::Invalid(errors) => status(ScoreError::Invalid(errors).into()),
+            })?;
         let records = || tensors::records(&tensors);
         let scores = scorer
             .score_decoded(&model, decoded, via.as_ref(), &records)

@@ -509,6 +509,12 @@ pub type Problem = (&'static str, String);
 
 pub mod scalar;
 
+/// Checks one JSON value against `field` and appends it to `column` (the field's), as the
+/// value of a record's field.
+pub fn push_json(field: &Field, value: &Value, column: &mut Column) -> Result<(), Problem> {
+    push_value(field, Some(value), column)
+}
+
 fn push_value(field: &Field, value: Option<&Value>, column: &mut Column) -> Result<(), Problem> {
     let value = match value {
         None | Some(Value::Null) if field.nullable => None,

@@ -12,7 +12,11 @@ use std::{
 
 use serde_json::Value;
 
-use super::{catalog::ModelRef, load::LoadedModel};
+use super::{
+    catalog::ModelRef,
+    load::LoadedModel,
+    tensors::{self, Tensor, TensorError},
+};
 use crate::{
     inference::InferenceError,
     metrics::Metrics,
@@ -177,6 +181,30 @@ impl Scorer {
             started,
         };
         self.score_decoded(model, decoded, via, records).await
+    }
+
+    /// Decodes typed tensors (the Open Inference Protocol's) into the model's columns, at most
+    /// [`Self::max_batch_records`] rows, for [`Self::score_decoded`]; the values the schema
+    /// refuses are counted as [`Self::reject`] counts them.
+    pub fn decode_tensors(
+        &self,
+        model: &LoadedModel,
+        tensors: &[Tensor<'_>],
+    ) -> Result<Decoded, TensorError> {
+        let started = Instant::now();
+        let _span = spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
+        match tensors::decode(&model.schema, &model.name, tensors, self.max_batch_records) {
+            Ok(batch) => Ok(Decoded {
+                batch,
+                is_batch: true,
+                started,
+            }),
+            Err(TensorError::Invalid(errors)) => {
+                self.count_rejected(&model.name, &errors);
+                Err(TensorError::Invalid(errors))
+            }
+            Err(malformed) => Err(malformed),
+        }
     }
 
     /// Refuses a request whose input could not be decoded, counting each problem.

@@ -1,16 +1,23 @@
-//! Named, typed tensors (the Open Inference Protocol's inputs, as gRPC carries them) straight
-//! into a model's typed columns, with no JSON in between. The checks and their messages are
-//! those of V2 over REST (`http::v2::decode_request` then the scorer's decode): an unknown
-//! input, a wrong datatype or shape is [`TensorError::Malformed`]; a value the schema refuses
-//! is a [`FieldError`] (`[row].feature`) in [`TensorError::Invalid`].
+//! Named, typed tensors (the Open Inference Protocol's inputs, as gRPC carries them and as V2
+//! over REST reads them: [`json`]) straight into a model's typed columns, with no JSON in
+//! between. An unknown input, a wrong datatype or shape is [`TensorError::Malformed`]; a value
+//! the schema refuses is a [`FieldError`] (`[row].feature`) in [`TensorError::Invalid`], with
+//! the messages a record of the same values gets from `/predict`'s decoder.
+
+pub mod json;
+
+use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+use self::json::{JsonData, JsonScalar};
 use crate::model::{
     decode::{
+        push_json,
         scalar::{push_scalar, Scalar},
-        MAX_REPORTED_ERRORS,
+        Problem, MAX_REPORTED_ERRORS,
     },
+    schema::Field,
     Column, ElementType, FeatureBatch, FieldError, ModelSchema,
 };
 
@@ -26,7 +33,37 @@ pub enum Elements<'a> {
     Fp32(&'a [f32]),
     Fp64(&'a [f64]),
     Bytes(&'a [bytes::Bytes]),
+    /// JSON strings.
+    Text(&'a [Cow<'a, str>]),
+    /// JSON elements of several types (nulls, objects).
+    Json(&'a [JsonScalar<'a>]),
     Raw(&'a [u8]),
+    /// Raw elements that could not be cut from the request: refused once the tensor's name,
+    /// datatype and shape are checked.
+    Unreadable(Unreadable),
+}
+
+/// Why the binary-data extension's bytes of a tensor could not be cut from the body.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unreadable {
+    /// `binary_data_size` is not an unsigned integer.
+    SizeNotANumber,
+    /// The body ends before `binary_data_size` bytes.
+    Truncated,
+}
+
+impl JsonData<'_> {
+    /// The elements, borrowed.
+    pub fn elements(&self) -> Elements<'_> {
+        match self {
+            Self::Bool(values) => Elements::Bool(values),
+            Self::Int(values) => Elements::Int64(values),
+            Self::Float(values) => Elements::Fp64(values),
+            Self::Text(values) => Elements::Text(values),
+            Self::Mixed(values) => Elements::Json(values),
+            Self::Absent => Elements::Json(&json::ABSENT),
+        }
+    }
 }
 
 /// One input tensor of a request.
@@ -71,9 +108,32 @@ enum View<'a> {
     RawBytes(Vec<&'a [u8]>),
 }
 
+/// One element as the decoder reads it.
+enum Item<'a> {
+    Scalar(Scalar<'a>),
+    /// A JSON object (no column takes one).
+    Json(&'a Value),
+}
+
+impl Item<'_> {
+    fn push(self, field: &Field, column: &mut Column) -> Result<(), Problem> {
+        match self {
+            Self::Scalar(value) => push_scalar(field, value, column),
+            Self::Json(value) => push_json(field, value, column),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Self::Scalar(value) => value.to_json(),
+            Self::Json(value) => (*value).clone(),
+        }
+    }
+}
+
 impl View<'_> {
-    fn get(&self, i: usize) -> Option<Scalar<'_>> {
-        Some(match self {
+    fn get(&self, i: usize) -> Option<Item<'_>> {
+        let scalar = match self {
             Self::Typed(Elements::Bool(v)) => Scalar::Bool(*v.get(i)?),
             Self::Typed(Elements::Int32(v)) => Scalar::Int(i64::from(*v.get(i)?)),
             Self::Typed(Elements::Int64(v)) => Scalar::Int(*v.get(i)?),
@@ -82,14 +142,26 @@ impl View<'_> {
             Self::Typed(Elements::Fp32(v)) => Scalar::Float(f64::from(*v.get(i)?)),
             Self::Typed(Elements::Fp64(v)) => Scalar::Float(*v.get(i)?),
             Self::Typed(Elements::Bytes(v)) => Scalar::Bytes(v.get(i)?),
-            Self::Typed(Elements::Raw(_)) => return None,
+            Self::Typed(Elements::Text(v)) => Scalar::Bytes(v.get(i)?.as_bytes()),
+            Self::Typed(Elements::Json(v)) => match v.get(i)? {
+                // A non-finite float stands for null (see `Scalar::Float`).
+                JsonScalar::Null => Scalar::Float(f64::NAN),
+                JsonScalar::Bool(b) => Scalar::Bool(*b),
+                JsonScalar::Int(v) => Scalar::Int(*v),
+                JsonScalar::UInt(v) => Scalar::UInt(*v),
+                JsonScalar::Float(v) => Scalar::Float(*v),
+                JsonScalar::Text(text) => Scalar::Bytes(text.as_bytes()),
+                JsonScalar::Object(object) => return Some(Item::Json(object)),
+            },
+            Self::Typed(Elements::Raw(_) | Elements::Unreadable(_)) => return None,
             Self::RawFixed {
                 datatype,
                 bytes,
                 size,
             } => raw_scalar(datatype, bytes.get(i * size..(i + 1) * size)?)?,
             Self::RawBytes(items) => Scalar::Bytes(items.get(i)?),
-        })
+        };
+        Some(Item::Scalar(scalar))
     }
 
     fn len(&self) -> usize {
@@ -102,14 +174,15 @@ impl View<'_> {
             Self::Typed(Elements::Fp32(v)) => v.len(),
             Self::Typed(Elements::Fp64(v)) => v.len(),
             Self::Typed(Elements::Bytes(v)) => v.len(),
-            Self::Typed(Elements::Raw(_)) => 0,
+            Self::Typed(Elements::Text(v)) => v.len(),
+            Self::Typed(Elements::Json(v)) => v.len(),
+            Self::Typed(Elements::Raw(_) | Elements::Unreadable(_)) => 0,
             Self::RawFixed { bytes, size, .. } => bytes.len() / size,
             Self::RawBytes(items) => items.len(),
         }
     }
 }
 
-/// Bytes per element of a fixed-size datatype.
 /// Bytes per element of a fixed-size datatype in raw (binary) tensor contents.
 pub fn element_size(datatype: &str) -> Option<usize> {
     Some(match datatype {
@@ -244,6 +317,16 @@ pub fn decode(
         }
         let view = match tensor.elements {
             Elements::Raw(bytes) => raw_view(tensor.datatype, bytes).map_err(malformed)?,
+            Elements::Unreadable(Unreadable::SizeNotANumber) => {
+                return Err(malformed(format!(
+                    "binary_data_size of input `{name}` is not a number"
+                )))
+            }
+            Elements::Unreadable(Unreadable::Truncated) => {
+                return Err(malformed(format!(
+                    "binary data of input `{name}` is truncated"
+                )))
+            }
             typed => View::Typed(typed),
         };
         if view.len() != n {
@@ -269,7 +352,7 @@ pub fn decode(
         let mut column = Column::with_capacity(field.element, rows);
         for row in 0..rows {
             let problem = match source.as_ref().and_then(|view| view.get(row)) {
-                Some(value) => push_scalar(field, value, &mut column).err(),
+                Some(item) => item.push(field, &mut column).err(),
                 None if field.nullable => {
                     push_scalar(field, Scalar::Float(f64::NAN), &mut column).err()
                 }
@@ -293,14 +376,15 @@ pub fn decode(
     ))
 }
 
-/// The records (a JSON array of objects) the tensors carry, as V2 over REST builds them: what
-/// the challenger of shadow scoring decodes with its own schema.
+/// The records (a JSON array of objects) the tensors carry: what the challenger of shadow
+/// scoring decodes with its own schema.
 pub fn records(tensors: &[Tensor<'_>]) -> Value {
     let views: Vec<(&str, View<'_>)> = tensors
         .iter()
         .filter_map(|tensor| {
             let view = match tensor.elements {
                 Elements::Raw(bytes) => raw_view(tensor.datatype, bytes).ok()?,
+                Elements::Unreadable(_) => return None,
                 typed => View::Typed(typed),
             };
             Some((tensor.name, view))

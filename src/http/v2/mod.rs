@@ -16,7 +16,7 @@ use axum::{
     Json,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use self::tensor::{InferRequest, InferResponse};
@@ -25,8 +25,12 @@ use crate::{
     http::error::ApiError,
     model::ModelSchema,
     registry::{ListQuery, ModelStatus},
-    serving::catalog::ModelRef,
-    serving::load::LoadedModel,
+    serving::{
+        catalog::ModelRef,
+        load::LoadedModel,
+        tensors::{self, TensorError},
+        ScoreError,
+    },
 };
 
 /// Errors as the protocol shapes them: `{"error": "..."}`, 400 for a bad request.
@@ -341,16 +345,15 @@ async fn run(
     let header_length = headers
         .get("inference-header-content-length")
         .map(|value| value.as_bytes());
-    let (request, records) = decode_request(
-        body,
-        header_length,
-        &model.name,
-        &model.schema,
-        state.max_batch_records,
-    )?;
-    let scores = state
-        .scorer
-        .score(model, &records, via)
+    let (request, binary) = parse_request(body, header_length, &model.name, &model.schema)?;
+    let tensors = request.tensors(binary);
+    let scorer = &state.scorer;
+    let decoded = scorer
+        .decode_tensors(model, &tensors)
+        .map_err(tensor_error)?;
+    let records = || tensors::records(&tensors);
+    let scores = scorer
+        .score_decoded(model, decoded, via, &records)
         .await
         .map_err(ApiError::from)?
         .scores;
@@ -358,23 +361,30 @@ async fn run(
         model_name: model.name.clone(),
         model_version: model.version.clone(),
         id: request.id,
-        outputs: vec![tensor::output(&model.schema.output, &scores)],
+        outputs: vec![tensor::output(&model.schema.output, scores)],
     }))
 }
 
-/// Decodes an inference request (JSON, or the binary-data extension when
-/// `Inference-Header-Content-Length` is `header_length`) into the records (a JSON array) it
-/// carries for a model with `schema`. Every size the client states is checked before
-/// anything is sized from it; at most `max_rows` rows. Pure (the `v2` fuzz target calls it).
-pub fn decode_request(
-    body: &[u8],
+/// A tensor the model cannot take, in the protocol's error shape.
+fn tensor_error(error: TensorError) -> V2Error {
+    match error {
+        TensorError::Malformed(message) => bad_request(message),
+        TensorError::Invalid(errors) => V2Error(ScoreError::Invalid(errors).into()),
+    }
+}
+
+/// Parses an inference request (JSON, or the binary-data extension when
+/// `Inference-Header-Content-Length` is `header_length`) for a model with `schema`: the
+/// request, and the bytes after its JSON header (empty without the extension). Pure (the
+/// `v2` fuzz target calls it).
+pub fn parse_request<'b>(
+    body: &'b [u8],
     header_length: Option<&[u8]>,
     model_name: &str,
     schema: &ModelSchema,
-    max_rows: usize,
-) -> Result<(InferRequest, Value), V2Error> {
+) -> Result<(InferRequest<'b>, &'b [u8]), V2Error> {
     // Binary-data extension: a JSON header of this length, then the tensors' raw bytes.
-    let (json_part, mut binary) = match header_length {
+    let (json_part, binary) = match header_length {
         Some(value) => {
             let length: usize = std::str::from_utf8(value)
                 .ok()
@@ -385,7 +395,7 @@ pub fn decode_request(
         }
         None => (body, &[][..]),
     };
-    let request: InferRequest = serde_json::from_slice(json_part)
+    let request: InferRequest<'b> = serde_json::from_slice(json_part)
         .map_err(|e| bad_request(format!("invalid inference request: {e}")))?;
     if let Some(outputs) = &request.outputs {
         if let Some(unknown) = outputs.iter().find(|o| o.name != schema.output) {
@@ -395,109 +405,8 @@ pub fn decode_request(
             )));
         }
     }
-
-    let mut columns: Vec<(String, Vec<Value>)> = Vec::with_capacity(request.inputs.len());
-    let mut rows: Option<usize> = None;
-    for input in &request.inputs {
-        let field = schema
-            .fields
-            .iter()
-            .find(|f| f.name == input.name)
-            .ok_or_else(|| {
-                bad_request(format!(
-                    "unexpected input `{}` for model `{model_name}`",
-                    input.name
-                ))
-            })?;
-        let expected = tensor::datatype(field.element);
-        let numeric =
-            field.element.is_numeric() && !matches!(input.datatype.as_str(), "BYTES" | "BOOL");
-        if input.datatype != expected && !numeric {
-            return Err(bad_request(format!(
-                "input `{}` has datatype {}, expected {expected}",
-                input.name, input.datatype
-            )));
-        }
-        let n = match input.shape.as_slice() {
-            [n] | [n, 1] => usize::try_from(*n).map_err(|_| {
-                bad_request(format!(
-                    "input `{}` has shape {:?}; a dimension cannot be negative",
-                    input.name, input.shape
-                ))
-            })?,
-            _ => {
-                return Err(bad_request(format!(
-                    "input `{}` has shape {:?}; expected [N] or [N, 1]",
-                    input.name, input.shape
-                )))
-            }
-        };
-        // The shape is the client's claim: check it before anything is sized from it.
-        if n > max_rows {
-            return Err(bad_request(format!(
-                "input `{}` has shape {:?}: at most {} rows are accepted in one request",
-                input.name, input.shape, max_rows
-            )));
-        }
-        if *rows.get_or_insert(n) != n {
-            return Err(bad_request(format!(
-                "input `{}` has {n} rows, other inputs have {}",
-                input.name,
-                rows.unwrap_or(0)
-            )));
-        }
-        let values = match binary_size(input)? {
-            Some(size) => {
-                let (chunk, rest) = binary.split_at_checked(size).ok_or_else(|| {
-                    bad_request(format!(
-                        "binary data of input `{}` is truncated",
-                        input.name
-                    ))
-                })?;
-                binary = rest;
-                tensor::decode_binary(&input.datatype, chunk).map_err(bad_request)?
-            }
-            None => {
-                let mut values = Vec::with_capacity(n);
-                tensor::flatten(input.data.as_ref().unwrap_or(&Value::Null), &mut values);
-                values
-            }
-        };
-        if values.len() != n {
-            return Err(bad_request(format!(
-                "input `{}` has {} values for shape {:?}",
-                input.name,
-                values.len(),
-                input.shape
-            )));
-        }
-        columns.push((input.name.clone(), values));
-    }
-    let rows = rows.ok_or_else(|| bad_request("the request has no inputs"))?;
-    let records: Vec<Value> = (0..rows)
-        .map(|row| {
-            let record: Map<String, Value> = columns
-                .iter()
-                .filter_map(|(name, values)| Some((name.clone(), values.get(row)?.clone())))
-                .collect();
-            Value::Object(record)
-        })
-        .collect();
-    Ok((request, Value::Array(records)))
+    Ok((request, binary))
 }
 
-fn binary_size(input: &tensor::InputTensor) -> Result<Option<usize>, V2Error> {
-    match input
-        .parameters
-        .as_ref()
-        .and_then(|p| p.get("binary_data_size"))
-    {
-        None => Ok(None),
-        Some(size) => size.as_u64().map(|s| Some(s as usize)).ok_or_else(|| {
-            bad_request(format!(
-                "binary_data_size of input `{}` is not a number",
-                input.name
-            ))
-        }),
-    }
-}
+#[cfg(test)]
+mod tests;
