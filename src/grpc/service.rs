@@ -315,6 +315,10 @@ impl GrpcInferenceService for Inference {
 /// The span of one call. Its parent is the caller's trace when the call's metadata carries
 /// a W3C `traceparent`, so ml-api's spans join distributed traces (as over HTTP).
 fn call_span(method: &'static str, metadata: &MetadataMap) -> tracing::Span {
+    // As over HTTP: only while spans are consumed (an OTLP exporter or Sentry).
+    if !crate::spans::enabled() {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         "grpc request",
         otel.name = format!("{SERVICE}/{method}"),
