@@ -180,19 +180,30 @@ async fn twenty_trainings_in_a_row_never_make_a_replica_unready() {
         let id = start_training(&client, &replica_a.base, &train).await;
         let record = wait_for_training(&client, &replica_a.url(&format!("/models/{id}"))).await;
         assert_eq!(record["status"], "ready", "{record}");
-        // Ready means `name` serves it, on the other replica too.
-        let answer = predict(
-            &client,
-            &replica_b,
-            &format!("iris{}", round % 10),
-            &iris_record(),
-        )
-        .await;
-        assert_eq!(answer.status(), 200, "round {round}");
-        assert_eq!(
-            header(&answer, "x-model-version"),
-            record["version"].to_string()
-        );
+        // Once ready, `name` serves it on the other replica too. The record turns `ready`
+        // in the transaction that moves `name:latest`, and the other replica applies the
+        // move when its notification arrives, a moment later: wait for that condition.
+        let version = record["version"].to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = predict(
+                &client,
+                &replica_b,
+                &format!("iris{}", round % 10),
+                &iris_record(),
+            )
+            .await;
+            assert_eq!(answer.status(), 200, "round {round}");
+            let served = header(&answer, "x-model-version");
+            if served == version {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the other replica still serves version {served}, not {version}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     stop.store(true, Ordering::SeqCst);
     let polls = polls.await.unwrap();
