@@ -22,7 +22,7 @@ use std::{path::PathBuf, time::Duration};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ml_api::{
     config::ServeConfig,
-    metrics::Metrics,
+    inference::metrics::InferenceMetrics,
     model::{decode, FeatureBatch},
     serving::load::{read_model_dir, LoadedModel},
 };
@@ -43,7 +43,7 @@ fn dylib_path() -> PathBuf {
 }
 
 /// The bundled model with one inference thread and the given batch size (1 = off).
-fn load(runtime: &Runtime, metrics: &Metrics, batch_max_size: usize) -> LoadedModel {
+fn load(runtime: &Runtime, metrics: &InferenceMetrics, batch_max_size: usize) -> LoadedModel {
     let dylib = dylib_path();
     assert!(
         dylib.is_file(),
@@ -90,8 +90,8 @@ fn bench_batcher(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     // Separate registries: both models have the same name.
-    let metrics_off = Metrics::new().expect("metrics");
-    let metrics_on = Metrics::new().expect("metrics");
+    let metrics_off = InferenceMetrics::new(&prometheus::Registry::new()).expect("metrics");
+    let metrics_on = InferenceMetrics::new(&prometheus::Registry::new()).expect("metrics");
     let models = [
         ("off", load(&runtime, &metrics_off, 1)),
         ("on", load(&runtime, &metrics_on, 64)),

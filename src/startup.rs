@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{ContractConfig, RegistryConfig, RegistryKind, ServeConfig, WorkerConfig},
     grpc::GrpcServer,
-    http::{self, AppState, Lifecycle},
-    jobs::{embedded::EmbeddedQueue, redis::RedisQueue, JobQueue},
+    http::{self, metrics::HttpMetrics, AppState, Lifecycle},
+    inference::metrics::InferenceMetrics,
+    jobs::{embedded::EmbeddedQueue, metrics::JobMetrics, redis::RedisQueue, JobQueue},
     metrics::Metrics,
     model::Contract,
     registry::{
@@ -21,6 +22,7 @@ use crate::{
     serving::{
         catalog::{Catalog, CatalogSettings, ModelRef},
         load::{read_model, read_model_dir, LoadedModel},
+        metrics::ServingMetrics,
         Scorer,
     },
     shadow::Shadow,
@@ -55,6 +57,9 @@ impl Predictor {
     /// builds the router. Readiness is left to the caller (once it can serve).
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         let metrics = Metrics::new()?;
+        let http_metrics = HttpMetrics::new(metrics.registry())?;
+        let job_metrics = JobMetrics::new(metrics.registry())?;
+        let serving_metrics = ServingMetrics::new(metrics.registry())?;
         let registry = connect_registry(&config.registry, true)?;
         let stopped = CancellationToken::new();
         let datasets = connect_datasets(&config.registry, &config.datasets)?;
@@ -69,9 +74,13 @@ impl Predictor {
                         heartbeat: Duration::from_secs(1),
                         poll: Duration::from_millis(500),
                     };
-                    let worker =
-                        Worker::new(registry.clone(), queue.clone(), settings, metrics.clone())
-                            .with_datasets(datasets.store.clone(), datasets.limits);
+                    let worker = Worker::new(
+                        registry.clone(),
+                        queue.clone(),
+                        settings,
+                        job_metrics.clone(),
+                    )
+                    .with_datasets(datasets.store.clone(), datasets.limits);
                     tokio::spawn(worker.run_until_stopped(stopped.clone()));
                 }
                 queue
@@ -86,7 +95,7 @@ impl Predictor {
         let catalog = Catalog::new(
             registry,
             config.inference.clone(),
-            metrics.clone(),
+            serving_metrics.clone(),
             catalog_settings(&config.registry, &default_model),
         );
         let bundled = if config.model_dir.is_dir() {
@@ -109,7 +118,7 @@ impl Predictor {
         }
         shadow.spawn(config.registry.reconcile_interval, stopped.clone());
         let scorer = Arc::new(Scorer::new(
-            metrics.clone(),
+            serving_metrics,
             config.http.max_batch_records,
             Some(shadow.clone()),
         ));
@@ -119,6 +128,8 @@ impl Predictor {
             admin_key: config.admin_api_key.as_deref().map(Into::into),
             default_model: Arc::new(default_model),
             metrics,
+            http_metrics,
+            job_metrics,
             lifecycle: Arc::new(Lifecycle::default()),
             max_batch_records: config.http.max_batch_records,
             max_upload_bytes: config.http.max_upload_bytes,
@@ -214,7 +225,7 @@ impl Application {
             }
         };
         let lifecycle = state.lifecycle.clone();
-        let draining_gauge = state.metrics.draining.clone();
+        let draining_gauge = state.http_metrics.draining.clone();
         let serve = http::server::serve(listener, router, edge, async move {
             stop.await;
             lifecycle.start_draining();
@@ -383,7 +394,8 @@ pub async fn run_worker(
             .await;
     });
 
-    let worker = Worker::new(registry, queue, settings, metrics).with_datasets(
+    let job_metrics = JobMetrics::new(metrics.registry())?;
+    let worker = Worker::new(registry, queue, settings, job_metrics).with_datasets(
         Arc::new(crate::datasets::DatasetStore::new(
             &config.datasets.dataset_store,
         )),
@@ -401,7 +413,7 @@ pub async fn run_worker(
 /// into a feature contract.
 pub async fn profile_contract(config: &ContractConfig) -> anyhow::Result<Contract> {
     let source = read_model(&config.model)?;
-    let metrics = Metrics::new()?;
+    let metrics = InferenceMetrics::new(&prometheus::Registry::new())?;
     let model = LoadedModel::load(source, "0".to_owned(), &config.inference, &metrics).await?;
     let text = tokio::fs::read_to_string(&config.sample)
         .await

@@ -15,8 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     datasets::{load, DatasetStore},
-    jobs::{Delivery, Job, JobQueue},
-    metrics::Metrics,
+    jobs::{metrics::JobMetrics, Delivery, Job, JobQueue},
     registry::{
         now_ms, ModelRecord, ModelRegistry, ModelStatus, PhaseProgress, Progress, RegistryError,
     },
@@ -49,7 +48,7 @@ pub struct Worker {
     registry: Arc<dyn ModelRegistry>,
     queue: Arc<dyn JobQueue>,
     settings: WorkerSettings,
-    metrics: Metrics,
+    metrics: JobMetrics,
     datasets: Option<Arc<DatasetStore>>,
     limits: Limits,
 }
@@ -66,7 +65,7 @@ impl Worker {
         registry: Arc<dyn ModelRegistry>,
         queue: Arc<dyn JobQueue>,
         settings: WorkerSettings,
-        metrics: Metrics,
+        metrics: JobMetrics,
     ) -> Self {
         Self {
             registry,
@@ -105,7 +104,7 @@ impl Worker {
             }
             if let Ok(depth) = self.queue.depth().await {
                 self.metrics
-                    .training_queue_depth
+                    .queue_depth
                     .set(i64::try_from(depth).unwrap_or(i64::MAX));
             }
         }
@@ -144,7 +143,7 @@ impl Worker {
         let started = Instant::now();
         let result = self.train_with_heartbeat(&delivery, &record).await;
         self.metrics
-            .training_duration
+            .duration
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok((trained, phases)) => self.succeed(record, &delivery, trained, phases).await,
@@ -242,12 +241,10 @@ impl Worker {
                     format!("cannot read data set {}: {error}", job.dataset.dataset_id)
                 })?;
                 let rows = loaded.rows() as u64;
-                metrics.training_rows.inc_by(rows);
+                metrics.rows.inc_by(rows);
                 let seconds = reading.elapsed().as_secs_f64();
                 if seconds > 0.0 {
-                    metrics
-                        .training_rows_per_second
-                        .observe(rows as f64 / seconds);
+                    metrics.rows_per_second.observe(rows as f64 / seconds);
                 }
                 let problems = loaded.check(&self.limits);
                 if !problems.is_empty() {
@@ -323,10 +320,7 @@ impl Worker {
         // from `name` on any replica.
         self.registry.complete(&record, trained.onnx.into()).await?;
         self.queue.ack(delivery).await?;
-        self.metrics
-            .training_jobs
-            .with_label_values(&["ready"])
-            .inc();
+        self.metrics.jobs.with_label_values(&["ready"]).inc();
         Ok(JobOutcome::Trained(record.id))
     }
 
@@ -342,10 +336,7 @@ impl Worker {
         record.touch();
         self.registry.update(&record).await?;
         self.queue.ack(delivery).await?;
-        self.metrics
-            .training_jobs
-            .with_label_values(&["failed"])
-            .inc();
+        self.metrics.jobs.with_label_values(&["failed"]).inc();
         Ok(JobOutcome::Failed(record.id))
     }
 }
@@ -359,12 +350,12 @@ type ClockState = (
 /// Times a job's phases: each into `ml_api_training_phase_duration_seconds` and into the
 /// finished record's `metrics.phase_seconds`.
 struct PhaseClock {
-    metrics: Metrics,
+    metrics: JobMetrics,
     state: std::sync::Mutex<ClockState>,
 }
 
 impl PhaseClock {
-    fn new(metrics: Metrics) -> Self {
+    fn new(metrics: JobMetrics) -> Self {
         Self {
             metrics,
             state: std::sync::Mutex::new((None, serde_json::Map::new())),
@@ -379,7 +370,7 @@ impl PhaseClock {
         if let Some((phase, started)) = state.0.take() {
             let seconds = started.elapsed().as_secs_f64();
             self.metrics
-                .training_phase
+                .phase
                 .with_label_values(&[phase_name(phase)])
                 .observe(seconds);
             state

@@ -53,7 +53,7 @@ impl GrpcServer {
         let admission = Admission::new(
             state.quotas.clone(),
             &config.rate_limit,
-            state.metrics.rate_limited.clone(),
+            state.http_metrics.rate_limited.clone(),
         )?;
         let addr = config.grpc.grpc_addr;
         let listener = TcpListener::bind(addr).await.with_context(|| {

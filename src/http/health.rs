@@ -74,7 +74,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    state.metrics.set_drift(&state.catalog.drift_reports());
+    state.catalog.refresh_drift_gauges();
     let text = state.metrics.render()?;
     Ok((
         [(

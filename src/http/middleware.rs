@@ -44,16 +44,16 @@ pub async fn observe(
     let route = route_of(&req);
     let method = req.method().clone();
     let request_id = req.headers().get("x-request-id").cloned();
-    let metrics = &state.metrics;
-    metrics.http_in_flight.inc();
+    let metrics = &state.http_metrics;
+    metrics.in_flight.inc();
     let response = next.run(req).await;
-    metrics.http_in_flight.dec();
+    metrics.in_flight.dec();
     let latency = started.elapsed();
     let status = response.status();
     let labels = [method.as_str(), route_label(&route), status.as_str()];
-    metrics.http_requests.with_label_values(&labels).inc();
+    metrics.requests.with_label_values(&labels).inc();
     metrics
-        .http_duration
+        .duration
         .with_label_values(&labels)
         .observe(latency.as_secs_f64());
     let request = RequestLine {

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod lifecycle;
+pub mod metrics;
 pub mod middleware;
 pub mod models;
 pub mod openapi;
@@ -60,7 +61,7 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .merge(v2::routes::api())
         .merge(keys::routes());
     let per_client = match config.rate_limit.enabled {
-        true => Some(rate_limit::layer(&config.rate_limit, &state.metrics)?),
+        true => Some(rate_limit::layer(&config.rate_limit, &state.http_metrics)?),
         false => None,
     };
     api = api.route_layer(quota::QuotaLayer::new(

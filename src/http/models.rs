@@ -111,11 +111,7 @@ pub async fn create(
         let _ = registry.delete(record.id).await;
         return Err(error.into());
     }
-    state
-        .metrics
-        .training_jobs
-        .with_label_values(&["queued"])
-        .inc();
+    state.job_metrics.jobs.with_label_values(&["queued"]).inc();
     Ok(created(record))
 }
 

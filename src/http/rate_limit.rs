@@ -13,7 +13,10 @@ use tower_governor::{
     governor::GovernorConfigBuilder, key_extractor::KeyExtractor, GovernorError, GovernorLayer,
 };
 
-use crate::{config::RateLimitConfig, http::error::ApiError, metrics::Metrics};
+use crate::{
+    config::RateLimitConfig,
+    http::{error::ApiError, metrics::HttpMetrics},
+};
 
 /// Who a request counts against.
 #[derive(Debug, Clone)]
@@ -91,7 +94,7 @@ pub type RateLimitLayer = GovernorLayer<ClientKeyExtractor, StateInformationMidd
 
 /// Builds the layer (with `X-RateLimit-*` headers) and starts the task that forgets idle
 /// clients, so the key map stays bounded.
-pub fn layer(config: &RateLimitConfig, metrics: &Metrics) -> anyhow::Result<RateLimitLayer> {
+pub fn layer(config: &RateLimitConfig, metrics: &HttpMetrics) -> anyhow::Result<RateLimitLayer> {
     anyhow::ensure!(config.per_second > 0.0, "--rate-limit-rps must be above 0");
     anyhow::ensure!(config.burst > 0, "--rate-limit-burst must be above 0");
     let period = Duration::from_secs_f64(1.0 / config.per_second);

@@ -7,7 +7,8 @@ use std::sync::{
 use std::time::Duration;
 
 use crate::{
-    jobs::JobQueue,
+    http::metrics::HttpMetrics,
+    jobs::{metrics::JobMetrics, JobQueue},
     metrics::Metrics,
     quota::Quotas,
     serving::{Catalog, ModelRef, Scorer},
@@ -40,7 +41,11 @@ pub struct Shared {
     /// Required on write endpoints when set.
     pub admin_key: Option<Arc<str>>,
     pub default_model: Arc<ModelRef>,
+    /// The process's registry (`/metrics` renders it).
     pub metrics: Metrics,
+    pub http_metrics: HttpMetrics,
+    /// Counts the training jobs `POST /models` queues (workers update the rest).
+    pub job_metrics: JobMetrics,
     pub lifecycle: Arc<Lifecycle>,
     pub max_batch_records: usize,
     pub max_upload_bytes: usize,

@@ -3,6 +3,7 @@
 //! inference never blocks the async runtime.
 
 pub mod batcher;
+pub mod metrics;
 pub mod ort;
 pub mod pool;
 

@@ -20,10 +20,10 @@ use tokio::sync::oneshot;
 
 use super::{
     batcher::{self, Batching},
+    metrics::ModelMetrics,
     Backend, InferenceError,
 };
 use crate::{
-    metrics::ModelMetrics,
     model::{FeatureBatch, Scores},
     spans,
 };
@@ -231,7 +231,7 @@ mod tests {
     use std::{sync::mpsc, time::Duration};
 
     use super::*;
-    use crate::{metrics::Metrics, model::Column};
+    use crate::{inference::metrics::InferenceMetrics, model::Column};
 
     /// A backend that reports each run, then holds it until the test lets it finish.
     struct Gate {
@@ -262,7 +262,9 @@ mod tests {
     async fn a_full_queue_refuses_new_work_while_every_thread_is_busy() {
         let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
         let (open, open_rx) = mpsc::channel();
-        let metrics = Metrics::new().unwrap().for_model("gated");
+        let metrics = InferenceMetrics::new(&prometheus::Registry::new())
+            .unwrap()
+            .for_model("gated");
         let gate = Gate {
             started: started_tx,
             open: open_rx,

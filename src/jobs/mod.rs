@@ -7,6 +7,7 @@
 //! - [`embedded::EmbeddedQueue`]: an in-process channel for the single-node mode.
 
 pub mod embedded;
+pub mod metrics;
 pub mod redis;
 
 use async_trait::async_trait;

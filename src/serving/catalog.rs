@@ -33,9 +33,11 @@ use uuid::Uuid;
 pub use crate::registry::LATEST;
 use crate::{
     config::InferenceConfig,
-    metrics::Metrics,
     registry::{ModelRecord, ModelRegistry, ModelStatus, RegistryError, RegistryEvent},
-    serving::load::{sha256_hex, LoadedModel, ModelSource},
+    serving::{
+        load::{sha256_hex, LoadedModel, ModelSource},
+        metrics::ServingMetrics,
+    },
 };
 
 /// How a request names a model: an id, or `name[:alias]`.
@@ -101,7 +103,7 @@ pub struct CatalogSettings {
 pub struct Catalog {
     registry: Arc<dyn ModelRegistry>,
     inference: InferenceConfig,
-    metrics: Metrics,
+    metrics: ServingMetrics,
     settings: CatalogSettings,
     /// The loaded model of each pin, by pinned reference; never evicted.
     pinned: RwLock<HashMap<ModelRef, Arc<LoadedModel>>>,
@@ -120,7 +122,7 @@ impl Catalog {
     pub fn new(
         registry: Arc<dyn ModelRegistry>,
         inference: InferenceConfig,
-        metrics: Metrics,
+        metrics: ServingMetrics,
         settings: CatalogSettings,
     ) -> Arc<Self> {
         let capacity = NonZeroUsize::new(settings.cache_size).unwrap_or(NonZeroUsize::MIN);
@@ -373,6 +375,11 @@ impl Catalog {
             .unwrap_or(false)
     }
 
+    /// Sets the drift gauges from [`Self::drift_reports`] (called before a scrape).
+    pub fn refresh_drift_gauges(&self) {
+        self.metrics.set_drift(&self.drift_reports());
+    }
+
     /// The drift window of each loaded model that has a contract, one per name: the version
     /// `name` (its `latest` alias) points at, else any loaded version.
     pub fn drift_reports(&self) -> Vec<(String, crate::drift::DriftReport)> {
@@ -490,8 +497,13 @@ impl Catalog {
 
     /// Loads and warms up one model, with every inference thread, and reports it.
     async fn load_source(&self, source: ModelSource, version: &str) -> anyhow::Result<LoadedModel> {
-        let model =
-            LoadedModel::load(source, version.to_owned(), &self.inference, &self.metrics).await?;
+        let model = LoadedModel::load(
+            source,
+            version.to_owned(),
+            &self.inference,
+            &self.metrics.inference,
+        )
+        .await?;
         self.metrics
             .model_load_seconds
             .with_label_values(&[&model.name, &model.version])
@@ -508,7 +520,13 @@ impl Catalog {
     pub async fn check(&self, source: ModelSource) -> anyhow::Result<LoadedModel> {
         let mut inference = self.inference.clone();
         inference.workers = 1;
-        LoadedModel::load(source, "upload".to_owned(), &inference, &self.metrics).await
+        LoadedModel::load(
+            source,
+            "upload".to_owned(),
+            &inference,
+            &self.metrics.inference,
+        )
+        .await
     }
 
     /// Makes `model` the one served for `pin`; the model it replaces goes to the cache.

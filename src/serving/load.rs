@@ -16,14 +16,14 @@ use crate::{
     drift::DriftMonitor,
     inference::{
         batcher::Batching,
+        metrics::InferenceMetrics,
         ort::{self as ort_backend, OrtBackend, SessionOptions},
         pool::InferencePool,
         Backend, InferenceError,
     },
-    metrics::Metrics,
     model::{
-        batch::argmax, contract::CompiledContract, Contract, FeatureBatch, ModelCard, ModelSchema,
-        Scores,
+        batch::argmax, contract::CompiledContract, decode, Contract, FeatureBatch, ModelCard,
+        ModelSchema, Scores,
     },
 };
 
@@ -112,7 +112,7 @@ impl LoadedModel {
         source: ModelSource,
         version: String,
         config: &InferenceConfig,
-        metrics: &Metrics,
+        metrics: &InferenceMetrics,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let ModelSource { name, card, bytes } = source;
@@ -207,8 +207,9 @@ impl LoadedModel {
     /// contract, with the share of rows this model gives each output column. Invalid records
     /// are refused with their field errors.
     pub async fn profile(&self, records: &serde_json::Value) -> Result<Contract, ProfileError> {
-        let (batch, _) =
-            scorer::decode_records(self, records, usize::MAX).map_err(ProfileError::Invalid)?;
+        let batch = decode::from_value(&self.schema, records, usize::MAX)
+            .map_err(ProfileError::Invalid)?
+            .batch;
         let scores = scorer::infer(self, batch.clone())
             .await
             .map_err(|e| ProfileError::Inference(e.to_string()))?;
@@ -234,8 +235,9 @@ async fn warm_up(model: &LoadedModel, workers: usize) -> anyhow::Result<()> {
     let Some(example) = &model.card.example else {
         return Ok(());
     };
-    let (batch, _) = scorer::decode_records(model, example, 1)
-        .map_err(|errors| anyhow::anyhow!("the card's example does not validate: {errors:?}"))?;
+    let batch = decode::from_value(&model.schema, example, 1)
+        .map_err(|errors| anyhow::anyhow!("the card's example does not validate: {errors:?}"))?
+        .batch;
     // Queue one run per thread at once, so every session gets its first run here.
     let runs = (0..workers).map(|_| scorer::infer(model, batch.clone()));
     for scores in futures::future::try_join_all(runs).await? {

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod load;
+pub mod metrics;
 pub mod scorer;
 pub mod tensors;
 

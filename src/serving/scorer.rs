@@ -15,11 +15,11 @@ use serde_json::Value;
 use super::{
     catalog::ModelRef,
     load::LoadedModel,
+    metrics::ServingMetrics,
     tensors::{self, Tensor, TensorError},
 };
 use crate::{
     inference::InferenceError,
-    metrics::Metrics,
     model::{
         contract::{Action, CompiledContract},
         decode::{self, DecodedRecords, RecordsError},
@@ -100,14 +100,14 @@ pub trait ShadowHook: Send + Sync {
 
 /// The serving policy around a model: batch size limit, contract, drift, shadow, metrics.
 pub struct Scorer {
-    metrics: Metrics,
+    metrics: ServingMetrics,
     max_batch_records: usize,
     shadow: Option<Arc<dyn ShadowHook>>,
 }
 
 impl Scorer {
     pub fn new(
-        metrics: Metrics,
+        metrics: ServingMetrics,
         max_batch_records: usize,
         shadow: Option<Arc<dyn ShadowHook>>,
     ) -> Self {
@@ -133,15 +133,13 @@ impl Scorer {
         body: &[u8],
         via: Option<&ModelRef>,
     ) -> Result<Scored, ScoreError> {
-        let started = Instant::now();
-        let decoded = {
-            let _span =
-                spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
-            match decode::from_slice(&model.schema, body, self.max_batch_records) {
-                Err(RecordsError::Syntax(message)) => return Err(ScoreError::Malformed(message)),
-                Err(RecordsError::Invalid(errors)) => Err(errors),
-                Ok(decoded) => Ok(decoded),
-            }
+        let (started, decoded) = decode_stage(model, || {
+            decode::from_slice(&model.schema, body, self.max_batch_records)
+        });
+        let decoded = match decoded {
+            Err(RecordsError::Syntax(message)) => return Err(ScoreError::Malformed(message)),
+            Err(RecordsError::Invalid(errors)) => Err(errors),
+            Ok(decoded) => Ok(decoded),
         };
         // The challenger decodes the records with its own schema: parsed only when sampled.
         let records = || serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -156,12 +154,9 @@ impl Scorer {
         body: &Value,
         via: Option<&ModelRef>,
     ) -> Result<Scored, ScoreError> {
-        let started = Instant::now();
-        let decoded = {
-            let _span =
-                spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
+        let (started, decoded) = decode_stage(model, || {
             decode::from_value(&model.schema, body, self.max_batch_records)
-        };
+        });
         self.score_records(model, decoded, started, via, &|| body.clone())
             .await
     }
@@ -191,9 +186,10 @@ impl Scorer {
         model: &LoadedModel,
         tensors: &[Tensor<'_>],
     ) -> Result<Decoded, TensorError> {
-        let started = Instant::now();
-        let _span = spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
-        match tensors::decode(&model.schema, &model.name, tensors, self.max_batch_records) {
+        let (started, decoded) = decode_stage(model, || {
+            tensors::decode(&model.schema, &model.name, tensors, self.max_batch_records)
+        });
+        match decoded {
             Ok(batch) => Ok(Decoded {
                 batch,
                 is_batch: true,
@@ -318,15 +314,13 @@ impl Scorer {
     }
 }
 
-/// Decodes `body` (a record or an array of at most `max_records`) into the model's columns;
-/// also says whether the body was a batch (field paths carry `[i].`).
-pub fn decode_records(
-    model: &LoadedModel,
-    body: &Value,
-    max_records: usize,
-) -> Result<(FeatureBatch, bool), Vec<FieldError>> {
-    let decoded = decode::from_value(&model.schema, body, max_records)?;
-    Ok((decoded.batch, decoded.is_batch))
+/// Runs one decoder inside the `decode` stage span (a span only while spans are consumed):
+/// the one place every input shape is decoded from. Returns when decoding started, for
+/// [`Timings::decode`].
+fn decode_stage<T>(model: &LoadedModel, decode: impl FnOnce() -> T) -> (Instant, T) {
+    let started = Instant::now();
+    let _span = spans::stage(|| tracing::info_span!("decode", model = %model.name)).entered();
+    (started, decode())
 }
 
 /// Runs a decoded batch through the model's inference pool (queue wait included).
@@ -344,7 +338,9 @@ pub async fn run(
     max_records: usize,
 ) -> Result<Scored, ScoreError> {
     let started = Instant::now();
-    let (batch, _) = decode_records(model, body, max_records).map_err(ScoreError::Invalid)?;
+    let batch = decode::from_value(&model.schema, body, max_records)
+        .map_err(ScoreError::Invalid)?
+        .batch;
     let decoded = Instant::now();
     let scores = infer(model, batch).await?;
     let timings = Timings {

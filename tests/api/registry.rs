@@ -7,7 +7,6 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use ml_api::{
     config::ServeConfig,
-    metrics::Metrics,
     redis_link::RedisEndpoint,
     registry::{
         embedded::EmbeddedRegistry,
@@ -16,6 +15,7 @@ use ml_api::{
     },
     serving::catalog::{Catalog, CatalogSettings, ModelRef},
     serving::load::read_model_dir,
+    serving::metrics::ServingMetrics,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -256,7 +256,8 @@ async fn an_alias_moved_on_one_replica_is_followed_by_another_as_soon_as_the_mov
         negative_ttl: Duration::from_secs(60),
         pins: Vec::new(),
     };
-    let replica = Catalog::new(reader, inference, Metrics::new().unwrap(), settings);
+    let metrics = ServingMetrics::new(&prometheus::Registry::new()).unwrap();
+    let replica = Catalog::new(reader, inference, metrics, settings);
     replica.start(Vec::new()).await.unwrap();
     let stop = CancellationToken::new();
     // A long reconcile interval: only the registry's own synchronisation can make this pass.

@@ -3,8 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use ml_api::{
-    jobs::{embedded::EmbeddedQueue, JobQueue},
-    metrics::Metrics,
+    jobs::{embedded::EmbeddedQueue, metrics::JobMetrics, JobQueue},
     registry::{embedded::EmbeddedRegistry, ModelRecord, ModelRegistry, ModelStatus},
     training::TrainingRequest,
     worker::{JobOutcome, Worker, WorkerSettings},
@@ -27,7 +26,12 @@ fn worker(registry: Arc<EmbeddedRegistry>, queue: Arc<EmbeddedQueue>) -> Worker 
         heartbeat: Duration::from_millis(50),
         poll: Duration::from_millis(100),
     };
-    Worker::new(registry, queue, settings, Metrics::new().unwrap())
+    Worker::new(
+        registry,
+        queue,
+        settings,
+        JobMetrics::new(&prometheus::Registry::new()).unwrap(),
+    )
 }
 
 /// A registry holding `record` and a queue holding its iris training job.

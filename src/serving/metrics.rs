@@ -1,0 +1,128 @@
+//! The serving core's metrics: records scored and the fields refused (the scorer), the
+//! loaded-model cache, load times and the models loaded (the catalog), the drift gauges (set
+//! from the catalog's drift windows before a scrape), and the inference pools' group, which
+//! the catalog hands to every model it loads.
+
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::{drift::DriftReport, inference::metrics::InferenceMetrics};
+
+#[derive(Clone)]
+pub struct ServingMetrics {
+    pub predictions: IntCounterVec,
+    pub validation_failures: IntCounterVec,
+    pub model_cache: IntCounterVec,
+    pub model_load_seconds: GaugeVec,
+    pub model_info: IntGaugeVec,
+    feature_drift: GaugeVec,
+    prediction_drift: GaugeVec,
+    drift_samples: IntGaugeVec,
+    pub inference: InferenceMetrics,
+}
+
+impl ServingMetrics {
+    /// Creates the group (the inference pools' included) and registers it on `registry`
+    /// (once per registry).
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let predictions = IntCounterVec::new(
+            Opts::new("ml_api_predictions_total", "Records scored, by model."),
+            &["model"],
+        )?;
+        let validation_failures = IntCounterVec::new(
+            Opts::new(
+                "ml_api_validation_failures_total",
+                "Request fields that broke a model's schema or contract, by model, feature, \
+                 reason and action (`reject`: refused with 422; `warn`: served under the \
+                 contract's warn policy).",
+            ),
+            &["model", "feature", "reason", "action"],
+        )?;
+        let model_cache = IntCounterVec::new(
+            Opts::new(
+                "ml_api_model_cache_events_total",
+                "Loaded-model cache lookups and evictions, by event (hit, miss, eviction).",
+            ),
+            &["event"],
+        )?;
+        let model_load_seconds = GaugeVec::new(
+            Opts::new(
+                "ml_api_model_load_duration_seconds",
+                "Time taken to load and warm up a model.",
+            ),
+            &["model", "version"],
+        )?;
+        let model_info = IntGaugeVec::new(
+            Opts::new(
+                "ml_api_model_info",
+                "Models loaded on this replica (value 1).",
+            ),
+            &["model", "version", "sha256"],
+        )?;
+        let feature_drift = GaugeVec::new(
+            Opts::new(
+                "ml_api_feature_drift_psi",
+                "Population stability index of a feature over the drift window against the \
+                 model's contract (set once the window holds --drift-min-samples rows).",
+            ),
+            &["model", "feature"],
+        )?;
+        let prediction_drift = GaugeVec::new(
+            Opts::new(
+                "ml_api_prediction_drift_psi",
+                "Population stability index of the predicted label over the drift window \
+                 against the contract's reference.",
+            ),
+            &["model"],
+        )?;
+        let drift_samples = IntGaugeVec::new(
+            Opts::new(
+                "ml_api_drift_window_samples",
+                "Rows in a model's drift window on this replica.",
+            ),
+            &["model"],
+        )?;
+        registry.register(Box::new(predictions.clone()))?;
+        registry.register(Box::new(validation_failures.clone()))?;
+        registry.register(Box::new(model_cache.clone()))?;
+        registry.register(Box::new(model_load_seconds.clone()))?;
+        registry.register(Box::new(model_info.clone()))?;
+        registry.register(Box::new(feature_drift.clone()))?;
+        registry.register(Box::new(prediction_drift.clone()))?;
+        registry.register(Box::new(drift_samples.clone()))?;
+        Ok(Self {
+            predictions,
+            validation_failures,
+            model_cache,
+            model_load_seconds,
+            model_info,
+            feature_drift,
+            prediction_drift,
+            drift_samples,
+            inference: InferenceMetrics::new(registry)?,
+        })
+    }
+
+    /// Sets the drift gauges from the models loaded on this replica (called before a scrape),
+    /// dropping the series of models no longer loaded.
+    pub fn set_drift(&self, reports: &[(String, DriftReport)]) {
+        self.feature_drift.reset();
+        self.prediction_drift.reset();
+        self.drift_samples.reset();
+        for (model, report) in reports {
+            let model = model.as_str();
+            self.drift_samples
+                .with_label_values(&[model])
+                .set(i64::try_from(report.samples).unwrap_or(i64::MAX));
+            for feature in &report.features {
+                if let Some(psi) = feature.psi {
+                    self.feature_drift
+                        .with_label_values(&[model, &feature.feature])
+                        .set(psi);
+                }
+            }
+            if let Some(psi) = report.predictions_psi {
+                self.prediction_drift.with_label_values(&[model]).set(psi);
+            }
+        }
+    }
+}
