@@ -15,6 +15,16 @@ pub fn latency_buckets() -> Vec<f64> {
     exponential_buckets(0.0001, 2.0, 18).unwrap_or_default()
 }
 
+/// Registers `metric` on `registry` and hands it back: how each group's constructor
+/// creates its metrics.
+pub fn registered<M>(registry: &Registry, metric: M) -> prometheus::Result<M>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 /// One process's registry (cheap to clone: the registry is shared).
 #[derive(Clone)]
 pub struct Metrics {

@@ -6,7 +6,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
-use crate::metrics::latency_buckets;
+use crate::metrics::{latency_buckets, registered};
 
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -20,38 +20,48 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     /// Creates the group and registers it on `registry` (once per registry).
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "ml_api_http_requests_total",
-                "HTTP requests answered, by route, method and status.",
-            ),
-            &["method", "route", "status"],
+        let requests = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "ml_api_http_requests_total",
+                    "HTTP requests answered, by route, method and status.",
+                ),
+                &["method", "route", "status"],
+            )?,
         )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "ml_api_http_request_duration_seconds",
-                "Time from request to response, by route, method and status.",
-            )
-            .buckets(latency_buckets()),
-            &["method", "route", "status"],
+        let duration = registered(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ml_api_http_request_duration_seconds",
+                    "Time from request to response, by route, method and status.",
+                )
+                .buckets(latency_buckets()),
+                &["method", "route", "status"],
+            )?,
         )?;
-        let in_flight = IntGauge::new(
-            "ml_api_http_requests_in_flight",
-            "HTTP requests being served now.",
+        let in_flight = registered(
+            registry,
+            IntGauge::new(
+                "ml_api_http_requests_in_flight",
+                "HTTP requests being served now.",
+            )?,
         )?;
-        let rate_limited = IntCounter::new(
-            "ml_api_rate_limited_requests_total",
-            "Requests refused with 429 by the rate limiter.",
+        let rate_limited = registered(
+            registry,
+            IntCounter::new(
+                "ml_api_rate_limited_requests_total",
+                "Requests refused with 429 by the rate limiter.",
+            )?,
         )?;
-        let draining = IntGauge::new(
-            "ml_api_draining",
-            "1 while the replica drains for shutdown.",
+        let draining = registered(
+            registry,
+            IntGauge::new(
+                "ml_api_draining",
+                "1 while the replica drains for shutdown.",
+            )?,
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(rate_limited.clone()))?;
-        registry.register(Box::new(draining.clone()))?;
         Ok(Self {
             requests,
             duration,

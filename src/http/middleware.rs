@@ -32,9 +32,11 @@ fn route_label(route: &Option<MatchedPath>) -> &str {
     route.as_ref().map_or("unmatched", MatchedPath::as_str)
 }
 
-/// Counts, times and logs every request, and tracks how many are in flight. The log lines
-/// carry the request's id, method and route themselves, so they need no tracing span: the
-/// request span exists only while spans are consumed (see [`request_span`]).
+/// Counts, times and logs every request, tracks how many are in flight, and answers 503
+/// `timeout` when one takes longer than `--request-timeout`: one layer, because each layer
+/// costs `/predict` a boxed future and a clone of the state. The log lines carry the
+/// request's id, method and route themselves, so they need no tracing span: the request span
+/// exists only while spans are consumed (see [`request_span`]).
 pub async fn observe(
     State((state, access_log)): State<(AppState, Arc<AccessLog>)>,
     req: Request,
@@ -46,7 +48,7 @@ pub async fn observe(
     let request_id = req.headers().get("x-request-id").cloned();
     let metrics = &state.http_metrics;
     metrics.in_flight.inc();
-    let response = next.run(req).await;
+    let response = within_time_limit(&state, req, next).await;
     metrics.in_flight.dec();
     let latency = started.elapsed();
     let status = response.status();
@@ -96,8 +98,8 @@ impl RequestLine<'_> {
     }
 }
 
-/// Answers 503 `timeout` when a request takes longer than `--request-timeout`.
-pub async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Runs the rest of the stack, answering 503 `timeout` past `--request-timeout`.
+async fn within_time_limit(state: &AppState, req: Request, next: Next) -> Response {
     // A data set upload takes as long as its bytes take to arrive; it is bounded by
     // `--max-dataset-bytes` instead.
     if req.method() == axum::http::Method::POST && req.uri().path() == "/datasets" {

@@ -85,7 +85,6 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outside-in from the last one added.
-        .layer(from_fn_with_state(state.clone(), middleware::time_limit))
         .layer(from_fn_with_state(
             (state.clone(), access_log),
             middleware::observe,

@@ -5,7 +5,7 @@ use prometheus::{
     Counter, Histogram, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::metrics::latency_buckets;
+use crate::metrics::{latency_buckets, registered};
 
 #[derive(Clone)]
 pub struct InferenceMetrics {
@@ -31,46 +31,56 @@ pub struct ModelMetrics {
 impl InferenceMetrics {
     /// Creates the group and registers it on `registry` (once per registry).
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "ml_api_inference_duration_seconds",
-                "Time of one ONNX Runtime call, by model.",
-            )
-            .buckets(latency_buckets()),
-            &["model"],
+        let duration = registered(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ml_api_inference_duration_seconds",
+                    "Time of one ONNX Runtime call, by model.",
+                )
+                .buckets(latency_buckets()),
+                &["model"],
+            )?,
         )?;
-        let batch_rows = HistogramVec::new(
-            HistogramOpts::new(
-                "ml_api_inference_batch_size",
-                "Records per ONNX Runtime call, by model.",
-            )
-            .buckets(vec![
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-            ]),
-            &["model"],
+        let batch_rows = registered(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ml_api_inference_batch_size",
+                    "Records per ONNX Runtime call, by model.",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ]),
+                &["model"],
+            )?,
         )?;
-        let queue_depth = IntGaugeVec::new(
-            Opts::new(
-                "ml_api_inference_queue_depth",
-                "Batches waiting for an inference thread, by model.",
-            ),
-            &["model"],
+        let queue_depth = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "ml_api_inference_queue_depth",
+                    "Batches waiting for an inference thread, by model.",
+                ),
+                &["model"],
+            )?,
         )?;
-        let in_flight = IntGauge::new(
-            "ml_api_inference_in_flight",
-            "Requests waiting for or running on an inference thread, all models: the replica's \
-             instantaneous load.",
+        let in_flight = registered(
+            registry,
+            IntGauge::new(
+                "ml_api_inference_in_flight",
+                "Requests waiting for or running on an inference thread, all models: the replica's \
+                 instantaneous load.",
+            )?,
         )?;
-        let busy = Counter::new(
-            "ml_api_inference_busy_seconds_total",
-            "Time-integral of ml_api_inference_in_flight: its rate() is the mean number of \
-             requests in inference over the window (Little's law), the autoscaling signal.",
+        let busy = registered(
+            registry,
+            Counter::new(
+                "ml_api_inference_busy_seconds_total",
+                "Time-integral of ml_api_inference_in_flight: its rate() is the mean number of \
+                 requests in inference over the window (Little's law), the autoscaling signal.",
+            )?,
         )?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(batch_rows.clone()))?;
-        registry.register(Box::new(queue_depth.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(busy.clone()))?;
         Ok(Self {
             duration,
             batch_rows,

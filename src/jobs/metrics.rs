@@ -6,6 +6,8 @@ use prometheus::{
     IntGauge, Opts, Registry,
 };
 
+use crate::metrics::registered;
+
 #[derive(Clone)]
 pub struct JobMetrics {
     pub jobs: IntCounterVec,
@@ -22,49 +24,61 @@ pub struct JobMetrics {
 impl JobMetrics {
     /// Creates the group and registers it on `registry` (once per registry).
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let jobs = IntCounterVec::new(
-            Opts::new(
-                "ml_api_training_jobs_total",
-                "Training jobs, by status (queued, ready, failed).",
-            ),
-            &["status"],
+        let jobs = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "ml_api_training_jobs_total",
+                    "Training jobs, by status (queued, ready, failed).",
+                ),
+                &["status"],
+            )?,
         )?;
-        let queue_depth = IntGauge::new(
-            "ml_api_training_queue_depth",
-            "Training jobs waiting or running.",
+        let queue_depth = registered(
+            registry,
+            IntGauge::new(
+                "ml_api_training_queue_depth",
+                "Training jobs waiting or running.",
+            )?,
         )?;
-        let duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "ml_api_training_duration_seconds",
-                "Time to train one model.",
-            )
-            .buckets(exponential_buckets(0.01, 2.0, 16)?),
+        let duration = registered(
+            registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "ml_api_training_duration_seconds",
+                    "Time to train one model.",
+                )
+                .buckets(exponential_buckets(0.01, 2.0, 16)?),
+            )?,
         )?;
-        let phase = HistogramVec::new(
-            HistogramOpts::new(
-                "ml_api_training_phase_duration_seconds",
-                "Time spent in each phase of a training job (reading, fitting, profiling, exporting).",
-            )
-            .buckets(exponential_buckets(0.01, 2.0, 18)?),
-            &["phase"],
+        let phase = registered(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ml_api_training_phase_duration_seconds",
+                    "Time spent in each phase of a training job (reading, fitting, profiling, exporting).",
+                )
+                .buckets(exponential_buckets(0.01, 2.0, 18)?),
+                &["phase"],
+            )?,
         )?;
-        let rows = IntCounter::new(
-            "ml_api_training_rows_read_total",
-            "Rows read from data sets by training jobs.",
+        let rows = registered(
+            registry,
+            IntCounter::new(
+                "ml_api_training_rows_read_total",
+                "Rows read from data sets by training jobs.",
+            )?,
         )?;
-        let rows_per_second = Histogram::with_opts(
-            HistogramOpts::new(
-                "ml_api_training_rows_per_second",
-                "Rows per second of a training job's reading phase.",
-            )
-            .buckets(exponential_buckets(1_000.0, 2.0, 16)?),
+        let rows_per_second = registered(
+            registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "ml_api_training_rows_per_second",
+                    "Rows per second of a training job's reading phase.",
+                )
+                .buckets(exponential_buckets(1_000.0, 2.0, 16)?),
+            )?,
         )?;
-        registry.register(Box::new(jobs.clone()))?;
-        registry.register(Box::new(queue_depth.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(phase.clone()))?;
-        registry.register(Box::new(rows.clone()))?;
-        registry.register(Box::new(rows_per_second.clone()))?;
         Ok(Self {
             jobs,
             queue_depth,

@@ -5,7 +5,7 @@
 
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::{drift::DriftReport, inference::metrics::InferenceMetrics};
+use crate::{drift::DriftReport, inference::metrics::InferenceMetrics, metrics::registered};
 
 #[derive(Clone)]
 pub struct ServingMetrics {
@@ -24,71 +24,87 @@ impl ServingMetrics {
     /// Creates the group (the inference pools' included) and registers it on `registry`
     /// (once per registry).
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let predictions = IntCounterVec::new(
-            Opts::new("ml_api_predictions_total", "Records scored, by model."),
-            &["model"],
+        let predictions = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new("ml_api_predictions_total", "Records scored, by model."),
+                &["model"],
+            )?,
         )?;
-        let validation_failures = IntCounterVec::new(
-            Opts::new(
-                "ml_api_validation_failures_total",
-                "Request fields that broke a model's schema or contract, by model, feature, \
-                 reason and action (`reject`: refused with 422; `warn`: served under the \
-                 contract's warn policy).",
-            ),
-            &["model", "feature", "reason", "action"],
+        let validation_failures = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "ml_api_validation_failures_total",
+                    "Request fields that broke a model's schema or contract, by model, feature, \
+                     reason and action (`reject`: refused with 422; `warn`: served under the \
+                     contract's warn policy).",
+                ),
+                &["model", "feature", "reason", "action"],
+            )?,
         )?;
-        let model_cache = IntCounterVec::new(
-            Opts::new(
-                "ml_api_model_cache_events_total",
-                "Loaded-model cache lookups and evictions, by event (hit, miss, eviction).",
-            ),
-            &["event"],
+        let model_cache = registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "ml_api_model_cache_events_total",
+                    "Loaded-model cache lookups and evictions, by event (hit, miss, eviction).",
+                ),
+                &["event"],
+            )?,
         )?;
-        let model_load_seconds = GaugeVec::new(
-            Opts::new(
-                "ml_api_model_load_duration_seconds",
-                "Time taken to load and warm up a model.",
-            ),
-            &["model", "version"],
+        let model_load_seconds = registered(
+            registry,
+            GaugeVec::new(
+                Opts::new(
+                    "ml_api_model_load_duration_seconds",
+                    "Time taken to load and warm up a model.",
+                ),
+                &["model", "version"],
+            )?,
         )?;
-        let model_info = IntGaugeVec::new(
-            Opts::new(
-                "ml_api_model_info",
-                "Models loaded on this replica (value 1).",
-            ),
-            &["model", "version", "sha256"],
+        let model_info = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "ml_api_model_info",
+                    "Models loaded on this replica (value 1).",
+                ),
+                &["model", "version", "sha256"],
+            )?,
         )?;
-        let feature_drift = GaugeVec::new(
-            Opts::new(
-                "ml_api_feature_drift_psi",
-                "Population stability index of a feature over the drift window against the \
-                 model's contract (set once the window holds --drift-min-samples rows).",
-            ),
-            &["model", "feature"],
+        let feature_drift = registered(
+            registry,
+            GaugeVec::new(
+                Opts::new(
+                    "ml_api_feature_drift_psi",
+                    "Population stability index of a feature over the drift window against the \
+                     model's contract (set once the window holds --drift-min-samples rows).",
+                ),
+                &["model", "feature"],
+            )?,
         )?;
-        let prediction_drift = GaugeVec::new(
-            Opts::new(
-                "ml_api_prediction_drift_psi",
-                "Population stability index of the predicted label over the drift window \
-                 against the contract's reference.",
-            ),
-            &["model"],
+        let prediction_drift = registered(
+            registry,
+            GaugeVec::new(
+                Opts::new(
+                    "ml_api_prediction_drift_psi",
+                    "Population stability index of the predicted label over the drift window \
+                     against the contract's reference.",
+                ),
+                &["model"],
+            )?,
         )?;
-        let drift_samples = IntGaugeVec::new(
-            Opts::new(
-                "ml_api_drift_window_samples",
-                "Rows in a model's drift window on this replica.",
-            ),
-            &["model"],
+        let drift_samples = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "ml_api_drift_window_samples",
+                    "Rows in a model's drift window on this replica.",
+                ),
+                &["model"],
+            )?,
         )?;
-        registry.register(Box::new(predictions.clone()))?;
-        registry.register(Box::new(validation_failures.clone()))?;
-        registry.register(Box::new(model_cache.clone()))?;
-        registry.register(Box::new(model_load_seconds.clone()))?;
-        registry.register(Box::new(model_info.clone()))?;
-        registry.register(Box::new(feature_drift.clone()))?;
-        registry.register(Box::new(prediction_drift.clone()))?;
-        registry.register(Box::new(drift_samples.clone()))?;
         Ok(Self {
             predictions,
             validation_failures,
