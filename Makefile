@@ -108,7 +108,7 @@ lambda-ab: build test-tools ## A/B test: k6 mix vs 2 replicas behind nginx and v
 	scripts/lambda-ab.sh
 
 .PHONY: bench
-bench: ort ## Performance bar: ml-api vs a bare axum baseline (wrk, oha), targets, criterion benches; see docs/performance.md
+bench: ort ## Performance bar: ml-api vs a bare axum baseline (wrk, oha, h2load for gRPC), targets, criterion benches; BENCH_SCENARIOS=... for a subset; see docs/performance.md
 	scripts/bench.sh
 
 .PHONY: bench-train

@@ -494,3 +494,65 @@ async fn grpc_answers_unavailable_when_the_registry_is_down() {
     assert!(grpc.model_metadata(metadata("santander")).await.is_ok());
     app.stop().await;
 }
+
+/// A full inference queue (one inference thread, room for one waiting request): the calls
+/// it cannot take end with UNAVAILABLE and the REST message (503 over REST), the others
+/// are answered, and the server counts each by its code. Waves of concurrent calls go out
+/// until one finds the queue full (a condition, within a deadline, not a timed race).
+#[tokio::test]
+async fn grpc_answers_unavailable_when_the_inference_queue_is_full() {
+    let app = spawn_app_with(|config| {
+        config.inference.workers = 1;
+        config.inference.queue_capacity = 1;
+        config.inference.batch_max_size = 1;
+    })
+    .await;
+    let mut grpc = client(&app).await;
+    let metadata = santander_metadata(&mut grpc).await;
+    let records: Vec<Value> = golden_records().into_iter().cycle().take(256).collect();
+    let request = infer_request("santander", "", tensors(&metadata, &records, true));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (mut answered, mut unavailable) = (0u64, 0u64);
+    while unavailable == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call found the inference queue full in 120 s ({answered} answered)"
+        );
+        let wave: Vec<_> = (0..32)
+            .map(|_| {
+                let mut grpc = grpc.clone();
+                let request = request.clone();
+                tokio::spawn(async move { grpc.model_infer(request).await })
+            })
+            .collect();
+        for call in wave {
+            match call.await.expect("the call's task") {
+                Ok(response) => {
+                    assert_eq!(probabilities(&response.into_inner()).len(), 256 * 22);
+                    answered += 1;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    assert_eq!(status.message(), "server is at capacity, retry shortly");
+                    unavailable += 1;
+                }
+            }
+        }
+    }
+    assert!(answered > 0, "the queue took no call at all");
+    let counted = |code: &'static str| {
+        let app = &app;
+        async move {
+            app.metric(&format!(
+                r#"ml_api_grpc_requests_total{{code="{code}",method="ModelInfer"}}"#
+            ))
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    assert_eq!(counted("UNAVAILABLE").await, unavailable as f64);
+    assert_eq!(counted("OK").await, answered as f64);
+    // Once the queue drains, the same call is answered again.
+    assert!(grpc.model_infer(request).await.is_ok());
+    app.stop().await;
+}
