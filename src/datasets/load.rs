@@ -245,8 +245,9 @@ pub async fn parquet_metadata(
     parquet_file::decode_footer(&footer)
 }
 
-/// The columns `wanted` of a Parquet object, fetched one row group at a time (the bytes of
-/// one row group's wanted chunks are held at once, never the file).
+/// The columns `wanted` of a Parquet object, fetched one row group at a time: the next
+/// group's bytes are fetched while the current one is decoded (so at most two row groups'
+/// wanted chunks are held at once, never the file).
 async fn read_parquet(
     store: &DatasetStore,
     location: &str,
@@ -257,22 +258,38 @@ async fn read_parquet(
 ) -> Result<Vec<Cells>, DatasetError> {
     let metadata = Arc::new(parquet_metadata(store, location, size).await?);
     let indices = Arc::new(columnar::column_indices(&metadata, wanted)?);
-    let mut out = columnar::empty_cells(wanted, rows);
-    let mut count = 0u64;
-    for group in 0..metadata.num_row_groups() {
-        let range = metadata
+    let range = |group: usize| {
+        metadata
             .row_groups()
             .get(group)
             .map(|g| columnar::group_range(g, &indices))
-            .unwrap_or(0..0);
-        let bytes = store.read_range(location, range.clone()).await?;
+            .unwrap_or(0..0)
+    };
+    let groups = metadata.num_row_groups();
+    let mut out = columnar::empty_cells(wanted, rows);
+    let mut count = 0u64;
+    let mut fetched = match groups {
+        0 => None,
+        _ => Some(store.read_range(location, range(0)).await?),
+    };
+    for group in 0..groups {
+        let Some(bytes) = fetched.take() else {
+            break;
+        };
+        let start = range(group).start;
         let (metadata_, indices_) = (metadata.clone(), indices.clone());
-        out = tokio::task::spawn_blocking(move || {
-            columnar::read_group(&metadata_, group, range.start, bytes, &indices_, &mut out)
-                .map(|()| out)
-        })
-        .await
-        .map_err(|e| DatasetError::Internal(e.to_string()))??;
+        let decode = tokio::task::spawn_blocking(move || {
+            columnar::read_group(&metadata_, group, start, bytes, &indices_, &mut out).map(|()| out)
+        });
+        let next = async {
+            match group + 1 < groups {
+                true => store.read_range(location, range(group + 1)).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (decoded, next) = tokio::join!(decode, next);
+        out = decoded.map_err(|e| DatasetError::Internal(e.to_string()))??;
+        fetched = next?;
         count += metadata
             .row_groups()
             .get(group)

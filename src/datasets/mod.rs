@@ -5,8 +5,9 @@
 //!
 //! - [`scan`]: the CSV reader shared by the upload (types, rows, errors by line and column)
 //!   and the worker (typed columns), plus Parquet's footer.
-//! - [`columnar`]: the Parquet copy of a CSV's cells written during its upload (so training
-//!   does not parse the CSV again), and the column reader of Parquet files.
+//! - [`columnar`]: the Parquet file of a CSV's cells written during its upload (what the
+//!   store keeps of a CSV, so training does not parse text again), and the column reader of
+//!   Parquet files.
 
 pub mod columnar;
 pub mod load;
@@ -25,7 +26,8 @@ pub use store::DatasetStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// CSV with a header line (stored as sent: gzip-compressed when it was).
+    /// CSV with a header line (uploaded so; stored as the Parquet file of its cells, see
+    /// [`DatasetRecord::columnar`]).
     Csv,
     Parquet,
 }
@@ -58,17 +60,18 @@ pub struct DatasetRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub format: Format,
-    /// Whether the stored CSV is gzip-compressed (as uploaded).
+    /// Whether the CSV was uploaded gzip-compressed.
     #[serde(default)]
     pub gzip: bool,
     pub rows: u64,
     pub columns: Vec<ColumnInfo>,
-    /// Bytes stored (as uploaded, compressed or not).
+    /// Bytes uploaded (compressed or not).
     pub bytes: u64,
-    /// The object's path inside the dataset store.
+    /// The object's path inside the dataset store (for a CSV, the same as `columnar`'s; data
+    /// sets uploaded before ml-api stopped keeping the CSV text name the CSV here).
     pub location: String,
-    /// CSV: the Parquet copy of its cells, written while it was uploaded, which training reads
-    /// instead of parsing the CSV again (absent when it could not be written).
+    /// CSV: the Parquet file of its cells, written while it was uploaded: what the store
+    /// keeps of it, and what training reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columnar: Option<StoredObject>,
     pub created_at_ms: u64,

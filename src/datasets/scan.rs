@@ -267,10 +267,16 @@ pub fn summarize_csv(
             missing,
         })
         .collect();
-    let kinds: Vec<ColumnType> = columns.iter().map(|c| c.kind).collect();
+    let columnar = match copy.finish() {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%error, "no Parquet copy of the CSV's cells");
+            false
+        }
+    };
     Ok(CsvSummary {
         rows,
-        columnar: copy.finish(&kinds),
+        columnar,
         columns,
     })
 }

@@ -50,8 +50,9 @@ pub struct UploadParams {
 /// Upload a data set: CSV (`text/csv`, optionally `Content-Encoding: gzip`) with a header
 /// line, or Parquet (`application/vnd.apache.parquet`). The body is streamed to the dataset
 /// store while it is read; types are inferred (numbers; anything else is a string, i.e. a
-/// category; empty cells and `NA`/`NaN`/`null` are missing), and a CSV's parsed cells are
-/// stored as a Parquet copy (`columnar`) that training reads instead of the CSV. A body over
+/// category; empty cells and `NA`/`NaN`/`null` are missing). Of a CSV the store keeps its
+/// parsed cells, once, as a Parquet file (`columnar`, also `location`), which training reads;
+/// the CSV text is not kept. A body over
 /// `--max-dataset-bytes` gets 413 (a gzip body decompressing past it, 422 `too_large`), a row
 /// that breaks the CSV or a column's type gets 422 naming its line and column, and each
 /// leaves nothing stored.
@@ -81,20 +82,16 @@ pub async fn create(
         .map(str::to_owned)
         .collect();
     let id = Uuid::now_v7();
-    let location = match (format, gzip) {
-        (Format::Csv, false) => format!("{id}.csv"),
-        (Format::Csv, true) => format!("{id}.csv.gz"),
-        (Format::Parquet, _) => format!("{id}.parquet"),
-    };
     let datasets = &state.datasets;
-    let mut upload = datasets.store.upload(&location).await?;
     let body = request.into_body();
-    let (rows, columns, bytes, columnar) = match format {
+    let (location, rows, columns, bytes, columnar) = match format {
         Format::Csv => {
+            // What the store keeps of a CSV: the Parquet file of its parsed cells (see
+            // `datasets::columnar`), written while the body is read. Training reads it; the
+            // CSV text itself is not kept.
+            let location = format!("{id}.columns.parquet");
+            let copy_upload = datasets.store.upload(&location).await?;
             let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(8);
-            // The Parquet copy of the cells (see `datasets::columnar`), uploaded as written.
-            let copy_location = format!("{id}.columns.parquet");
-            let copy_upload = datasets.store.upload(&copy_location).await?;
             let (copy_sender, copy_receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
             let max_bytes = datasets.max_bytes;
             let parser = tokio::task::spawn_blocking(move || {
@@ -111,54 +108,50 @@ pub async fn create(
                 scan::summarize_csv(reader, &categorical, Some(copy))
             });
             let (streamed, copy_upload) = tokio::join!(
-                stream(body, &mut upload, Some(sender), datasets.max_bytes),
+                stream(body, None, Some(sender), datasets.max_bytes),
                 pump(copy_receiver, copy_upload)
             );
             let parsed = parser
                 .await
                 .map_err(|e| DatasetError::Internal(e.to_string()));
-            match (streamed, parsed) {
-                (Err(error), _) => {
-                    if let Some(copy) = copy_upload {
-                        copy.abort().await;
-                    }
-                    return refuse(upload, error).await;
-                }
-                (Ok(()), Ok(Ok(summary))) => {
-                    let bytes = upload.bytes();
-                    upload.finish().await?;
-                    let columnar = match copy_upload {
-                        Some(copy) if summary.columnar => {
-                            let size = copy.bytes();
-                            copy.finish().await.ok().map(|()| StoredObject {
-                                location: copy_location,
-                                bytes: size,
-                            })
-                        }
-                        Some(copy) => {
-                            copy.abort().await;
-                            None
-                        }
-                        None => None,
+            match (streamed, parsed, copy_upload) {
+                (Ok(bytes), Ok(Ok(summary)), Some(copy)) if summary.columnar => {
+                    let size = copy.bytes();
+                    copy.finish().await?;
+                    let stored = StoredObject {
+                        location: location.clone(),
+                        bytes: size,
                     };
-                    (summary.rows, summary.columns, bytes, columnar)
+                    (location, summary.rows, summary.columns, bytes, Some(stored))
                 }
-                (Ok(()), Ok(Err(error)) | Err(error)) => {
-                    if let Some(copy) = copy_upload {
+                (streamed, parsed, copy) => {
+                    if let Some(copy) = copy {
                         copy.abort().await;
                     }
-                    return refuse(upload, error.into()).await;
+                    return Err(match (streamed, parsed) {
+                        (Err(error), _) => error,
+                        (Ok(_), Ok(Err(error)) | Err(error)) => error.into(),
+                        (Ok(_), Ok(Ok(_))) => DatasetError::Unavailable(
+                            "the Parquet file of the CSV's cells could not be stored".to_owned(),
+                        )
+                        .into(),
+                    });
                 }
             }
         }
         Format::Parquet => {
-            if let Err(error) = stream(body, &mut upload, None, datasets.max_bytes).await {
-                return refuse(upload, error).await;
-            }
-            let bytes = upload.bytes();
+            let location = format!("{id}.parquet");
+            let mut upload = datasets.store.upload(&location).await?;
+            let bytes = match stream(body, Some(&mut upload), None, datasets.max_bytes).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    upload.abort().await;
+                    return Err(error);
+                }
+            };
             upload.finish().await?;
             match parquet_summary(&state, &location, bytes).await {
-                Ok((rows, columns)) => (rows, columns, bytes, None),
+                Ok((rows, columns)) => (location, rows, columns, bytes, None),
                 Err(error) => {
                     datasets.store.delete(&location).await?;
                     return Err(error.into());
@@ -179,10 +172,7 @@ pub async fn create(
         created_at_ms: now_ms(),
     };
     if let Err(error) = datasets.records.create(&record).await {
-        let _ = datasets.store.delete(&location).await;
-        if let Some(copy) = &record.columnar {
-            let _ = datasets.store.delete(&copy.location).await;
-        }
+        let _ = delete_objects(&state, &record).await;
         return Err(error.into());
     }
     let mut response = (StatusCode::CREATED, Json(&record)).into_response();
@@ -227,13 +217,14 @@ fn kind(headers: &HeaderMap) -> Result<(Format, bool), ApiError> {
     Ok((format, gzip))
 }
 
-/// Copies the body into `upload` (and to the CSV parser), refusing it past `max` bytes.
+/// Copies the body into `upload` and/or to the CSV parser, refusing it past `max` bytes;
+/// the bytes read.
 async fn stream(
     body: Body,
-    upload: &mut Upload,
+    mut upload: Option<&mut Upload>,
     parser: Option<tokio::sync::mpsc::Sender<Bytes>>,
     max: u64,
-) -> Result<(), ApiError> {
+) -> Result<u64, ApiError> {
     let mut chunks = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = chunks.next().await {
@@ -250,7 +241,9 @@ async fn stream(
                  ML_API_MAX_DATASET_BYTES)"
             )));
         }
-        upload.write(&chunk).await?;
+        if let Some(upload) = upload.as_deref_mut() {
+            upload.write(&chunk).await?;
+        }
         if let Some(sender) = &parser {
             if sender.send(chunk).await.is_err() {
                 // The parser stopped at an error: it is the answer.
@@ -258,13 +251,20 @@ async fn stream(
             }
         }
     }
-    Ok(())
+    Ok(total)
 }
 
-/// Aborts the upload (nothing stays in storage) and answers with `error`.
-async fn refuse(upload: Upload, error: ApiError) -> Result<Response, ApiError> {
-    upload.abort().await;
-    Err(error)
+/// Deletes a data set's objects (a missing one is not an error).
+async fn delete_objects(state: &AppState, record: &DatasetRecord) -> Result<(), DatasetError> {
+    state.datasets.store.delete(&record.location).await?;
+    if let Some(copy) = record
+        .columnar
+        .as_ref()
+        .filter(|copy| copy.location != record.location)
+    {
+        state.datasets.store.delete(&copy.location).await?;
+    }
+    Ok(())
 }
 
 async fn parquet_summary(
@@ -276,8 +276,8 @@ async fn parquet_summary(
     parquet_file::summarize(&metadata)
 }
 
-/// Uploads what the CSV parser writes into the Parquet copy. `None`: the copy could not be
-/// stored (the data set is then trained from its CSV).
+/// Uploads what the CSV parser writes into the Parquet file of its cells. `None`: it could
+/// not be stored (the upload then fails).
 async fn pump(
     mut receiver: tokio::sync::mpsc::Receiver<Bytes>,
     mut upload: Upload,
@@ -376,10 +376,7 @@ pub async fn delete(
     if !state.datasets.records.delete(record.dataset_id).await? {
         return Err(ApiError::NotFound(format!("data set `{id}` not found")));
     }
-    state.datasets.store.delete(&record.location).await?;
-    if let Some(copy) = &record.columnar {
-        state.datasets.store.delete(&copy.location).await?;
-    }
+    delete_objects(&state, &record).await?;
     Ok(Json(json!({"status": "dataset deleted"})).into_response())
 }
 

@@ -121,13 +121,14 @@ pub fn train_in_phases(
         None => (&x, &train_rows),
     };
 
-    let (model, class_values, scores, outcomes) = match &job.target {
+    let (model, class_values, scores, outcomes, eval_proba) = match &job.target {
         Target::Classes { values, .. } => {
             let classes: Vec<ClassValue> = train_rows
                 .iter()
-                .filter_map(|&i| values.get(i).cloned())
+                .filter_map(|&i| values.get(i))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
+                .cloned()
                 .collect();
             if classes.len() < 2 {
                 return Err(TrainingError::Degenerate(format!(
@@ -176,8 +177,9 @@ pub fn train_in_phases(
                 intercept: fitted.intercept,
             };
             let truth: Vec<usize> = eval_rows.iter().filter_map(index).collect();
-            let scores = metrics::classes(&truth, &model.proba_matrix(eval_x), classes.len());
-            (model, classes, scores, vec![fitted.outcome])
+            let proba = model.proba_matrix(eval_x);
+            let scores = metrics::classes(&truth, &proba, classes.len());
+            (model, classes, scores, vec![fitted.outcome], proba)
         }
         Target::MultiLabel { names, values } => {
             let mut coef = Vec::new();
@@ -232,9 +234,10 @@ pub fn train_in_phases(
                         .collect()
                 })
                 .collect();
-            let scores = metrics::multi_label(names, &truth, &model.proba_matrix(eval_x));
+            let proba = model.proba_matrix(eval_x);
+            let scores = metrics::multi_label(names, &truth, &proba);
             let labels = names.iter().map(|n| ClassValue::Str(n.clone())).collect();
-            (model, labels, scores, outcomes)
+            (model, labels, scores, outcomes, proba)
         }
     };
     let converged = outcomes.iter().all(|o| o.converged);
@@ -262,8 +265,13 @@ pub fn train_in_phases(
     // The contract: what the training rows looked like, and which class the fitted model
     // picked for them (the reference for prediction drift).
     phase(Phase::Profiling);
-    let winners: Vec<usize> = model
-        .proba_matrix(&x)
+    // Without a test split the evaluation rows are the training rows: their probabilities
+    // are already computed.
+    let train_proba = match x_test {
+        Some(_) => model.proba_matrix(&x),
+        None => eval_proba,
+    };
+    let winners: Vec<usize> = train_proba
         .iter_rows()
         .map(|row| argmax(row).unwrap_or(0))
         .collect();

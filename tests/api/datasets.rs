@@ -137,15 +137,18 @@ async fn a_csv_upload_is_typed_listed_and_trains_a_model_that_agrees_with_scikit
         .collect();
     assert_eq!(types[0], ("age".to_owned(), "number".to_owned()));
     assert_eq!(types[2], ("color".to_owned(), "string".to_owned()));
-    // The CSV as sent, and the Parquet copy of its cells that training reads.
+    // Of a CSV the store keeps one object: the Parquet file of its cells, which training
+    // reads (the CSV text is not kept).
     let copy = dataset["columnar"]["location"]
         .as_str()
-        .expect("a Parquet copy");
+        .expect("a Parquet file of the cells");
     assert!(copy.ends_with(".parquet"), "{dataset}");
+    assert_eq!(dataset["location"], copy, "{dataset}");
+    let stored = files(&dir);
+    assert_eq!(stored.len(), 1, "one object per data set: {stored:?}");
     assert_eq!(
-        files(&dir).len(),
-        2,
-        "the bytes and their copy are in the store"
+        std::fs::metadata(&stored[0]).unwrap().len(),
+        dataset["columnar"]["bytes"].as_u64().unwrap()
     );
     assert_eq!(get_json(&app.client, &app.url(&id)).await, dataset);
     let listed = get_json(&app.client, &app.url("/datasets")).await;
@@ -234,7 +237,7 @@ async fn a_csv_upload_is_typed_listed_and_trains_a_model_that_agrees_with_scikit
 }
 
 #[tokio::test]
-async fn a_gzip_csv_is_stored_compressed_and_reads_as_the_plain_one() {
+async fn a_gzip_csv_reads_as_the_plain_one() {
     let dir = store_dir();
     let app = app_with_store(&dir, None).await;
     let csv = "x,colour,y\n1.5,red,a\n2.5,,b\n NA ,blue,a\n4,red,b\n";
@@ -467,8 +470,8 @@ async fn bad_rows_and_bad_types_get_422_naming_line_and_column_and_leave_nothing
     .await;
     assert_error(response, 415, "unsupported_media_type").await;
 
-    // The one good upload: its CSV and the Parquet copy of its cells.
-    wait_until_empty_but(&dir, 2).await;
+    // The one good upload: the Parquet file of its cells.
+    wait_until_empty_but(&dir, 1).await;
     let listed = get_json(&app.client, &app.url("/datasets")).await;
     assert_eq!(listed["datasets"].as_array().unwrap().len(), 1);
     app.stop().await;
@@ -567,7 +570,7 @@ async fn a_gzip_body_that_decompresses_past_the_limit_gets_422_naming_the_flag_a
     )
     .await;
     assert_eq!(response.status(), 201);
-    wait_until_empty_but(&dir, 2).await;
+    wait_until_empty_but(&dir, 1).await;
     app.stop().await;
 }
 
