@@ -63,8 +63,9 @@ ENV ORT_DYLIB_PATH=/usr/lib/ml-api/libonnxruntime.so.${ORT_VERSION} \
     ML_API_LOG_FORMAT=json
 
 USER 65532:65532
-# 5001: `serve` (API, /healthz, /readyz, /metrics). 9091: `worker` (/healthz, /metrics).
-EXPOSE 5001 9091
+# 5001: `serve` (API, /healthz, /readyz, /metrics). 8001: `serve`'s gRPC (Open Inference
+# Protocol, grpc.health.v1). 9091: `worker` (/healthz, /metrics).
+EXPOSE 5001 8001 9091
 # No HEALTHCHECK: distroless has no shell or HTTP client to run one, and the orchestrator
 # probes /healthz and /readyz itself (Kubernetes probes; see deploy/docker-compose.yml).
 # checkov:skip=CKV_DOCKER_2: distroless has no shell/curl for a HEALTHCHECK; Kubernetes probes /healthz and /readyz

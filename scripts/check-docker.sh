@@ -261,7 +261,7 @@ config_rs = open("src/config.rs").read()
 def default_port(var):
     m = re.search(r'env = "%s",?\s*default_value = "[^"]*:(\d+)"' % var, config_rs)
     return int(m.group(1)) if m else None
-for var in ("ML_API_ADDR", "ML_API_WORKER_METRICS_ADDR"):
+for var in ("ML_API_ADDR", "ML_API_GRPC_ADDR", "ML_API_WORKER_METRICS_ADDR"):
     port = default_port(var)
     if port is None or port not in exposes:
         errors.append(f"EXPOSE {exposes} lacks {var}'s default port {port}")
@@ -321,7 +321,9 @@ mkdir -p "$root/etc/ssl/certs"
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
 echo 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$root/etc/passwd"
 echo 'nonroot:x:65532:' >"$root/etc/group"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port="$(free_port)"
+grpc_port="$(free_port)"   # not the image's 8001: another server on this host may hold it
 # The mount script: the image's files bound in, then the root made read-only, /tmp a tmpfs.
 mounts="$(python3 - "$plan" "$root" "$bin" <<'PY'
 import json, os, shlex, sys
@@ -345,12 +347,12 @@ env = " ".join(shlex.quote(f"{k}={v}") for k, v in p["env"].items())
 argv = " ".join(shlex.quote(a) for a in p["argv"])
 uid, gid = p["user"].split(":")
 out.append(f"exec chroot --userspec={uid}:{gid} --groups={gid} {root} /usr/bin/env -i {env} "
-           f"ML_API_ADDR=127.0.0.1:$PORT {argv}")
+           f"ML_API_ADDR=127.0.0.1:$PORT ML_API_GRPC_ADDR=127.0.0.1:$GRPC_PORT {argv}")
 print("\n".join(out))
 PY
 )"
 log="$root.log"
-PORT="$port" unshare --mount --propagation private bash -euc "$mounts" >"$log" 2>&1 &
+PORT="$port" GRPC_PORT="$grpc_port" unshare --mount --propagation private bash -euc "$mounts" >"$log" 2>&1 &
 pid=$!
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 300); do
