@@ -382,7 +382,7 @@ impl Catalog {
 
     /// The drift window of each loaded model that has a contract, one per name: the version
     /// `name` (its `latest` alias) points at, else any loaded version.
-    pub fn drift_reports(&self) -> Vec<(String, crate::drift::DriftReport)> {
+    fn drift_reports(&self) -> Vec<(String, crate::drift::DriftReport)> {
         let mut chosen: std::collections::BTreeMap<String, (bool, Arc<LoadedModel>)> =
             Default::default();
         for model in self.loaded_models() {
