@@ -25,6 +25,14 @@
 #     checked, since h2load sees HTTP statuses and not grpc-status); a constant-rate run
 #     (oha `-q`, latency correction) at half the highest /predict rate; then at least
 #     1,000,000 more requests (oha `-n`) and VmRSS/VmHWM from /proc;
+#  4b. `paired`: the ratios the targets compare, measured in rounds. The baseline runs beside
+#     the default server (both on the server CPU, only one driven at a time); each of
+#     BENCH_PAIRED_ROUNDS rounds drives, for BENCH_PAIRED_DURATION each and in an order that
+#     rotates from round to round, the baseline's /predict, ml-api's /predict, V2 JSON, V2
+#     binary and gRPC raw at 64 connections. The targets that compare two servers or two
+#     protocols take the median over rounds of each round's ratio: on a shared host the
+#     throughput of one server drifts by 2x within minutes (docs/performance.md), and two
+#     runs a few seconds apart see the same host;
 #  5. prints one table and PASS/MISS per target, writes .run/bench/results.json and (unless
 #     BENCH_WRITE_DOC=0) the generated block of docs/performance.md;
 #  6. `cargo bench --bench predict_path` and `--bench batcher` (pinned to CPU 1) unless
@@ -37,12 +45,13 @@
 #   BENCH_WARMUP=5s  BENCH_DURATION=15s   wrk durations (warm-up, each measured run)
 #   BENCH_RATE_DURATION=30s               the constant-rate (oha -q) run
 #   BENCH_AB_DURATION=10s                 each run of the drift A/B
+#   BENCH_PAIRED_ROUNDS=5  BENCH_PAIRED_DURATION=5s   the paired rounds (step 4b)
 #   BENCH_MEMORY_REQUESTS=1000000         requests of the memory run (oha -n)
 #   BENCH_SKIP_CRITERION=1                skip `cargo bench`
 #   BENCH_WRITE_DOC=0                     do not rewrite docs/performance.md (trial runs)
 #   BENCH_SCENARIOS=a,b,...               run only these scenarios (default: all), of
 #       baseline predict-batch-off drift-ab log-ab predict batch32 v2-infer v2-infer-binary
-#       grpc-infer-raw constant-rate memory criterion; e.g. `BENCH_SCENARIOS=v2-infer,grpc-infer-raw`
+#       grpc-infer-raw paired constant-rate memory criterion; e.g. `BENCH_SCENARIOS=v2-infer,grpc-infer-raw`
 #       for the protocol comparison. constant-rate needs predict (its rate is half the best
 #       /predict rate). A partial run checks only the targets whose runs it has, never
 #       rewrites docs/performance.md and skips criterion unless it is listed.
@@ -57,6 +66,8 @@ WARMUP="${BENCH_WARMUP:-5s}"
 DURATION="${BENCH_DURATION:-15s}"
 RATE_DURATION="${BENCH_RATE_DURATION:-30s}"
 AB_DURATION="${BENCH_AB_DURATION:-10s}"
+PAIRED_ROUNDS="${BENCH_PAIRED_ROUNDS:-5}"
+PAIRED_DURATION="${BENCH_PAIRED_DURATION:-5s}"
 MEMORY_REQUESTS="${BENCH_MEMORY_REQUESTS:-1000000}"
 WRITE_DOC="${BENCH_WRITE_DOC:-1}"
 OUT=".run/bench"
@@ -81,7 +92,7 @@ die() { log "$*"; exit 1; }
 [[ -f "$ORT_DYLIB_PATH" ]] || die "ONNX Runtime not found at $ORT_DYLIB_PATH: run \`make ort\`"
 mkdir -p "$OUT"
 
-ALL_SCENARIOS=" baseline predict-batch-off drift-ab log-ab predict batch32 v2-infer v2-infer-binary grpc-infer-raw constant-rate memory criterion "
+ALL_SCENARIOS=" baseline predict-batch-off drift-ab log-ab predict batch32 v2-infer v2-infer-binary grpc-infer-raw paired constant-rate memory criterion "
 # want NAME...: true when any of the scenarios NAME... is selected (all are by default).
 want() {
   [[ -z "$SCENARIOS" ]] && return 0
@@ -245,8 +256,8 @@ run_wrk() {
   line="$(grep '^WRK_RESULT ' "$text" | tail -n 1 | cut -d' ' -f2-)" \
     || { cat "$text" >&2; die "no WRK_RESULT line from wrk (see $text)"; }
   if [[ "$keep" == record ]]; then
-    printf '{"scenario":"%s","server":"%s","path":"%s","tool":"wrk","connections":%d,"records_per_request":%d,"load_after":"%s","wrk":%s}\n' \
-      "$scenario" "$server" "$path" "$conns" "$records" "$(loadavg)" "$line" >>"$RESULTS_JSONL"
+    printf '{"scenario":"%s","server":"%s","path":"%s","tool":"wrk","connections":%d,"records_per_request":%d,"round":%s,"load_after":"%s","wrk":%s}\n' \
+      "$scenario" "$server" "$path" "$conns" "$records" "${ROUND:-null}" "$(loadavg)" "$line" >>"$RESULTS_JSONL"
   fi
 }
 
@@ -333,7 +344,7 @@ fi
 
 # 3. ml-api, default flags (batching on): the one whose start-up and memory are the targets.
 #    (The body of this `if` is not indented: its heredocs end at the start of a line.)
-if want predict batch32 v2-infer v2-infer-binary grpc-infer-raw constant-rate memory; then
+if want predict batch32 v2-infer v2-infer-binary grpc-infer-raw paired constant-rate memory; then
 start_server default "${ML_API[@]}"
 DEFAULT_READY_MS="$READY_MS"
 SERVER_UNDER_TEST_PID="$SERVER_PID"
@@ -479,11 +490,11 @@ print(json.dumps({"requests": done, "rps": round(succeeded / float(seconds), 2),
 PY
 )" || die "cannot read the h2load run (see $text)"
   if [[ "$keep" == record ]]; then
-    printf '{"scenario":"%s","server":"ml-api","path":"%s","tool":"h2load","connections":%d,"records_per_request":1,"load_after":"%s","h2load":%s}\n' \
-      "$scenario" "$GRPC_PATH" "$conns" "$(loadavg)" "$line" >>"$RESULTS_JSONL"
+    printf '{"scenario":"%s","server":"ml-api","path":"%s","tool":"h2load","connections":%d,"records_per_request":1,"round":%s,"load_after":"%s","h2load":%s}\n' \
+      "$scenario" "$GRPC_PATH" "$conns" "${ROUND:-null}" "$(loadavg)" "$line" >>"$RESULTS_JSONL"
   fi
 }
-if want grpc-infer-raw; then
+if want grpc-infer-raw paired; then
   "$GRPC_FRAME_BIN" encode "$GRPC_ADDR" "$MODEL" "$GRPC_FRAME" || die "cannot write the gRPC request frame"
   curl -sS --max-time 5 --http2-prior-knowledge -H 'content-type: application/grpc' \
     -H 'te: trailers' --data-binary "@$GRPC_FRAME" -D "$OUT/grpc-check-headers.txt" \
@@ -505,7 +516,36 @@ for o in rest:
         sys.exit(f"output {o['name']}: gRPC {got} vs V2 JSON {o}")
 PY
   run_h2load warmup 64 "$WARMUP" discard
-  run_h2load grpc-infer-raw 64 "$DURATION"
+  if want grpc-infer-raw; then run_h2load grpc-infer-raw 64 "$DURATION"; fi
+fi
+
+# 4b. Paired rounds (see the top of this file): the baseline beside the default server.
+if want paired; then
+  ML_API_BASE="$BASE" ML_API_PID="$SERVER_PID" ML_API_GRPC_ADDR="$GRPC_ADDR"
+  start_server paired-baseline "$BASELINE_BIN" "{addr}"
+  PAIRED_BASELINE_BASE="$BASE" PAIRED_BASELINE_PID="$SERVER_PID"
+  GRPC_ADDR="$ML_API_GRPC_ADDR"
+  BASE="$PAIRED_BASELINE_BASE" run_wrk warmup paired-baseline /predict 64 "$WARMUP" "$SEED" 1 discard
+  paired_run() {  # paired_run KIND: one run of the round
+    case "$1" in
+      baseline) BASE="$PAIRED_BASELINE_BASE" run_wrk paired-baseline baseline /predict 64 "$PAIRED_DURATION" "$SEED" 1 ;;
+      predict) BASE="$ML_API_BASE" run_wrk paired-predict ml-api /predict 64 "$PAIRED_DURATION" "$SEED" 1 ;;
+      v2-infer) BASE="$ML_API_BASE" run_wrk paired-v2-infer ml-api "$V2_PATH" 64 "$PAIRED_DURATION" "$V2_BODY" 1 ;;
+      v2-infer-binary)
+        BASE="$ML_API_BASE" WRK_CONTENT_TYPE=application/octet-stream \
+          WRK_HEADERS="Inference-Header-Content-Length: $V2_HEADER_LENGTH" \
+          run_wrk paired-v2-infer-binary ml-api "$V2_PATH" 64 "$PAIRED_DURATION" "$V2_BINARY_BODY" 1 ;;
+      grpc-infer-raw) BASE="$ML_API_BASE" run_h2load paired-grpc-infer-raw 64 "$PAIRED_DURATION" ;;
+    esac
+  }
+  PAIRED_KINDS=(baseline predict v2-infer v2-infer-binary grpc-infer-raw)
+  for ((round = 1; round <= PAIRED_ROUNDS; round++)); do
+    for ((i = 0; i < ${#PAIRED_KINDS[@]}; i++)); do
+      ROUND="$round" paired_run "${PAIRED_KINDS[(i + round - 1) % ${#PAIRED_KINDS[@]}]}"
+    done
+  done
+  stop_server
+  BASE="$ML_API_BASE" SERVER_PID="$ML_API_PID"
 fi
 
 # Constant rate at half of the highest /predict (default flags) rate measured above.
@@ -581,8 +621,11 @@ import statistics
 for run in runs:
     run["result"] = norm(run)
 baseline = {r["connections"]: r["result"]["rps"] for r in runs if r["scenario"] == "baseline"}
+# A paired run is compared with the baseline of its own round (step 4b).
+paired_baseline = {r["round"]: r["result"]["rps"] for r in runs if r["scenario"] == "paired-baseline"}
 for run in runs:
-    b = baseline.get(run["connections"])
+    b = (paired_baseline.get(run["round"]) if run["scenario"].startswith("paired-")
+         else baseline.get(run["connections"]))
     run["pct_of_baseline"] = (round(100 * run["result"]["rps"] / b, 1)
                               if b and run["tool"] == "wrk" and run["records_per_request"] == 1
                               else None)
@@ -600,6 +643,11 @@ LABELS = {
     "log-ab-default": "ml-api /predict, log A/B: default (access log on)",
     "log-ab-access-off": "ml-api /predict, log A/B: --access-log false",
     "log-ab-off": "ml-api /predict, log A/B: RUST_LOG=warn (logging off)",
+    "paired-baseline": "baseline (bare axum, no model)",
+    "paired-predict": "ml-api /predict (default)",
+    "paired-v2-infer": "ml-api V2 infer (JSON tensors)",
+    "paired-v2-infer-binary": "ml-api V2 infer (binary tensors)",
+    "paired-grpc-infer-raw": "ml-api gRPC ModelInfer (raw tensors)",
     "constant-rate": f"ml-api /predict, constant {env['half_rps']} req/s (oha)",
     "memory": "ml-api /predict, memory run (oha)",
 }
@@ -608,7 +656,10 @@ rows = []
 for run in runs:
     r = run["result"]
     pct = run["pct_of_baseline"]
-    rows.append([LABELS.get(run["scenario"], run["scenario"]), str(run["connections"]),
+    label = LABELS.get(run["scenario"], run["scenario"])
+    if run.get("round") is not None:
+        label = f"paired round {run['round']}: {label}"
+    rows.append([label, str(run["connections"]),
                  f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", str(r["errors"]),
                  "-" if pct is None else f"{pct:.0f} %"])
 widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(header)]
@@ -628,12 +679,43 @@ def at(scenario, conns):
 def median(scenario):
     return statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == scenario)
 
+def paired(a, b):
+    """Median over the paired rounds of rps(a) / rps(b), and each round's ratio."""
+    rps = {(r["scenario"], r["round"]): r["result"]["rps"] for r in runs
+           if r["scenario"].startswith("paired-")}
+    ratios = [rps[(a, n)] / rps[(b, n)] for (s, n) in sorted(rps, key=lambda k: k[1])
+              if s == a and (b, n) in rps and rps[(b, n)]]
+    return statistics.median(ratios), ratios
+
+def paired_detail(a, b, unit="%"):
+    mid, ratios = paired(a, b)
+    each = ", ".join(f"{100 * r:.0f}" if unit == "%" else f"{r:.2f}" for r in ratios)
+    return (f"paired median {100 * mid:.0f} % (rounds: {each})" if unit == "%"
+            else f"paired median {mid:.2f}x (rounds: {each})")
+
+def single(scenario, conns=64):
+    """The one long run of a scenario, as a detail, when it ran."""
+    run = next((r for r in runs if r["scenario"] == scenario and r["connections"] == conns), None)
+    if run is None:
+        return ""
+    pct = run["pct_of_baseline"]
+    return (f"; single {DURATION_TEXT} run: {run['result']['rps']:,.0f} req/s"
+            + ("" if pct is None else f", {pct:.0f} % of baseline"))
+
+DURATION_TEXT = E["DURATION"]
+PAIRED = "paired-predict" in ran
+
 def predict_target():
+    errors = sum(run["result"]["errors"] for run in runs if run["path"] == "/predict"
+                 and run["server"].startswith("ml-api"))
+    if PAIRED:
+        mid, _ = paired("paired-predict", "paired-baseline")
+        return (mid >= 0.5 and errors == 0,
+                f"{paired_detail('paired-predict', 'paired-baseline')}{single('predict')}; "
+                f"{errors} errors on /predict")
     predict = [run for run in runs if run["scenario"] == "predict" and run["connections"] >= 16]
     worst = min(predict, key=lambda run: run["pct_of_baseline"])
     predict64 = at("predict", 64)
-    errors = sum(run["result"]["errors"] for run in runs if run["path"] == "/predict"
-                 and run["server"].startswith("ml-api"))
     return (predict64["pct_of_baseline"] >= 50 and errors == 0,
             f"{predict64['pct_of_baseline']:.0f} % at 64 conns (lowest of 16/64/256: "
             f"{worst['pct_of_baseline']:.0f} % at {worst['connections']}); {errors} errors on /predict")
@@ -648,16 +730,26 @@ def log_target():
             f"{int(E['ACCESS_LINES']):,} access-log lines written")
 
 def v2json_target():
+    if PAIRED:
+        mid, _ = paired("paired-v2-infer", "paired-baseline")
+        return (mid >= 0.4, f"{paired_detail('paired-v2-infer', 'paired-baseline')}{single('v2-infer')}")
     v2json = at("v2-infer", 64)
     return (v2json["pct_of_baseline"] >= 40,
             f"{v2json['result']['rps']:,.0f} req/s, {v2json['pct_of_baseline']:.0f} % of baseline")
 
 def v2bin_target():
+    if PAIRED:
+        mid, _ = paired("paired-v2-infer-binary", "paired-v2-infer")
+        return (mid > 1.0, f"binary / JSON: {paired_detail('paired-v2-infer-binary', 'paired-v2-infer', 'x')}")
     v2bin, v2json = at("v2-infer-binary", 64)["result"], at("v2-infer", 64)["result"]
     return (v2bin["rps"] > v2json["rps"],
             f"{v2bin['rps']:,.0f} req/s binary vs {v2json['rps']:,.0f} JSON")
 
 def grpc_target():
+    if PAIRED:
+        mid, _ = paired("paired-grpc-infer-raw", "paired-v2-infer")
+        return (mid > 1.0, f"gRPC raw (h2load) / V2 JSON (wrk): "
+                f"{paired_detail('paired-grpc-infer-raw', 'paired-v2-infer', 'x')}")
     grpc, v2json = at("grpc-infer-raw", 64)["result"], at("v2-infer", 64)["result"]
     return (grpc["rps"] > v2json["rps"],
             f"{grpc['rps']:,.0f} req/s gRPC raw (h2load) vs {v2json['rps']:,.0f} V2 JSON (wrk) "
@@ -687,15 +779,15 @@ def ready_target():
 
 CHECKS = [
     ("/predict >= 50 % of baseline req/s (default flags, 64 conns), 0 errors",
-     {"baseline", "predict"}, predict_target),
+     {"paired-predict"} if PAIRED else {"baseline", "predict"}, predict_target),
     ("default logging within 10 % of logging off (/predict, 64 conns, A/B medians of 3, default vs RUST_LOG=warn)",
      {"log-ab-default"}, log_target),
     ("V2 infer (JSON tensors) >= 40 % of baseline req/s (64 conns)",
-     {"baseline", "v2-infer"}, v2json_target),
+     {"paired-v2-infer"} if PAIRED else {"baseline", "v2-infer"}, v2json_target),
     ("V2 infer with binary tensors faster than with JSON tensors (64 conns)",
-     {"v2-infer", "v2-infer-binary"}, v2bin_target),
+     {"paired-v2-infer-binary"} if PAIRED else {"v2-infer", "v2-infer-binary"}, v2bin_target),
     ("gRPC ModelInfer with raw tensors faster than V2 infer with JSON tensors (64 conns)",
-     {"v2-infer", "grpc-infer-raw"}, grpc_target),
+     {"paired-grpc-infer-raw"} if PAIRED else {"v2-infer", "grpc-infer-raw"}, grpc_target),
     (f"p99 <= 5 ms at half the max rate ({env['half_rps']} of {env['max_rps']} req/s, constant rate)",
      {"constant-rate"}, rate_target),
     ("resident memory <= 64 MiB after >= 1,000,000 requests", {"memory"}, memory_target),
