@@ -61,6 +61,20 @@ impl Shared {
     }
 }
 
+/// The writer of the JSON log, when the log is JSON and nothing else reads tracing's events
+/// (no OTLP exporter, no Sentry): lines formatted outside tracing (the access log) go
+/// straight to it. Set once by `telemetry::init`.
+static JSON_LINES: OnceLock<LogWriter> = OnceLock::new();
+
+pub fn set_json_lines(writer: LogWriter) {
+    let _ = JSON_LINES.set(writer);
+}
+
+/// See [`JSON_LINES`]; `None` while lines must go through tracing.
+pub fn json_lines() -> Option<&'static LogWriter> {
+    JSON_LINES.get()
+}
+
 /// A `MakeWriter` for tracing-subscriber's fmt layer (cheap to clone).
 #[derive(Clone)]
 pub struct LogWriter {

@@ -2,8 +2,9 @@
 //! (as Sentry asks, so every thread sees its hub).
 //!
 //! - Logs: JSON lines (containers) or pretty (terminals), filtered by `RUST_LOG`. Lines about
-//!   a request carry its id, method and route as fields (no span is needed). A request
-//!   formats its lines into a shared buffer that a background thread writes to stdout about
+//!   a request carry its id, method and route as fields (no span is needed). The access
+//!   line, one per request, is formatted by `http::middleware` itself in the same JSON shape
+//!   while nothing but the log reads events. A request formats its lines into a shared buffer that a background thread writes to stdout about
 //!   every 50 ms (`crate::log_writer`), so no request waits on the pipe or wakes a thread.
 //!   Should the pipe stall, lines beyond the buffer are dropped rather than blocking
 //!   requests; the guard writes what is buffered when `main` ends, after the graceful shutdown.
@@ -85,18 +86,17 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     };
     let (writer, log_writer) = log_writer::stdout();
     let mut layers: Vec<BoxedLayer> = Vec::new();
+    let spans_consumed = tracer_provider.is_some() || sentry.is_some();
+    if json && !spans_consumed {
+        // Nothing but the JSON log reads events: the access log may write its lines itself.
+        log_writer::set_json_lines(writer.clone());
+    }
     layers.push(if json {
-        tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed()
+        json_layer(writer).boxed()
     } else {
         tracing_subscriber::fmt::layer().with_writer(writer).boxed()
     });
-    if tracer_provider.is_some() || sentry.is_some() {
+    if spans_consumed {
         crate::spans::enable();
     }
     if let Some(provider) = &tracer_provider {
@@ -117,6 +117,21 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         _sentry: sentry,
         _log_writer: log_writer,
     })
+}
+
+/// The JSON log lines: one object per event, its fields at the top level beside `timestamp`,
+/// `level` and `target` (the shape the access log's own lines copy, `http::middleware`).
+pub fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
 }
 
 fn otlp_provider(endpoint: &str, service_name: &str) -> anyhow::Result<SdkTracerProvider> {

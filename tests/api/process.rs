@@ -408,3 +408,45 @@ async fn access_log_keeps_the_sampled_share_of_successes_and_every_error() {
     assert!(lines.contains(&("missing".to_owned(), 404)), "{lines:?}");
     assert_eq!(lines.len(), 6, "{lines:?}");
 }
+
+#[tokio::test]
+async fn the_log_filter_silences_the_access_log() {
+    let mut server = ServerProcess::start(
+        &[],
+        &[("RUST_LOG", "info,ort=warn,ml_api::access=off".to_owned())],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let served = client
+        .post(server.url("/predict"))
+        .json(&seed_record())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let refused = client
+        .post(server.url("/predict"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    // Every buffered line is written by the time the process exits.
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)).await.success());
+
+    let logs: Vec<Value> = server
+        .logs()
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(
+        logs.iter().any(|log| log["message"] == "serving"),
+        "the other info lines are written: {logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|log| log["target"] == "ml_api::access"),
+        "no access line: {logs:?}"
+    );
+}
