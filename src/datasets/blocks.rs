@@ -258,6 +258,8 @@ mod tests {
             line += (block.len() / row.len()) as u64;
         }
         let out = blocks(&text, 7, usize::MAX);
-        assert!(out[..out.len() - 1].iter().all(|(b, _)| b.len() == 7 * row.len()));
+        assert!(out[..out.len() - 1]
+            .iter()
+            .all(|(b, _)| b.len() == 7 * row.len()));
     }
 }

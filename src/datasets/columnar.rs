@@ -94,7 +94,8 @@ impl RowGroup {
             && self.buffers.iter().zip(schema).all(|(b, k)| {
                 matches!(
                     (b, k),
-                    (Buffer::Numbers(_), ColumnType::Number) | (Buffer::Texts(_), ColumnType::String)
+                    (Buffer::Numbers(_), ColumnType::Number)
+                        | (Buffer::Texts(_), ColumnType::String)
                 )
             })
     }
@@ -575,8 +576,7 @@ pub fn read_group(
                     numbers.copy_from_slice(values);
                 } else {
                     let mut values = values.into_iter();
-                    for (number, present) in numbers.iter_mut().zip(present(&defs, rows, &descr))
-                    {
+                    for (number, present) in numbers.iter_mut().zip(present(&defs, rows, &descr)) {
                         *number = present.then(|| values.next()).flatten().unwrap_or(f64::NAN);
                     }
                 }
@@ -702,13 +702,11 @@ pub fn read_groups(
             }
         }
     }
-    slots
-        .into_par_iter()
-        .zip(fetched)
-        .zip(groups)
-        .try_for_each(|((mut slots, (start, bytes)), group)| {
+    slots.into_par_iter().zip(fetched).zip(groups).try_for_each(
+        |((mut slots, (start, bytes)), group)| {
             read_group(metadata, group, start, bytes, columns, &mut slots)
-        })
+        },
+    )
 }
 
 /// One column per wanted column, `rows` cells long (NaN or `""` until read).

@@ -290,7 +290,8 @@ pub fn summarize_csv(
                 rayon::spawn(move || {
                     let mut kinds = Kinds::clone(&known);
                     let mut reader = block_reader(&block.bytes, false);
-                    let parsed = parse_rows(&mut reader, block.first_line, &names, &mut kinds, group);
+                    let parsed =
+                        parse_rows(&mut reader, block.first_line, &names, &mut kinds, group);
                     let _ = send.send(parsed);
                 });
                 pending.push_back(receiver);
@@ -310,7 +311,6 @@ pub fn summarize_csv(
     for receiver in pending.drain(..) {
         take(wait(receiver)?, &mut copy);
     }
-    drop(take);
     if rows == 0 {
         return Err(DatasetError::invalid(
             "body",
