@@ -2,17 +2,19 @@
 //! keeps of a CSV (training reads it instead of parsing text again), and the column reader
 //! for every Parquet file (uploaded or written here).
 //!
-//! While `POST /datasets` parses a CSV (to infer types and find bad rows) it hands each cell
-//! it has parsed to a [`ColumnarWriter`]: numbers as `DOUBLE`, text as UTF-8 `BYTE_ARRAY`,
-//! missing cells as nulls, a row group every [`rows_per_group`] rows. Full row groups are
-//! encoded on a thread of their own while the parser reads on (the server holds a few row
-//! groups, never the data set). The schema is fixed at the first row group; a column with no
-//! present cell by then is written as text, so whatever comes later fits: if it turns out to
-//! hold numbers, they are stored as their shortest round-trip text and read back as numbers
-//! ([`read_group`]).
+//! While `POST /datasets` parses a CSV (to infer types and find bad rows) it puts the cells
+//! of each block of records it parses (see [`super::blocks`]; blocks are parsed on several
+//! threads) into a [`RowGroup`]: numbers as `DOUBLE`, text as UTF-8 `BYTE_ARRAY`, missing
+//! cells as nulls, at most [`rows_per_group`] rows. A [`ColumnarWriter`] takes the groups in
+//! order and encodes them on a thread of its own while the parser reads on (the server holds
+//! a few row groups, never the data set). The schema is fixed at the first row group; a
+//! column with no present cell by then is written as text, so whatever comes later fits: if
+//! it turns out to hold numbers, they are stored as their shortest round-trip text and read
+//! back as numbers ([`read_group`]).
 //!
-//! Training fetches one row group's byte range at a time and decodes the columns it needs
-//! with Parquet's column readers (no per-row values, no per-cell parsing).
+//! Training fetches the byte ranges of a few row groups at a time and decodes the columns it
+//! needs with Parquet's column readers, one row group per rayon task, each into its own rows
+//! of the columns (no per-row values, no per-cell parsing).
 
 use std::{
     io::Write,
@@ -37,60 +39,149 @@ use parquet::{
 
 use super::{scan::Cells, ColumnType, DatasetError};
 
-/// Rows per row group for `width` columns: about 2 million cells (16 MiB of numbers).
+/// Rows per row group for `width` columns: about half a million cells (4 MiB of numbers).
+/// The CSV parser reads a block of at most this many records at a time (see
+/// [`super::blocks`]), and each block becomes one row group.
 pub fn rows_per_group(width: usize) -> usize {
-    ((1usize << 21) / width.max(1)).clamp(1024, 1 << 16)
+    ((1usize << 19) / width.max(1)).clamp(1024, 1 << 16)
 }
 
-/// One column's cells of the row group being filled.
+/// One column's cells of a row group.
 enum Buffer {
-    /// No present cell yet (first row group only).
+    /// No present cell yet (only before the schema is fixed).
     Pending,
     Numbers(Vec<f64>),
     Texts(Vec<ByteArray>),
 }
 
-/// A full row group, on its way to the encoding thread (and back, emptied, for reuse).
-struct Group {
+/// The cells of one row group, filled by the CSV parser (one block of rows; blocks are
+/// parsed on several threads) and handed to a [`ColumnarWriter`] in order.
+pub struct RowGroup {
     buffers: Vec<Buffer>,
     /// Definition levels (1 present, 0 missing) per column.
     defs: Vec<Vec<i16>>,
+    rows: usize,
+    /// A cell did not fit the layout: the copy cannot be completed.
+    broken: bool,
+}
+
+impl RowGroup {
+    /// An empty group of `width` columns laid out as `schema` (`None`: not fixed yet, each
+    /// column takes the type of its first present cell), with room for `rows` rows.
+    pub fn new(width: usize, schema: Option<&[ColumnType]>, rows: usize) -> Self {
+        let buffers = match schema {
+            Some(schema) => schema
+                .iter()
+                .map(|kind| match kind {
+                    ColumnType::Number => Buffer::Numbers(Vec::with_capacity(rows)),
+                    ColumnType::String => Buffer::Texts(Vec::new()),
+                })
+                .collect(),
+            None => (0..width).map(|_| Buffer::Pending).collect(),
+        };
+        Self {
+            buffers,
+            defs: (0..width).map(|_| Vec::with_capacity(rows)).collect(),
+            rows: 0,
+            broken: false,
+        }
+    }
+
+    /// Whether this (emptied) group has the layout of `schema`.
+    fn fits(&self, schema: &[ColumnType]) -> bool {
+        self.rows == 0
+            && self.buffers.len() == schema.len()
+            && self.buffers.iter().zip(schema).all(|(b, k)| {
+                matches!(
+                    (b, k),
+                    (Buffer::Numbers(_), ColumnType::Number)
+                        | (Buffer::Texts(_), ColumnType::String)
+                )
+            })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn number(&mut self, column: usize, value: f64) {
+        match self.buffers.get_mut(column) {
+            Some(Buffer::Numbers(values)) => values.push(value),
+            // Declared as text (no present cell in the first row group): its shortest
+            // round-trip text, read back as this very number.
+            Some(Buffer::Texts(values)) => {
+                values.push(ByteArray::from(value.to_string().into_bytes()))
+            }
+            Some(buffer @ Buffer::Pending) => {
+                let mut values = Vec::with_capacity(1024);
+                values.push(value);
+                *buffer = Buffer::Numbers(values);
+            }
+            None => return,
+        }
+        if let Some(defs) = self.defs.get_mut(column) {
+            defs.push(1);
+        }
+    }
+
+    pub fn text(&mut self, column: usize, text: &[u8]) {
+        match self.buffers.get_mut(column) {
+            Some(Buffer::Texts(values)) => values.push(ByteArray::from(text.to_vec())),
+            Some(buffer @ Buffer::Pending) => {
+                *buffer = Buffer::Texts(vec![ByteArray::from(text.to_vec())]);
+            }
+            // The parser refuses text in a number column before it gets here.
+            _ => {
+                self.broken = true;
+                return;
+            }
+        }
+        if let Some(defs) = self.defs.get_mut(column) {
+            defs.push(1);
+        }
+    }
+
+    pub fn missing(&mut self, column: usize) {
+        if let Some(defs) = self.defs.get_mut(column) {
+            defs.push(0);
+        }
+    }
+
+    pub fn end_row(&mut self) {
+        self.rows += 1;
+    }
 }
 
 enum Message {
     /// The schema, fixed by the first row group (sent before it).
     Start(Vec<ColumnType>),
-    Group(Group),
+    Group(RowGroup),
 }
 
 /// The encoding thread's side: its inbox, the emptied groups it returns, its result.
 struct Encoder {
     groups: mpsc::SyncSender<Message>,
-    emptied: mpsc::Receiver<Group>,
+    emptied: mpsc::Receiver<RowGroup>,
     thread: std::thread::JoinHandle<Result<(), ParquetError>>,
 }
 
-/// Writes the cells of a CSV, row by row, as Parquet into a sink (encoded on its own thread).
+/// Writes the row groups of a CSV's cells, in order, as Parquet into a sink (encoded on a
+/// thread of its own).
 pub struct ColumnarWriter {
-    names: Vec<String>,
-    rows_per_group: usize,
     /// `None`: writes nothing.
     encoder: Option<Encoder>,
     /// The type each column is written with (fixed by the first row group; empty before).
     schema: Vec<ColumnType>,
-    group: Group,
-    rows: usize,
-    /// Set when the copy cannot be completed; later calls do nothing.
+    /// Set when the copy cannot be completed; later groups are dropped.
     failed: bool,
 }
 
 impl ColumnarWriter {
     /// `None` sink: a writer that writes nothing (and reports no copy).
     pub fn new(names: &[String], sink: Option<Box<dyn Write + Send>>) -> Self {
-        let rows_per_group = rows_per_group(names.len());
         let encoder = sink.and_then(|sink| {
             let (groups, inbox) = mpsc::sync_channel(1);
-            let (give_back, emptied) = mpsc::sync_channel(2);
+            let (give_back, emptied) = mpsc::sync_channel(4);
             let names = names.to_vec();
             std::thread::Builder::new()
                 .name("dataset-parquet".to_owned())
@@ -104,91 +195,49 @@ impl ColumnarWriter {
                 })
         });
         Self {
-            names: names.to_vec(),
-            rows_per_group,
             failed: encoder.is_none(),
             encoder,
             schema: Vec::new(),
-            group: Group {
-                buffers: names.iter().map(|_| Buffer::Pending).collect(),
-                defs: names
-                    .iter()
-                    .map(|_| Vec::with_capacity(rows_per_group))
-                    .collect(),
-            },
-            rows: 0,
         }
     }
 
-    pub fn number(&mut self, column: usize, value: f64) {
-        if self.failed {
+    /// The columns' types in the file (`None` until the first row group is written).
+    pub fn schema(&self) -> Option<&[ColumnType]> {
+        (!self.schema.is_empty()).then_some(self.schema.as_slice())
+    }
+
+    /// Whether a row group can be laid out without the first one: the schema is fixed, or
+    /// nothing is written.
+    pub fn schema_fixed(&self) -> bool {
+        self.failed || !self.schema.is_empty()
+    }
+
+    /// An empty group laid out as the schema, reusing one the encoder is done with when
+    /// there is one (its buffers are already paged in).
+    pub fn empty_group(&self, width: usize, rows: usize) -> RowGroup {
+        let schema = self.schema();
+        if let (Some(encoder), Some(schema)) = (&self.encoder, schema) {
+            if let Some(group) = encoder.emptied.try_iter().find(|g| g.fits(schema)) {
+                return group;
+            }
+        }
+        RowGroup::new(width, schema, rows)
+    }
+
+    /// Sends a row group to the encoding thread (the schema first, with the first group
+    /// holding rows). A group must be laid out as the schema once it is fixed.
+    pub fn write(&mut self, group: RowGroup) {
+        if group.broken {
+            self.failed = true;
+        }
+        if self.failed || group.rows == 0 {
             return;
         }
-        match self.group.buffers.get_mut(column) {
-            Some(Buffer::Numbers(values)) => values.push(value),
-            // Declared as text (no present cell in the first row group): its shortest
-            // round-trip text, read back as this very number.
-            Some(Buffer::Texts(values)) => {
-                values.push(ByteArray::from(value.to_string().into_bytes()))
-            }
-            Some(buffer @ Buffer::Pending) => {
-                *buffer = if self.schema.get(column) == Some(&ColumnType::String) {
-                    Buffer::Texts(vec![ByteArray::from(value.to_string().into_bytes())])
-                } else {
-                    let mut values = Vec::with_capacity(self.rows_per_group);
-                    values.push(value);
-                    Buffer::Numbers(values)
-                };
-            }
-            None => self.failed = true,
-        }
-        if let Some(defs) = self.group.defs.get_mut(column) {
-            defs.push(1);
-        }
-    }
-
-    pub fn text(&mut self, column: usize, text: &[u8]) {
-        if self.failed {
-            return;
-        }
-        match self.group.buffers.get_mut(column) {
-            Some(Buffer::Texts(values)) => values.push(ByteArray::from(text.to_vec())),
-            Some(buffer @ Buffer::Pending) => {
-                *buffer = Buffer::Texts(vec![ByteArray::from(text.to_vec())]);
-            }
-            // The parser refuses text in a number column before it gets here.
-            _ => self.failed = true,
-        }
-        if let Some(defs) = self.group.defs.get_mut(column) {
-            defs.push(1);
-        }
-    }
-
-    pub fn missing(&mut self, column: usize) {
-        if let Some(defs) = self.group.defs.get_mut(column) {
-            defs.push(0);
-        }
-    }
-
-    /// Ends a row; hands the row group over when it is full.
-    pub fn end_row(&mut self) {
-        if self.failed {
-            return;
-        }
-        self.rows += 1;
-        if self.rows == self.rows_per_group {
-            self.hand_over();
-        }
-    }
-
-    /// Sends the row group to the encoding thread (the schema first, with the first group).
-    fn hand_over(&mut self) {
         let Some(encoder) = &self.encoder else {
             return;
         };
         if self.schema.is_empty() {
-            self.schema = self
-                .group
+            self.schema = group
                 .buffers
                 .iter()
                 .map(|b| match b {
@@ -205,37 +254,20 @@ impl ColumnarWriter {
                 return;
             }
         }
-        let next = encoder.emptied.try_recv().unwrap_or_else(|_| Group {
-            buffers: self
-                .schema
-                .iter()
-                .map(|kind| match kind {
-                    ColumnType::Number => Buffer::Numbers(Vec::with_capacity(self.rows_per_group)),
-                    ColumnType::String => Buffer::Texts(Vec::new()),
-                })
-                .collect(),
-            defs: self
-                .names
-                .iter()
-                .map(|_| Vec::with_capacity(self.rows_per_group))
-                .collect(),
-        });
-        let full = std::mem::replace(&mut self.group, next);
-        if encoder.groups.send(Message::Group(full)).is_err() {
+        if encoder.groups.send(Message::Group(group)).is_err() {
             self.failed = true;
         }
-        self.rows = 0;
     }
 
-    /// Writes the last row group and the footer, and waits for the encoding thread. `Ok`
-    /// when the copy is complete: every column is readable with the types the upload
-    /// inferred (a number column written as text reads back as numbers).
+    /// Writes the footer and waits for the encoding thread. `Ok` when the copy is
+    /// complete: every column is readable with the types the upload inferred (a number
+    /// column written as text reads back as numbers).
     pub fn finish(mut self) -> Result<(), String> {
         if self.failed {
             return Err("the Parquet encoder stopped".to_owned());
         }
-        if self.rows > 0 || self.schema.is_empty() {
-            self.hand_over();
+        if self.schema.is_empty() {
+            return Err("no rows".to_owned());
         }
         let Some(Encoder {
             groups,
@@ -248,8 +280,7 @@ impl ColumnarWriter {
         drop(groups);
         drop(emptied);
         match thread.join() {
-            Ok(Ok(())) if !self.failed => Ok(()),
-            Ok(Ok(())) => Err("the Parquet encoder stopped".to_owned()),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("the Parquet encoder crashed".to_owned()),
         }
@@ -261,7 +292,7 @@ fn encode(
     sink: Box<dyn Write + Send>,
     names: &[String],
     inbox: &mpsc::Receiver<Message>,
-    give_back: &mpsc::SyncSender<Group>,
+    give_back: &mpsc::SyncSender<RowGroup>,
 ) -> Result<(), ParquetError> {
     let schema = match inbox.recv() {
         Ok(Message::Start(schema)) => schema,
@@ -326,6 +357,7 @@ fn encode(
             column.close()?;
             defs.clear();
         }
+        group.rows = 0;
         writer.close()?;
         // Emptied buffers go back for reuse (dropped when the parser has enough).
         let _ = give_back.try_send(group);
@@ -410,15 +442,22 @@ pub fn group_range(group: &RowGroupMetaData, columns: &[usize]) -> std::ops::Ran
     start.min(end)..end
 }
 
-/// Appends row group `group`'s values of `columns` (whose bytes are `bytes`, at file offset
-/// `start`) to `out` (missing numbers as NaN, missing texts as `""`).
+/// Where one row group's values of one column go: its rows' part of the column.
+pub enum Slot<'a> {
+    Numbers(&'a mut [f64]),
+    Texts(&'a mut [String]),
+}
+
+/// Decodes row group `group`'s values of `columns` (whose bytes are `bytes`, at file offset
+/// `start`) into `out`, one slot per column as long as the group (missing numbers as NaN,
+/// missing texts as `""`).
 pub fn read_group(
     metadata: &ParquetMetaData,
     group: usize,
     start: u64,
     bytes: Bytes,
     columns: &[usize],
-    out: &mut [Cells],
+    out: &mut [Slot<'_>],
 ) -> Result<(), DatasetError> {
     let broken = |e: ParquetError| {
         DatasetError::invalid(
@@ -440,21 +479,29 @@ pub fn read_group(
     )
     .map_err(broken)?;
     let schema = metadata.file_metadata().schema_descr();
-    for (&j, cells) in columns.iter().zip(out.iter_mut()) {
+    let short = |name: &str| {
+        broken(ParquetError::General(format!(
+            "column `{name}` has fewer values than row group {group} has rows"
+        )))
+    };
+    for (&j, slot) in columns.iter().zip(out.iter_mut()) {
         let descr = schema.column(j);
         let column = reader.get_column_reader(j).map_err(broken)?;
-        match (column, cells) {
-            (ColumnReader::ByteArrayColumnReader(mut r), Cells::Texts(texts)) => {
+        match (column, slot) {
+            (ColumnReader::ByteArrayColumnReader(mut r), Slot::Texts(texts)) => {
                 let (values, defs) = read_all(&mut r, rows).map_err(broken)?;
                 let mut values = values.into_iter();
-                for present in present(&defs, rows, &descr) {
-                    texts.push(match present.then(|| values.next()).flatten() {
+                if texts.len() != rows {
+                    return Err(short(descr.name()));
+                }
+                for (text, present) in texts.iter_mut().zip(present(&defs, rows, &descr)) {
+                    *text = match present.then(|| values.next()).flatten() {
                         Some(v) => String::from_utf8_lossy(v.data().trim_ascii()).into_owned(),
                         None => String::new(),
-                    });
+                    };
                 }
             }
-            (column, Cells::Numbers(numbers)) => {
+            (column, Slot::Numbers(numbers)) => {
                 let unsigned = matches!(
                     descr.converted_type(),
                     ConvertedType::UINT_8
@@ -465,7 +512,7 @@ pub fn read_group(
                     descr.logical_type_ref(),
                     Some(LogicalType::Integer(int)) if !int.is_signed
                 );
-                let values: Vec<f64> = match column {
+                let (values, defs): (Vec<f64>, Vec<i16>) = match column {
                     ColumnReader::DoubleColumnReader(mut r) => read_all(&mut r, rows),
                     ColumnReader::FloatColumnReader(mut r) => read_all(&mut r, rows)
                         .map(|(v, d)| (v.into_iter().map(f64::from).collect(), d)),
@@ -519,20 +566,22 @@ pub fn read_group(
                         descr.name()
                     ))),
                 }
-                .map(|(values, defs)| {
-                    // Every row present (always so for a required column): as read.
-                    if defs.is_empty() || values.len() == rows {
-                        return values;
-                    }
-                    let mut values = values.into_iter();
-                    present(&defs, rows, &descr)
-                        .map(|p| p.then(|| values.next()).flatten().unwrap_or(f64::NAN))
-                        .collect()
-                })
                 .map_err(broken)?;
-                numbers.extend(values);
+                if numbers.len() != rows {
+                    return Err(short(descr.name()));
+                }
+                if defs.is_empty() || values.len() == rows {
+                    // Every row present (always so for a required column): as read.
+                    let values = values.get(..rows).ok_or_else(|| short(descr.name()))?;
+                    numbers.copy_from_slice(values);
+                } else {
+                    let mut values = values.into_iter();
+                    for (number, present) in numbers.iter_mut().zip(present(&defs, rows, &descr)) {
+                        *number = present.then(|| values.next()).flatten().unwrap_or(f64::NAN);
+                    }
+                }
             }
-            (_, Cells::Texts(_)) => {
+            (_, Slot::Texts(_)) => {
                 return Err(DatasetError::invalid(
                     format!("column `{}`", descr.name()),
                     "type",
@@ -574,11 +623,12 @@ fn read_all<T: DataType>(
     Ok((values, defs))
 }
 
-/// The columns `wanted` of a whole Parquet file in memory (`rows` is a capacity hint).
+/// The columns `wanted` of a whole Parquet file in memory (`_rows` was a capacity hint: the
+/// row groups' counts size the columns now).
 pub fn read_bytes(
     bytes: Bytes,
     wanted: &[(String, ColumnType)],
-    rows: usize,
+    _rows: usize,
 ) -> Result<Vec<Cells>, DatasetError> {
     let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
         .parse_and_finish(&bytes)
@@ -590,20 +640,82 @@ pub fn read_bytes(
             )
         })?;
     let columns = column_indices(&metadata, wanted)?;
-    let mut out = empty_cells(wanted, rows);
-    for group in 0..metadata.num_row_groups() {
-        read_group(&metadata, group, 0, bytes.clone(), &columns, &mut out)?;
-    }
+    let groups = 0..metadata.num_row_groups();
+    let mut out = filled_cells(wanted, total_rows(&metadata));
+    let fetched = groups.clone().map(|_| (0, bytes.clone())).collect();
+    read_groups(&metadata, groups, fetched, &columns, &mut out)?;
     Ok(out)
 }
 
-/// One empty column per wanted column, with room for `rows` cells.
-pub fn empty_cells(wanted: &[(String, ColumnType)], rows: usize) -> Vec<Cells> {
+/// The rows of each row group.
+fn group_rows(metadata: &ParquetMetaData) -> impl Iterator<Item = usize> + '_ {
+    metadata
+        .row_groups()
+        .iter()
+        .map(|g| usize::try_from(g.num_rows()).unwrap_or(0))
+}
+
+/// The rows of the file (the sum over its row groups).
+pub fn total_rows(metadata: &ParquetMetaData) -> usize {
+    group_rows(metadata).sum()
+}
+
+/// Decodes row groups `groups` (their bytes in `fetched`: file offset and bytes, one per
+/// group) into their rows of `out`, whose columns are as long as the file: one rayon task per
+/// row group, each writing its own rows.
+pub fn read_groups(
+    metadata: &ParquetMetaData,
+    groups: std::ops::Range<usize>,
+    fetched: Vec<(u64, Bytes)>,
+    columns: &[usize],
+    out: &mut [Cells],
+) -> Result<(), DatasetError> {
+    use rayon::prelude::*;
+    let sizes: Vec<usize> = group_rows(metadata).collect();
+    let from: usize = sizes.iter().take(groups.start).sum();
+    let lengths = sizes.get(groups.clone()).unwrap_or_default();
+    let outside = || DatasetError::Internal("a row group lies outside the columns read".into());
+    let mut slots: Vec<Vec<Slot<'_>>> = lengths.iter().map(|_| Vec::new()).collect();
+    for cells in out.iter_mut() {
+        match cells {
+            Cells::Numbers(values) => {
+                let mut rest = values.get_mut(from..).ok_or_else(outside)?;
+                for (&length, slots) in lengths.iter().zip(&mut slots) {
+                    if rest.len() < length {
+                        return Err(outside());
+                    }
+                    let (mine, after) = std::mem::take(&mut rest).split_at_mut(length);
+                    slots.push(Slot::Numbers(mine));
+                    rest = after;
+                }
+            }
+            Cells::Texts(values) => {
+                let mut rest = values.get_mut(from..).ok_or_else(outside)?;
+                for (&length, slots) in lengths.iter().zip(&mut slots) {
+                    if rest.len() < length {
+                        return Err(outside());
+                    }
+                    let (mine, after) = std::mem::take(&mut rest).split_at_mut(length);
+                    slots.push(Slot::Texts(mine));
+                    rest = after;
+                }
+            }
+        }
+    }
+    slots.into_par_iter().zip(fetched).zip(groups).try_for_each(
+        |((mut slots, (start, bytes)), group)| {
+            read_group(metadata, group, start, bytes, columns, &mut slots)
+        },
+    )
+}
+
+/// One column per wanted column, `rows` cells long (NaN or `""` until read).
+pub fn filled_cells(wanted: &[(String, ColumnType)], rows: usize) -> Vec<Cells> {
     wanted
         .iter()
         .map(|(_, kind)| match kind {
-            ColumnType::Number => Cells::Numbers(Vec::with_capacity(rows)),
-            ColumnType::String => Cells::Texts(Vec::with_capacity(rows)),
+            ColumnType::Number => Cells::Numbers(vec![f64::NAN; rows]),
+            ColumnType::String => Cells::Texts(vec![String::new(); rows]),
         })
         .collect()
 }

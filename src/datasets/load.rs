@@ -187,7 +187,7 @@ pub async fn load(
     };
     let cells = match parquet {
         Some((location, size)) => {
-            read_parquet(store, location, size, &wanted, rows, &mut rows_read).await?
+            read_parquet(store, location, size, &wanted, &mut rows_read).await?
         }
         None => {
             let stream = store
@@ -245,55 +245,61 @@ pub async fn parquet_metadata(
     parquet_file::decode_footer(&footer)
 }
 
-/// The columns `wanted` of a Parquet object, fetched one row group at a time: the next
-/// group's bytes are fetched while the current one is decoded (so at most two row groups'
+/// The columns `wanted` of a Parquet object, fetched a few row groups at a time (as many as
+/// twice the rayon threads): the groups of a wave are decoded in parallel, each into its
+/// own rows of the columns, while the next wave's bytes are fetched (so at most two waves'
 /// wanted chunks are held at once, never the file).
 async fn read_parquet(
     store: &DatasetStore,
     location: &str,
     size: u64,
     wanted: &[(String, ColumnType)],
-    rows: usize,
     rows_read: &mut (impl FnMut(u64) + Send + 'static),
 ) -> Result<Vec<Cells>, DatasetError> {
     let metadata = Arc::new(parquet_metadata(store, location, size).await?);
     let indices = Arc::new(columnar::column_indices(&metadata, wanted)?);
-    let range = |group: usize| {
-        metadata
-            .row_groups()
-            .get(group)
-            .map(|g| columnar::group_range(g, &indices))
-            .unwrap_or(0..0)
-    };
     let groups = metadata.num_row_groups();
-    let mut out = columnar::empty_cells(wanted, rows);
-    let mut count = 0u64;
-    let mut fetched = match groups {
-        0 => None,
-        _ => Some(store.read_range(location, range(0)).await?),
+    let per_wave = rayon::current_num_threads().max(1) * 2;
+    let waves: Vec<std::ops::Range<usize>> = (0..groups)
+        .step_by(per_wave)
+        .map(|g| g..(g + per_wave).min(groups))
+        .collect();
+    let fetch = |wave: Option<std::ops::Range<usize>>| {
+        let (metadata, indices) = (metadata.clone(), indices.clone());
+        async move {
+            let ranges = wave.into_iter().flatten().map(|group| {
+                metadata
+                    .row_groups()
+                    .get(group)
+                    .map(|g| columnar::group_range(g, &indices))
+                    .unwrap_or(0..0)
+            });
+            futures::future::try_join_all(ranges.map(|range| async move {
+                let start = range.start;
+                Ok::<_, DatasetError>((start, store.read_range(location, range).await?))
+            }))
+            .await
+        }
     };
-    for group in 0..groups {
-        let Some(bytes) = fetched.take() else {
-            break;
-        };
-        let start = range(group).start;
-        let (metadata_, indices_) = (metadata.clone(), indices.clone());
+    let mut out = columnar::filled_cells(wanted, columnar::total_rows(&metadata));
+    let mut count = 0u64;
+    let mut fetched = fetch(waves.first().cloned()).await?;
+    for (i, wave) in waves.iter().enumerate() {
+        let bytes = std::mem::take(&mut fetched);
+        let (metadata_, indices_, wave_) = (metadata.clone(), indices.clone(), wave.clone());
         let decode = tokio::task::spawn_blocking(move || {
-            columnar::read_group(&metadata_, group, start, bytes, &indices_, &mut out).map(|()| out)
+            columnar::read_groups(&metadata_, wave_, bytes, &indices_, &mut out).map(|()| out)
         });
-        let next = async {
-            match group + 1 < groups {
-                true => store.read_range(location, range(group + 1)).await.map(Some),
-                false => Ok(None),
-            }
-        };
-        let (decoded, next) = tokio::join!(decode, next);
+        let (decoded, next) = tokio::join!(decode, fetch(waves.get(i + 1).cloned()));
         out = decoded.map_err(|e| DatasetError::Internal(e.to_string()))??;
         fetched = next?;
         count += metadata
             .row_groups()
-            .get(group)
-            .map_or(0, |g| u64::try_from(g.num_rows()).unwrap_or(0));
+            .get(wave.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|g| u64::try_from(g.num_rows()).unwrap_or(0))
+            .sum::<u64>();
         rows_read(count);
     }
     Ok(out)

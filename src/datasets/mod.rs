@@ -5,10 +5,12 @@
 //!
 //! - [`scan`]: the CSV reader shared by the upload (types, rows, errors by line and column)
 //!   and the worker (typed columns), plus Parquet's footer.
+//! - [`blocks`]: the upload's CSV cut into blocks of whole records, parsed in parallel.
 //! - [`columnar`]: the Parquet file of a CSV's cells written during its upload (what the
 //!   store keeps of a CSV, so training does not parse text again), and the column reader of
 //!   Parquet files.
 
+pub mod blocks;
 pub mod columnar;
 pub mod load;
 pub mod records;

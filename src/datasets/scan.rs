@@ -8,11 +8,16 @@
 //! `N/A`, ...), are missing.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     io::{Read, Write},
+    sync::{mpsc, Arc},
 };
 
-use super::{columnar::ColumnarWriter, ColumnInfo, ColumnType, DatasetError};
+use super::{
+    blocks::{Block, BlockReader},
+    columnar::{self, ColumnarWriter, RowGroup},
+    ColumnInfo, ColumnType, DatasetError,
+};
 
 /// Texts read as a missing value (pandas' defaults), after trimming spaces.
 const MISSING: &[&[u8]] = &[
@@ -111,7 +116,14 @@ impl<R: Read> Read for Limited<R> {
 pub struct TooLarge(pub u64);
 
 fn csv_error(error: csv::Error) -> DatasetError {
-    let line = error.position().map(csv::Position::line);
+    csv_error_at(error, 1)
+}
+
+/// A `csv` error in a block that starts on line `first_line` of the stream.
+fn csv_error_at(error: csv::Error, first_line: u64) -> DatasetError {
+    let line = error
+        .position()
+        .map(|p| first_line + p.line().saturating_sub(1));
     match error.kind() {
         csv::ErrorKind::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref::<TooLarge>()) {
             Some(too_large) => DatasetError::invalid("body", "too_large", too_large.to_string()),
@@ -164,14 +176,56 @@ fn shape_error(line: u64, cells: usize, width: usize) -> DatasetError {
     )
 }
 
+/// Each column's type so far and the line of its first present cell (`None`: no present
+/// cell yet).
+type Kinds = Vec<Option<(ColumnType, u64)>>;
+
+/// The first block is small, so that the columns' types are known early (the blocks after
+/// it are parsed in parallel once every column has a type).
+const FIRST_BLOCK_RECORDS: usize = 1024;
+const FIRST_BLOCK_BYTES: usize = 1 << 20;
+/// The most bytes of one block (a block also ends at [`columnar::rows_per_group`] records).
+const BLOCK_BYTES: usize = 8 << 20;
+
+/// What a block's rows came to.
+struct Parsed {
+    group: RowGroup,
+    missing: Vec<u64>,
+}
+
+fn io_error(io: std::io::Error) -> DatasetError {
+    match io.get_ref().and_then(|e| e.downcast_ref::<TooLarge>()) {
+        Some(too_large) => DatasetError::invalid("body", "too_large", too_large.to_string()),
+        None => DatasetError::invalid("body", "syntax", format!("cannot read the body: {io}")),
+    }
+}
+
+fn block_reader(bytes: &[u8], headers: bool) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(headers)
+        .flexible(true)
+        .from_reader(bytes)
+}
+
 /// Reads the whole stream, inferring each column's type and counting rows and missing cells;
 /// writes the parsed cells as Parquet into `columnar` when given (see [`super::columnar`]).
+///
+/// The stream is cut into blocks of whole records ([`super::blocks`]). The first block (the
+/// header and up to 1,024 rows) is parsed here and gives the columns their types; the blocks
+/// after it are parsed on the rayon pool, a few at a time, and taken back in order, so the
+/// first bad cell of the stream is the one reported, with its line and column. Until every
+/// column has a present cell (and so a type), blocks are parsed here, one after the other.
 pub fn summarize_csv(
     read: impl Read,
     categorical: &HashSet<String>,
     columnar: Option<Box<dyn Write + Send>>,
 ) -> Result<CsvSummary, DatasetError> {
-    let mut reader = reader(read);
+    let mut blocks = BlockReader::new(read, FIRST_BLOCK_RECORDS, FIRST_BLOCK_BYTES);
+    let first = blocks.next_block().map_err(io_error)?.unwrap_or(Block {
+        bytes: Vec::new(),
+        first_line: 1,
+    });
+    let mut reader = block_reader(&first.bytes, true);
     let names = header(&mut reader)?;
     if let Some(name) = categorical.iter().find(|n| !names.contains(n)) {
         return Err(DatasetError::invalid(
@@ -180,29 +234,147 @@ pub fn summarize_csv(
             format!("`{name}` is not a column of the CSV header"),
         ));
     }
-    // None: no present cell yet.
-    let mut kinds: Vec<Option<(ColumnType, u64)>> = names
+    let width = names.len();
+    let mut kinds: Kinds = names
         .iter()
         .map(|n| categorical.contains(n).then_some((ColumnType::String, 1)))
         .collect();
-    let mut missing = vec![0u64; names.len()];
-    let mut copy = ColumnarWriter::new(&names, columnar);
-    let mut record = csv::ByteRecord::new();
+    let mut missing = vec![0u64; width];
     let mut rows = 0u64;
-    while reader.read_byte_record(&mut record).map_err(csv_error)? {
-        let line = record.position().map_or(0, csv::Position::line);
+    let mut copy = ColumnarWriter::new(&names, columnar);
+    let mut take = |parsed: Parsed, copy: &mut ColumnarWriter| {
+        rows += parsed.group.rows() as u64;
+        for (total, m) in missing.iter_mut().zip(&parsed.missing) {
+            *total += m;
+        }
+        copy.write(parsed.group);
+    };
+    let group = copy.empty_group(width, FIRST_BLOCK_RECORDS);
+    let parsed = parse_rows(&mut reader, 1, &names, &mut kinds, group)?;
+    take(parsed, &mut copy);
+    drop(reader);
+    drop(first);
+
+    let group_rows = columnar::rows_per_group(width);
+    blocks.set_limits(group_rows, BLOCK_BYTES);
+    let names: Arc<[String]> = names.into();
+    // Blocks on the pool, oldest first: at most one per thread, plus one.
+    let most = rayon::current_num_threads() + 1;
+    let mut pending: VecDeque<mpsc::Receiver<Result<Parsed, DatasetError>>> = VecDeque::new();
+    let mut known: Option<Arc<Kinds>> = None;
+    let wait = |receiver: mpsc::Receiver<Result<Parsed, DatasetError>>| {
+        receiver
+            .recv()
+            .map_err(|_| DatasetError::Internal("a CSV block's parser stopped".to_owned()))?
+    };
+    loop {
+        let block = match blocks.next_block() {
+            Ok(Some(block)) => block,
+            Ok(None) => break,
+            Err(error) => {
+                // A bad cell before the point where reading failed is the first problem.
+                for receiver in pending.drain(..) {
+                    wait(receiver)?;
+                }
+                return Err(io_error(error));
+            }
+        };
+        if known.is_none() && kinds.iter().all(Option::is_some) && copy.schema_fixed() {
+            known = Some(Arc::new(kinds.clone()));
+        }
+        let group = copy.empty_group(width, group_rows);
+        match &known {
+            Some(known) => {
+                let (send, receiver) = mpsc::sync_channel(1);
+                let (names, known) = (names.clone(), known.clone());
+                rayon::spawn(move || {
+                    let mut kinds = Kinds::clone(&known);
+                    let mut reader = block_reader(&block.bytes, false);
+                    let parsed =
+                        parse_rows(&mut reader, block.first_line, &names, &mut kinds, group);
+                    let _ = send.send(parsed);
+                });
+                pending.push_back(receiver);
+                while pending.len() >= most {
+                    if let Some(receiver) = pending.pop_front() {
+                        take(wait(receiver)?, &mut copy);
+                    }
+                }
+            }
+            None => {
+                let mut reader = block_reader(&block.bytes, false);
+                let parsed = parse_rows(&mut reader, block.first_line, &names, &mut kinds, group)?;
+                take(parsed, &mut copy);
+            }
+        }
+    }
+    for receiver in pending.drain(..) {
+        take(wait(receiver)?, &mut copy);
+    }
+    if rows == 0 {
+        return Err(DatasetError::invalid(
+            "body",
+            "empty",
+            "the CSV needs a header line and at least one row",
+        ));
+    }
+    let columns: Vec<ColumnInfo> = names
+        .iter()
+        .zip(kinds)
+        .zip(missing)
+        .map(|((name, kind), missing)| ColumnInfo {
+            name: name.clone(),
+            // A column with no present cell reads as numbers (all missing).
+            kind: kind.map_or(ColumnType::Number, |(k, _)| k),
+            missing,
+        })
+        .collect();
+    let columnar = match copy.finish() {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%error, "no Parquet copy of the CSV's cells");
+            false
+        }
+    };
+    Ok(CsvSummary {
+        rows,
+        columnar,
+        columns,
+    })
+}
+
+/// Parses the rows of one block (whose first line is `first_line` of the stream) into
+/// `group`, inferring the type of columns that have none yet.
+fn parse_rows(
+    reader: &mut csv::Reader<&[u8]>,
+    first_line: u64,
+    names: &[String],
+    kinds: &mut Kinds,
+    mut group: RowGroup,
+) -> Result<Parsed, DatasetError> {
+    let mut missing = vec![0u64; names.len()];
+    let mut record = csv::ByteRecord::new();
+    let line_of = |record: &csv::ByteRecord| {
+        first_line + record.position().map_or(1, csv::Position::line) - 1
+    };
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => return Err(csv_error_at(error, first_line)),
+        }
+        let line = line_of(&record);
         if record.len() != names.len() {
             if record.len() == 1 && record.get(0).is_some_and(|c| c.is_empty()) {
                 continue; // a blank line
             }
             return Err(shape_error(line, record.len(), names.len()));
         }
-        rows += 1;
         for ((j, cell), kind) in record.iter().enumerate().zip(kinds.iter_mut()) {
             // The common case first: a number in a number column (ASCII, so valid UTF-8).
             if matches!(kind, Some((ColumnType::Number, _))) {
                 if let Some(value) = number(cell) {
-                    copy.number(j, value);
+                    group.number(j, value);
                     continue;
                 }
             }
@@ -210,14 +382,14 @@ pub fn summarize_csv(
                 if let Some(m) = missing.get_mut(j) {
                     *m += 1;
                 }
-                copy.missing(j);
+                group.missing(j);
                 continue;
             }
             match kind {
                 None => match number(cell) {
                     Some(value) => {
                         *kind = Some((ColumnType::Number, line));
-                        copy.number(j, value);
+                        group.number(j, value);
                         continue;
                     }
                     None => *kind = Some((ColumnType::String, line)),
@@ -245,40 +417,11 @@ pub fn summarize_csv(
                     format!("line {line}, column `{name}` is not UTF-8 text"),
                 ));
             }
-            copy.text(j, trim(cell));
+            group.text(j, trim(cell));
         }
-        copy.end_row();
+        group.end_row();
     }
-    if rows == 0 {
-        return Err(DatasetError::invalid(
-            "body",
-            "empty",
-            "the CSV needs a header line and at least one row",
-        ));
-    }
-    let columns: Vec<ColumnInfo> = names
-        .into_iter()
-        .zip(kinds)
-        .zip(missing)
-        .map(|((name, kind), missing)| ColumnInfo {
-            name,
-            // A column with no present cell reads as numbers (all missing).
-            kind: kind.map_or(ColumnType::Number, |(k, _)| k),
-            missing,
-        })
-        .collect();
-    let columnar = match copy.finish() {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::debug!(%error, "no Parquet copy of the CSV's cells");
-            false
-        }
-    };
-    Ok(CsvSummary {
-        rows,
-        columnar,
-        columns,
-    })
+    Ok(Parsed { group, missing })
 }
 
 /// One column read for training.

@@ -477,6 +477,88 @@ async fn bad_rows_and_bad_types_get_422_naming_line_and_column_and_leave_nothing
     app.stop().await;
 }
 
+/// A CSV of `rows` rows in which every 997th `note` is a quoted field holding a newline (and
+/// a quoted quote), and row `bad` (1-based), if any, has `x` = `oops`; with the line that
+/// row starts on.
+fn quoted_csv(rows: usize, bad: Option<usize>) -> (String, u64) {
+    let mut csv = String::from("id,note,x,y\n");
+    let mut line = 2u64;
+    let mut bad_line = 0;
+    for i in 1..=rows {
+        let note = if i % 997 == 0 {
+            "\"two\nlines, \"\"quoted\"\"\""
+        } else {
+            "plain"
+        };
+        let x = if Some(i) == bad {
+            bad_line = line;
+            "oops".to_owned()
+        } else {
+            format!("{}.5", i % 100)
+        };
+        csv.push_str(&format!("{i},{note},{x},{}\n", i % 2));
+        line += if i % 997 == 0 { 2 } else { 1 };
+    }
+    (csv, bad_line)
+}
+
+#[tokio::test]
+async fn a_bad_cell_far_past_quoted_newlines_gets_422_naming_its_line_and_column() {
+    let dir = store_dir();
+    let app = app_with_store(&dir, None).await;
+    // 200,000 rows: several blocks parsed in parallel after the first (see
+    // `datasets::blocks`), with newlines inside quoted fields all along.
+    let rows = 200_000;
+    let (csv, _) = quoted_csv(rows, None);
+    let response = upload(
+        &app.client,
+        &app.url("/datasets"),
+        "text/csv",
+        false,
+        csv.into_bytes(),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let record: Value = response.json().await.unwrap();
+    assert_eq!(record["rows"], rows);
+    assert_eq!(record["columns"][1]["type"], "string");
+    assert_eq!(record["columns"][2]["type"], "number");
+
+    for gzipped in [false, true] {
+        let (csv, line) = quoted_csv(rows, Some(150_001));
+        assert!(line > 150_001, "the quoted newlines move the line on");
+        let body = if gzipped {
+            gzip(csv.as_bytes())
+        } else {
+            csv.into_bytes()
+        };
+        let response = upload(
+            &app.client,
+            &app.url("/datasets"),
+            "text/csv",
+            gzipped,
+            body,
+        )
+        .await;
+        let body = assert_error(response, 422, "validation").await;
+        let detail = &body["error"]["details"][0];
+        assert_eq!(
+            detail["field"],
+            format!("line {line}, column `x`"),
+            "{body}"
+        );
+        assert_eq!(detail["reason"], "type", "{body}");
+        let message = detail["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`oops`") && message.contains("first value (line 2)"),
+            "{body}"
+        );
+    }
+    // Only the good upload's file is left.
+    wait_until_empty_but(&dir, 1).await;
+    app.stop().await;
+}
+
 /// Polls until the store holds exactly `keep` files.
 async fn wait_until_empty_but(dir: &Path, keep: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
