@@ -23,5 +23,7 @@ pub mod shutdown;
 pub mod spans;
 pub mod startup;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod training;
 pub mod worker;

@@ -200,19 +200,7 @@ impl<'a> MakeWriter<'a> for LogWriter {
 mod tests {
     use super::*;
 
-    /// A sink the test can read after the writer stopped.
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_support::SharedBuffer as Sink;
 
     #[test]
     fn every_line_from_every_thread_is_written_whole_by_the_time_the_guard_drops() {
@@ -233,7 +221,7 @@ mod tests {
             thread.join().unwrap();
         }
         drop(guard);
-        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let written = sink.text();
         let mut seen: Vec<(u64, u64)> = written
             .lines()
             .map(|line| {
@@ -265,7 +253,7 @@ mod tests {
         }
         assert_eq!(writer.shared.dropped.load(Ordering::Relaxed), 40);
         drop(guard);
-        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let written = sink.text();
         assert_eq!(written.lines().count(), 10);
         assert!(written.starts_with("line 0000\n") && written.ends_with("line 0009\n"));
     }

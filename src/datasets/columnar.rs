@@ -676,31 +676,31 @@ pub fn read_groups(
     let lengths = sizes.get(groups.clone()).unwrap_or_default();
     let outside = || DatasetError::Internal("a row group lies outside the columns read".into());
     let mut slots: Vec<Vec<Slot<'_>>> = lengths.iter().map(|_| Vec::new()).collect();
+    /// Cuts one column's cells from `from` into one slice per row group, in order.
+    fn cut<'c, T>(
+        values: &'c mut [T],
+        from: usize,
+        lengths: &[usize],
+        slots: &mut [Vec<Slot<'c>>],
+        slot: fn(&'c mut [T]) -> Slot<'c>,
+    ) -> Option<()> {
+        let mut rest = values.get_mut(from..)?;
+        for (&length, slots) in lengths.iter().zip(slots) {
+            if rest.len() < length {
+                return None;
+            }
+            let (mine, after) = std::mem::take(&mut rest).split_at_mut(length);
+            slots.push(slot(mine));
+            rest = after;
+        }
+        Some(())
+    }
     for cells in out.iter_mut() {
         match cells {
-            Cells::Numbers(values) => {
-                let mut rest = values.get_mut(from..).ok_or_else(outside)?;
-                for (&length, slots) in lengths.iter().zip(&mut slots) {
-                    if rest.len() < length {
-                        return Err(outside());
-                    }
-                    let (mine, after) = std::mem::take(&mut rest).split_at_mut(length);
-                    slots.push(Slot::Numbers(mine));
-                    rest = after;
-                }
-            }
-            Cells::Texts(values) => {
-                let mut rest = values.get_mut(from..).ok_or_else(outside)?;
-                for (&length, slots) in lengths.iter().zip(&mut slots) {
-                    if rest.len() < length {
-                        return Err(outside());
-                    }
-                    let (mine, after) = std::mem::take(&mut rest).split_at_mut(length);
-                    slots.push(Slot::Texts(mine));
-                    rest = after;
-                }
-            }
+            Cells::Numbers(values) => cut(values, from, lengths, &mut slots, Slot::Numbers),
+            Cells::Texts(values) => cut(values, from, lengths, &mut slots, Slot::Texts),
         }
+        .ok_or_else(outside)?;
     }
     slots.into_par_iter().zip(fetched).zip(groups).try_for_each(
         |((mut slots, (start, bytes)), group)| {
@@ -722,34 +722,18 @@ pub fn filled_cells(wanted: &[(String, ColumnType)], rows: usize) -> Vec<Cells> 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-    use crate::datasets::scan;
-
-    /// A sink the test can read after the writer is done with it.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::{datasets::scan, test_support::SharedBuffer};
 
     fn copy_of(csv: &str) -> (scan::CsvSummary, Bytes) {
-        let sink = Shared::default();
+        let sink = SharedBuffer::default();
         let summary = scan::summarize_csv(
             csv.as_bytes(),
             &Default::default(),
             Some(Box::new(sink.clone())),
         )
         .unwrap();
-        let bytes = Bytes::from(sink.0.lock().unwrap().clone());
+        let bytes = Bytes::from(sink.bytes());
         (summary, bytes)
     }
 

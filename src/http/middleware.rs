@@ -286,27 +286,6 @@ mod tests {
         assert!(none.should_log(404));
     }
 
-    /// A `MakeWriter` collecting what tracing-subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
-
     /// A JSON object's entries in the order of the text (whatever map serde_json uses).
     struct Ordered(Vec<(String, serde_json::Value)>);
 
@@ -342,11 +321,11 @@ mod tests {
             // A client's request id, with what JSON must escape.
             request_id: "id \"quoted\" \\ \u{1}",
         };
-        let captured = Captured::default();
+        let captured = crate::test_support::SharedBuffer::default();
         let subscriber =
             tracing_subscriber::registry().with(crate::telemetry::json_layer(captured.clone()));
         tracing::subscriber::with_default(subscriber, || request.served(422, 1.2345678));
-        let traced = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let traced = captured.text();
 
         let mut direct = Vec::new();
         access_line(&mut direct, SystemTime::now(), &request, 422, 1.2345678);
