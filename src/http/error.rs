@@ -205,7 +205,7 @@ pub struct ErrorBody {
 }
 
 /// Why a request was not served (a 5xx), carried on the response to the middleware that logs
-/// it with the request's id, method and route (`middleware::observe`): an internal error's
+/// it with the request's id, method and route (`middleware::Observe`): an internal error's
 /// cause is logged at error level (and reaches Sentry), any other 5xx at warn.
 #[derive(Debug, Clone)]
 pub struct ServerFailure {

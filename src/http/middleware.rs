@@ -3,21 +3,27 @@
 
 use std::{
     cell::RefCell,
+    convert::Infallible,
+    future::Future,
     io::Write,
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Instant, SystemTime},
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
 };
 
 use axum::{
-    extract::{MatchedPath, Request, State},
-    http::HeaderMap,
-    middleware::Next,
+    extract::{MatchedPath, Request},
+    http::{HeaderMap, HeaderName, HeaderValue, Method},
     response::{IntoResponse, Response},
 };
 use opentelemetry::propagation::Extractor;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower::{Layer, Service};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -35,47 +41,218 @@ fn route_label(route: &Option<MatchedPath>) -> &str {
     route.as_ref().map_or("unmatched", MatchedPath::as_str)
 }
 
-/// Counts, times and logs every request, tracks how many are in flight, and answers 503
-/// `timeout` when one takes longer than `--request-timeout`: one layer, because each layer
-/// costs `/predict` a boxed future and a clone of the state. The log lines carry the
-/// request's id, method and route themselves, so they need no tracing span: the request span
-/// exists only while spans are consumed (see [`request_span`]).
-pub async fn observe(
-    State((state, access_log)): State<(AppState, Arc<AccessLog>)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let route = route_of(&req);
-    let method = req.method().clone();
-    let request_id = req.headers().get("x-request-id").cloned();
-    let metrics = &state.http_metrics;
-    metrics.in_flight.inc();
-    let response = within_time_limit(&state, req, next).await;
-    metrics.in_flight.dec();
-    let latency = started.elapsed();
-    let status = response.status();
-    let labels = [method.as_str(), route_label(&route), status.as_str()];
-    metrics.requests.with_label_values(&labels).inc();
-    metrics
-        .duration
-        .with_label_values(&labels)
-        .observe(latency.as_secs_f64());
-    let request = RequestLine {
-        method: method.as_str(),
-        route: route_label(&route),
-        request_id: request_id
-            .as_ref()
-            .and_then(|id| id.to_str().ok())
-            .unwrap_or(""),
-    };
-    if let Some(failure) = response.extensions().get::<ServerFailure>() {
-        request.failed(failure, status.as_u16());
-    }
-    access_log.record(&request, status.as_u16(), latency);
-    response
+/// The one layer every request passes through, written as a tower service rather than with
+/// `axum::middleware::from_fn`: a boxed `Next`, a boxed future and a copy of the state per
+/// request were a measurable part of `/predict`'s cost (docs/performance.md). It
+/// - gives the request an `x-request-id` (a UUID v4 unless the client sent one) and copies it
+///   to the response;
+/// - runs the request in its tracing span, while spans are consumed ([`request_span`]);
+/// - answers 503 `timeout` past `--request-timeout`;
+/// - counts and times the request, tracks how many are in flight (also when the client goes
+///   away mid-request), and writes its access line and, on a 5xx, why it failed.
+#[derive(Clone)]
+pub struct ObserveLayer(Arc<Observer>);
+
+struct Observer {
+    state: AppState,
+    access_log: AccessLog,
+    spans: bool,
 }
 
+impl ObserveLayer {
+    pub fn new(state: AppState, access_log: AccessLog) -> Self {
+        Self(Arc::new(Observer {
+            state,
+            access_log,
+            spans: crate::spans::enabled(),
+        }))
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            observer: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    observer: Arc<Observer>,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let started = Instant::now();
+        let request_id = request_id(&mut req);
+        let route = route_of(&req);
+        let method = req.method().clone();
+        let observer = &self.observer;
+        let span = observer.spans.then(|| request_span(&req));
+        // A data set upload takes as long as its bytes take to arrive; it is bounded by
+        // `--max-dataset-bytes` instead.
+        let is_upload = method == Method::POST && req.uri().path() == "/datasets";
+        let deadline = (!is_upload).then(|| tokio::time::sleep(observer.state.request_timeout));
+        let inner = match &span {
+            Some(span) => span.in_scope(|| self.inner.call(req)),
+            None => self.inner.call(req),
+        };
+        Observed {
+            inner,
+            deadline,
+            request: Some(Pending {
+                started,
+                method,
+                route,
+                request_id,
+                span,
+                in_flight: InFlight::start(observer.clone()),
+            }),
+        }
+    }
+}
+
+/// The request's `x-request-id`: the client's, or a new UUID v4 set on the request.
+fn request_id(req: &mut Request) -> HeaderValue {
+    if let Some(id) = req.headers().get(X_REQUEST_ID) {
+        return id.clone();
+    }
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    // A hyphenated UUID is always a valid header value.
+    let id = HeaderValue::from_str(id).expect("a UUID is a valid header value");
+    req.headers_mut().insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Counts a request in `ml_api_http_requests_in_flight` until it is answered or dropped.
+struct InFlight(Arc<Observer>);
+
+impl InFlight {
+    fn start(observer: Arc<Observer>) -> Self {
+        observer.state.http_metrics.in_flight.inc();
+        Self(observer)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.state.http_metrics.in_flight.dec();
+    }
+}
+
+/// What [`Observe`] knows about a request until its response is ready.
+struct Pending {
+    started: Instant,
+    method: Method,
+    route: Option<MatchedPath>,
+    request_id: HeaderValue,
+    span: Option<tracing::Span>,
+    in_flight: InFlight,
+}
+
+impl Pending {
+    /// Finishes the response (its `x-request-id`) and records the request: span status,
+    /// metrics, the failure's log line on a 5xx, the access line.
+    fn answered(self, mut response: Response) -> Response {
+        let latency = self.started.elapsed();
+        let observer = &self.in_flight.0;
+        response
+            .headers_mut()
+            .entry(X_REQUEST_ID)
+            .or_insert(self.request_id.clone());
+        let status = response.status();
+        let route = route_label(&self.route);
+        let labels = [self.method.as_str(), route, status.as_str()];
+        let metrics = &observer.state.http_metrics;
+        metrics.requests.with_label_values(&labels).inc();
+        metrics
+            .duration
+            .with_label_values(&labels)
+            .observe(latency.as_secs_f64());
+        let request = RequestLine {
+            method: self.method.as_str(),
+            route,
+            request_id: self.request_id.to_str().unwrap_or(""),
+        };
+        let _entered = self.span.as_ref().map(|span| {
+            span.record("http.response.status_code", status.as_u16());
+            span.enter()
+        });
+        if let Some(failure) = response.extensions().get::<ServerFailure>() {
+            request.failed(failure, status.as_u16());
+        }
+        observer
+            .access_log
+            .record(&request, status.as_u16(), latency);
+        response
+    }
+}
+
+pin_project! {
+    /// The response future of [`Observe`].
+    pub struct Observed<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        deadline: Option<Sleep>,
+        request: Option<Pending>,
+    }
+}
+
+impl<F> Future for Observed<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let span = this.request.as_ref().and_then(|r| r.span.as_ref());
+        let polled = match span {
+            Some(span) => span.in_scope(|| this.inner.as_mut().poll(cx)),
+            None => this.inner.as_mut().poll(cx),
+        };
+        let response = match polled {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Pending => match this.deadline.as_mut().as_pin_mut().map(|d| d.poll(cx)) {
+                Some(Poll::Ready(())) => {
+                    ApiError::Timeout(this.request.as_ref().map_or(Duration::ZERO, |request| {
+                        request.in_flight.0.state.request_timeout
+                    }))
+                    .into_response()
+                }
+                _ => return Poll::Pending,
+            },
+        };
+        let Some(request) = this.request.take() else {
+            // Polled again after it completed: a bug of the caller, answered like one.
+            return Poll::Ready(Ok(ApiError::Internal(anyhow::anyhow!(
+                "request future polled after completion"
+            ))
+            .into_response()));
+        };
+        Poll::Ready(Ok(request.answered(response)))
+    }
+}
 /// What every log line about a request says about it.
 struct RequestLine<'a> {
     method: &'a str,
@@ -98,19 +275,6 @@ impl RequestLine<'_> {
         } else {
             tracing::warn!(method, route, request_id, status, error = %failure.cause, "request not served");
         }
-    }
-}
-
-/// Runs the rest of the stack, answering 503 `timeout` past `--request-timeout`.
-async fn within_time_limit(state: &AppState, req: Request, next: Next) -> Response {
-    // A data set upload takes as long as its bytes take to arrive; it is bounded by
-    // `--max-dataset-bytes` instead.
-    if req.method() == axum::http::Method::POST && req.uri().path() == "/datasets" {
-        return next.run(req).await;
-    }
-    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(state.request_timeout).into_response(),
     }
 }
 

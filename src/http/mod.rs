@@ -19,22 +19,15 @@ pub mod server;
 pub mod state;
 pub mod v2;
 
-use std::sync::Arc;
-
 use axum::{
     body::Body,
     extract::DefaultBodyLimit,
     http::{Request, Response, StatusCode},
-    middleware::from_fn_with_state,
     response::IntoResponse,
     Extension, Router,
 };
 use tower::util::option_layer;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -79,39 +72,17 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         openapi::document(doc, default_model.as_deref(), state.max_batch_records),
     );
 
-    let access_log = Arc::new(middleware::AccessLog::new(&config.access_log));
     Ok(routes
         .merge(docs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outside-in from the last one added.
-        .layer(from_fn_with_state(
-            (state.clone(), access_log),
-            middleware::observe,
-        ))
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(Extension(extract::BodyLimit(config.http.max_body_bytes)))
-        // The request span, only while spans are consumed (`middleware::request_span`).
-        .layer(option_layer(crate::spans::enabled().then(|| {
-            tower::ServiceBuilder::new()
-                .map_response(|response: Response<_>| response.map(Body::new))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(middleware::request_span)
-                        .on_request(())
-                        .on_response(
-                            |response: &Response<Body>, _latency, span: &tracing::Span| {
-                                span.record(
-                                    "http.response.status_code",
-                                    response.status().as_u16(),
-                                );
-                            },
-                        )
-                        .on_failure(()),
-                )
-        })))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::ObserveLayer::new(
+            state.clone(),
+            middleware::AccessLog::new(&config.access_log),
+        ))
         // Sentry's per-request hub and transaction only when a Sentry client is configured
         // (telemetry starts before the router is built): they cost a few µs per request.
         .layer(option_layer(sentry_enabled.then(|| {

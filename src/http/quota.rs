@@ -7,8 +7,6 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -18,6 +16,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Request},
     response::{IntoResponse, Response},
 };
+use futures::future::{BoxFuture, Either};
 use tower::{Layer, Service, ServiceExt};
 
 use super::rate_limit::RateLimitLayer;
@@ -84,11 +83,12 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Each call drives a clone to readiness itself (`oneshot`).
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Ready for the unlimited path, which calls `inner` itself; the other paths drive a
+        // clone to readiness (`oneshot`).
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
@@ -98,10 +98,14 @@ where
             .and_then(|value| value.to_str().ok())
             .filter(|value| value.starts_with(KEY_PREFIX))
             .map(str::to_owned);
+        if presented.is_none() && self.limited.is_none() {
+            // No key and no per-client limit: nothing to check, and no boxed future.
+            return Either::Left(self.inner.call(request));
+        }
         let inner = self.inner.clone();
         let limited = self.limited.clone();
         let quotas = self.quotas.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let Some(presented) = presented else {
                 return per_client(inner, limited, request).await;
             };
@@ -115,7 +119,7 @@ where
                 Verdict::Invalid => Ok(ApiError::InvalidApiKey.into_response()),
                 Verdict::Unchecked => per_client(inner, limited, request).await,
             }
-        })
+        }))
     }
 }
 

@@ -157,3 +157,43 @@ async fn the_autoscaling_signal_integrates_requests_in_inference_and_returns_to_
     assert_eq!(app.metric("ml_api_inference_in_flight ").await, Some(0.0));
     app.stop().await;
 }
+
+/// `ml_api_http_requests_in_flight` counts requests being served, so a request whose client
+/// hangs up half-way through its body stops counting when the connection goes.
+#[tokio::test]
+async fn a_request_abandoned_by_its_client_leaves_the_in_flight_gauge() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    // The scrape that reads the gauge is itself in flight: 1 is "nothing else".
+    let gauge = "ml_api_http_requests_in_flight ";
+    assert_eq!(app.metric(gauge).await, Some(1.0));
+
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /predict HTTP/1.1\r\nhost: ml-api\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{\"fecha_dato\":",
+        )
+        .await
+        .unwrap();
+    wait_for_gauge(&app, gauge, 2.0).await;
+    drop(stream);
+    wait_for_gauge(&app, gauge, 1.0).await;
+    app.stop().await;
+}
+
+/// Polls `/metrics` until the sample starting with `prefix` equals `value` (20 s at most).
+async fn wait_for_gauge(app: &crate::helpers::TestApp, prefix: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = app.metric(prefix).await;
+        if now == Some(value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`{prefix}` stayed at {now:?}, expected {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
