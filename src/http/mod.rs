@@ -26,7 +26,6 @@ use axum::{
     response::IntoResponse,
     Extension, Router,
 };
-use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -76,22 +75,28 @@ pub fn router(state: AppState, config: &ServeConfig) -> anyhow::Result<Router> {
         .merge(docs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Layers run outside-in from the last one added.
-        .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
-        .layer(Extension(extract::BodyLimit(config.http.max_body_bytes)))
-        .layer(middleware::ObserveLayer::new(
-            state.clone(),
-            middleware::AccessLog::new(&config.access_log),
-        ))
-        // Sentry's per-request hub and transaction only when a Sentry client is configured
-        // (telemetry starts before the router is built): they cost a few µs per request.
-        .layer(option_layer(sentry_enabled.then(|| {
-            sentry::integrations::tower::SentryHttpLayer::new().enable_transaction()
-        })))
-        .layer(option_layer(sentry_enabled.then(
-            sentry::integrations::tower::NewSentryLayer::<Request<Body>>::new_from_top,
-        )))
-        .layer(CatchPanicLayer::custom(panic_response))
+        // One `layer` call: axum wraps every route in a boxed service per call, so six calls
+        // cost each request six boxed clones and six nested futures. The first layer listed
+        // runs first.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_response))
+                // Sentry's per-request hub and transaction only when a Sentry client is
+                // configured (telemetry starts before the router is built): they cost a few
+                // µs per request.
+                .option_layer(sentry_enabled.then(
+                    sentry::integrations::tower::NewSentryLayer::<Request<Body>>::new_from_top,
+                ))
+                .option_layer(sentry_enabled.then(|| {
+                    sentry::integrations::tower::SentryHttpLayer::new().enable_transaction()
+                }))
+                .layer(middleware::ObserveLayer::new(
+                    state.clone(),
+                    middleware::AccessLog::new(&config.access_log),
+                ))
+                .layer(Extension(extract::BodyLimit(config.http.max_body_bytes)))
+                .layer(DefaultBodyLimit::max(config.http.max_body_bytes)),
+        )
         .with_state(state))
 }
 
