@@ -123,13 +123,7 @@ pub fn train_in_phases(
 
     let (model, class_values, scores, outcomes, eval_proba) = match &job.target {
         Target::Classes { values, .. } => {
-            let classes: Vec<ClassValue> = train_rows
-                .iter()
-                .filter_map(|&i| values.get(i))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .cloned()
-                .collect();
+            let classes = distinct_classes(train_rows.iter().filter_map(|&i| values.get(i)));
             if classes.len() < 2 {
                 return Err(TrainingError::Degenerate(format!(
                     "the training rows hold one class only ({}); a classifier needs two or more",
@@ -278,6 +272,16 @@ pub fn train_in_phases(
     let contract = card::contract(job, &train_rows, &winners, class_values.len());
     phase(Phase::Exporting);
     Ok(card::finish(job, model, &class_values, metrics, contract))
+}
+
+/// The distinct values of `values`, sorted. A set of borrowed values that clones each class
+/// once (`collect` into a set would first gather and sort every row's value).
+fn distinct_classes<'a>(values: impl Iterator<Item = &'a ClassValue>) -> Vec<ClassValue> {
+    let mut seen: BTreeSet<&ClassValue> = BTreeSet::new();
+    for value in values {
+        seen.insert(value);
+    }
+    seen.into_iter().cloned().collect()
 }
 
 /// The stratification key of each row: its class, or its combination of labels.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::FeatureValues;
 use super::design::{self, Encoder, Matrix};
-use super::objective::{dot, logsumexp, sigmoid};
+use super::objective::{dot, sigmoid, softmax};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,8 +64,8 @@ impl LinearModel {
                             }
                         }
                         ModelKind::Multinomial => {
-                            let lse = logsumexp(&z);
-                            p.iter_mut().zip(&z).for_each(|(p, v)| *p = (v - lse).exp());
+                            p.iter_mut().zip(&z).for_each(|(p, v)| *p = *v);
+                            softmax(p);
                         }
                         ModelKind::MultiLabel => {
                             p.iter_mut().zip(&z).for_each(|(p, &v)| *p = sigmoid(v));
