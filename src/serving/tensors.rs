@@ -269,18 +269,19 @@ pub fn decode(
 ) -> Result<FeatureBatch, TensorError> {
     let mut sources: Vec<Option<View<'_>>> = schema.fields.iter().map(|_| None).collect();
     let mut rows: Option<usize> = None;
-    for tensor in tensors {
+    for (position, tensor) in tensors.iter().enumerate() {
         let name = tensor.name;
-        let (index, field) = schema
-            .fields
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.name == name)
-            .ok_or_else(|| {
-                malformed(format!(
-                    "unexpected input `{name}` for model `{model_name}`"
-                ))
-            })?;
+        // Clients (tritonclient, ml-api's own metadata) send the inputs in the schema's order.
+        let index = match schema.fields.get(position) {
+            Some(field) if field.name == name => Some(position),
+            _ => schema.fields.iter().position(|f| f.name == name),
+        }
+        .ok_or_else(|| {
+            malformed(format!(
+                "unexpected input `{name}` for model `{model_name}`"
+            ))
+        })?;
+        let field = &schema.fields[index];
         let expected = datatype(field.element);
         let numeric = field.element.is_numeric() && !matches!(tensor.datatype, "BYTES" | "BOOL");
         if tensor.datatype != expected && !numeric {

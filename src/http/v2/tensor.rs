@@ -4,8 +4,12 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::{
+    de::{SeqAccess, Visitor},
+    Deserialize, Deserializer, Serialize,
+};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 use utoipa::ToSchema;
 
 use crate::{
@@ -22,7 +26,8 @@ pub struct InputTensor<'a> {
     #[serde(borrow)]
     #[schema(value_type = String)]
     pub name: Cow<'a, str>,
-    pub shape: Vec<i64>,
+    #[schema(value_type = Vec<i64>)]
+    pub shape: SmallVec<[i64; 4]>,
     /// BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64 or BYTES.
     #[serde(borrow)]
     #[schema(value_type = String)]
@@ -49,7 +54,7 @@ pub struct InferRequest<'a> {
     /// Echoed in the response.
     #[serde(default)]
     pub id: Option<String>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "inputs")]
     pub inputs: Vec<InputTensor<'a>>,
     #[serde(default)]
     pub outputs: Option<Vec<RequestedOutput>>,
@@ -57,6 +62,35 @@ pub struct InferRequest<'a> {
     #[schema(value_type = Object)]
     pub parameters: Option<Map<String, Value>>,
 }
+
+/// The inputs, in one allocation for up to [`INPUTS_CAPACITY`] tensors (a request carries one
+/// per model input; serde's `Vec` would grow from 4 and move the tensors at each step).
+fn inputs<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<InputTensor<'a>>, D::Error> {
+    struct Inputs<'a>(std::marker::PhantomData<InputTensor<'a>>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for Inputs<'a> {
+        type Value = Vec<InputTensor<'a>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut inputs = Vec::with_capacity(seq.size_hint().unwrap_or(INPUTS_CAPACITY));
+            while let Some(input) = seq.next_element()? {
+                inputs.push(input);
+            }
+            Ok(inputs)
+        }
+    }
+
+    deserializer.deserialize_seq(Inputs(std::marker::PhantomData))
+}
+
+/// Tensors room is made for before the first is read.
+const INPUTS_CAPACITY: usize = 32;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OutputTensor {

@@ -8,6 +8,10 @@ use std::{borrow::Cow, fmt};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use smallvec::{smallvec, SmallVec};
+
+/// Elements of one JSON type: a one-row tensor's element is kept inline (no allocation).
+pub type Typed<T> = SmallVec<[T; 1]>;
 
 /// One element of a JSON tensor whose elements are not all of one JSON type.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,10 +30,10 @@ pub enum JsonScalar<'a> {
 /// A JSON tensor's elements, flattened row-major.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum JsonData<'a> {
-    Bool(Vec<bool>),
-    Int(Vec<i64>),
-    Float(Vec<f64>),
-    Text(Vec<Cow<'a, str>>),
+    Bool(Typed<bool>),
+    Int(Typed<i64>),
+    Float(Typed<f64>),
+    Text(Typed<Cow<'a, str>>),
     /// Elements of several JSON types, or nulls or objects (also the empty tensor).
     Mixed(Vec<JsonScalar<'a>>),
     /// No `data` (a binary-data tensor): one null, as an absent `Value` flattened to.
@@ -59,11 +63,23 @@ impl<'a> JsonData<'a> {
 
     fn first(item: JsonScalar<'a>) -> Self {
         match item {
-            JsonScalar::Bool(v) => Self::Bool(vec![v]),
-            JsonScalar::Int(v) => Self::Int(vec![v]),
-            JsonScalar::Float(v) => Self::Float(vec![v]),
-            JsonScalar::Text(v) => Self::Text(vec![v]),
+            JsonScalar::Bool(v) => Self::Bool(smallvec![v]),
+            JsonScalar::Int(v) => Self::Int(smallvec![v]),
+            JsonScalar::Float(v) => Self::Float(smallvec![v]),
+            JsonScalar::Text(v) => Self::Text(smallvec![v]),
             other => Self::Mixed(vec![other]),
+        }
+    }
+
+    /// Whether the elements live on the heap (the test of the inline case).
+    #[cfg(test)]
+    fn is_spilled(&self) -> bool {
+        match self {
+            Self::Bool(values) => values.spilled(),
+            Self::Int(values) => values.spilled(),
+            Self::Float(values) => values.spilled(),
+            Self::Text(values) => values.spilled(),
+            Self::Mixed(_) | Self::Absent => true,
         }
     }
 
@@ -298,10 +314,11 @@ mod tests {
 
     #[test]
     fn elements_of_one_json_type_fill_one_typed_vector_flattened_row_major() {
-        assert_eq!(data("[[1], [-2], [3]]"), JsonData::Int(vec![1, -2, 3]));
-        assert_eq!(data("[[1.5, 2.0]]"), JsonData::Float(vec![1.5, 2.0]));
-        assert_eq!(data("[true, [false]]"), JsonData::Bool(vec![true, false]));
-        assert_eq!(data("7"), JsonData::Int(vec![7]));
+        assert_eq!(data("[[1], [-2], [3]]"), JsonData::Int(smallvec![1, -2, 3]));
+        assert_eq!(data("[[1.5, 2.0]]"), JsonData::Float(smallvec![1.5, 2.0]));
+        assert_eq!(data("[true, [false]]"), JsonData::Bool(smallvec![true, false]));
+        assert_eq!(data("7"), JsonData::Int(smallvec![7]));
+        assert!(!data("[[7]]").is_spilled(), "one element, no allocation");
         let JsonData::Text(text) = data(r#"["ES", "Espa\u00f1a"]"#) else {
             panic!("text")
         };
