@@ -316,7 +316,10 @@ mod tests {
     fn elements_of_one_json_type_fill_one_typed_vector_flattened_row_major() {
         assert_eq!(data("[[1], [-2], [3]]"), JsonData::Int(smallvec![1, -2, 3]));
         assert_eq!(data("[[1.5, 2.0]]"), JsonData::Float(smallvec![1.5, 2.0]));
-        assert_eq!(data("[true, [false]]"), JsonData::Bool(smallvec![true, false]));
+        assert_eq!(
+            data("[true, [false]]"),
+            JsonData::Bool(smallvec![true, false])
+        );
         assert_eq!(data("7"), JsonData::Int(smallvec![7]));
         assert!(!data("[[7]]").is_spilled(), "one element, no allocation");
         let JsonData::Text(text) = data(r#"["ES", "Espa\u00f1a"]"#) else {
