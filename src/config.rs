@@ -18,6 +18,11 @@ use ipnet::IpNet;
 pub struct Cli {
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+    /// Let the kernel back the process's memory with transparent huge pages (2 MiB each).
+    /// Off by default: a replica's heap is small, and huge pages kept about 16 MiB more of it
+    /// resident (docs/performance.md, "Resident memory"). Linux only.
+    #[arg(long, env = "ML_API_HUGE_PAGES", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub huge_pages: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -11,6 +11,7 @@ pub mod inference;
 pub mod jobs;
 pub mod lambda;
 pub mod log_writer;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod onnx_import;

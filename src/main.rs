@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use ml_api::{
     config::{Cli, Command},
-    lambda, shutdown,
+    lambda, memory, shutdown,
     startup::{self, Application},
     telemetry,
 };
@@ -27,6 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(error) = memory::huge_pages(cli.huge_pages) {
+        tracing::warn!(%error, "could not change the use of transparent huge pages");
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

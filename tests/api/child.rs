@@ -103,6 +103,13 @@ impl ServerProcess {
         }
     }
 
+    /// The process id (until it has been waited for).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .id()
+            .expect("the process has not been waited for")
+    }
+
     /// The lines the process has written so far (stdout and stderr).
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("log lock").clone()

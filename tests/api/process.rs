@@ -450,3 +450,24 @@ async fn the_log_filter_silences_the_access_log() {
         "no access line: {logs:?}"
     );
 }
+
+/// The kernel's view of the process: `THP_enabled` in `/proc/<pid>/status`.
+fn huge_pages_enabled(server: &ServerProcess) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("the kernel reports THP_enabled")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn transparent_huge_pages_are_off_unless_asked_for() {
+    let default = ServerProcess::start(&[], &[]).await;
+    assert_eq!(huge_pages_enabled(&default), "0");
+    let asked = ServerProcess::start(&["--huge-pages", "true"], &[]).await;
+    assert_eq!(huge_pages_enabled(&asked), "1");
+    let by_env = ServerProcess::start(&[], &[("ML_API_HUGE_PAGES", "true".to_owned())]).await;
+    assert_eq!(huge_pages_enabled(&by_env), "1");
+}
