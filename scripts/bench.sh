@@ -27,12 +27,14 @@
 #     1,000,000 more requests (oha `-n`) and VmRSS/VmHWM from /proc;
 #  4b. `paired`: the ratios the targets compare, measured in rounds. The baseline runs beside
 #     the default server (both on the server CPU, only one driven at a time); each of
-#     BENCH_PAIRED_ROUNDS rounds drives, for BENCH_PAIRED_DURATION each and in an order that
-#     rotates from round to round, the baseline's /predict, ml-api's /predict, V2 JSON, V2
-#     binary and gRPC raw at 64 connections. The targets that compare two servers or two
-#     protocols take the median over rounds of each round's ratio: on a shared host the
-#     throughput of one server drifts by 2x within minutes (docs/performance.md), and two
-#     runs a few seconds apart see the same host;
+#     BENCH_PAIRED_ROUNDS rounds drives, for BENCH_PAIRED_DURATION each, ml-api's /predict,
+#     V2 JSON, V2 binary and gRPC raw at 64 connections, in an order that rotates from round
+#     to round, with a run of the baseline's /predict before the first and after each. Every
+#     ml-api run is taken relative to the geometric mean of the two baseline runs around it,
+#     and the targets that compare two servers or two protocols take the median over rounds
+#     of those relative figures' ratio: on a shared host the throughput of one server drifts
+#     by 2x within minutes (docs/performance.md), and runs a few seconds apart see the same
+#     host;
 #  5. prints one table and PASS/MISS per target, writes .run/bench/results.json and (unless
 #     BENCH_WRITE_DOC=0) the generated block of docs/performance.md;
 #  6. `cargo bench --bench predict_path` and `--bench batcher` (pinned to CPU 1) unless
@@ -45,7 +47,7 @@
 #   BENCH_WARMUP=5s  BENCH_DURATION=15s   wrk durations (warm-up, each measured run)
 #   BENCH_RATE_DURATION=30s               the constant-rate (oha -q) run
 #   BENCH_AB_DURATION=10s                 each run of the drift A/B
-#   BENCH_PAIRED_ROUNDS=5  BENCH_PAIRED_DURATION=5s   the paired rounds (step 4b)
+#   BENCH_PAIRED_ROUNDS=7  BENCH_PAIRED_DURATION=3s   the paired rounds (step 4b)
 #   BENCH_MEMORY_REQUESTS=1000000         requests of the memory run (oha -n)
 #   BENCH_SKIP_CRITERION=1                skip `cargo bench`
 #   BENCH_WRITE_DOC=0                     do not rewrite docs/performance.md (trial runs)
@@ -66,8 +68,8 @@ WARMUP="${BENCH_WARMUP:-5s}"
 DURATION="${BENCH_DURATION:-15s}"
 RATE_DURATION="${BENCH_RATE_DURATION:-30s}"
 AB_DURATION="${BENCH_AB_DURATION:-10s}"
-PAIRED_ROUNDS="${BENCH_PAIRED_ROUNDS:-5}"
-PAIRED_DURATION="${BENCH_PAIRED_DURATION:-5s}"
+PAIRED_ROUNDS="${BENCH_PAIRED_ROUNDS:-7}"
+PAIRED_DURATION="${BENCH_PAIRED_DURATION:-3s}"
 MEMORY_REQUESTS="${BENCH_MEMORY_REQUESTS:-1000000}"
 WRITE_DOC="${BENCH_WRITE_DOC:-1}"
 OUT=".run/bench"
@@ -538,10 +540,13 @@ if want paired; then
       grpc-infer-raw) BASE="$ML_API_BASE" run_h2load paired-grpc-infer-raw 64 "$PAIRED_DURATION" ;;
     esac
   }
-  PAIRED_KINDS=(baseline predict v2-infer v2-infer-binary grpc-infer-raw)
+  # Each ml-api run between two baseline runs, which it is compared with.
+  PAIRED_KINDS=(predict v2-infer v2-infer-binary grpc-infer-raw)
   for ((round = 1; round <= PAIRED_ROUNDS; round++)); do
+    ROUND="$round" paired_run baseline
     for ((i = 0; i < ${#PAIRED_KINDS[@]}; i++)); do
       ROUND="$round" paired_run "${PAIRED_KINDS[(i + round - 1) % ${#PAIRED_KINDS[@]}]}"
+      ROUND="$round" paired_run baseline
     done
   done
   stop_server
@@ -621,11 +626,22 @@ import statistics
 for run in runs:
     run["result"] = norm(run)
 baseline = {r["connections"]: r["result"]["rps"] for r in runs if r["scenario"] == "baseline"}
-# A paired run is compared with the baseline of its own round (step 4b).
-paired_baseline = {r["round"]: r["result"]["rps"] for r in runs if r["scenario"] == "paired-baseline"}
+
+def flanking_baseline(index):
+    """The baseline a paired run is compared with (step 4b): the geometric mean of the
+    baseline runs just before and just after it, in its round."""
+    run = runs[index]
+    if run["scenario"] == "paired-baseline":
+        return run["result"]["rps"]
+    before = [r for r in runs[:index] if r["scenario"] == "paired-baseline"][-1:]
+    after = [r for r in runs[index + 1:] if r["scenario"] == "paired-baseline"][:1]
+    found = [r["result"]["rps"] for r in before + after if r["round"] == run["round"]]
+    return statistics.geometric_mean(found) if found else None
+
+for index, run in enumerate(runs):
+    run["reference"] = flanking_baseline(index) if run["scenario"].startswith("paired-") else None
 for run in runs:
-    b = (paired_baseline.get(run["round"]) if run["scenario"].startswith("paired-")
-         else baseline.get(run["connections"]))
+    b = run["reference"] if run["scenario"].startswith("paired-") else baseline.get(run["connections"])
     run["pct_of_baseline"] = (round(100 * run["result"]["rps"] / b, 1)
                               if b and run["tool"] == "wrk" and run["records_per_request"] == 1
                               else None)
@@ -680,11 +696,15 @@ def median(scenario):
     return statistics.median(r["result"]["rps"] for r in runs if r["scenario"] == scenario)
 
 def paired(a, b):
-    """Median over the paired rounds of rps(a) / rps(b), and each round's ratio."""
-    rps = {(r["scenario"], r["round"]): r["result"]["rps"] for r in runs
-           if r["scenario"].startswith("paired-")}
-    ratios = [rps[(a, n)] / rps[(b, n)] for (s, n) in sorted(rps, key=lambda k: k[1])
-              if s == a and (b, n) in rps and rps[(b, n)]]
+    """Median over the paired rounds of rps(a) / rps(b), each run taken relative to the
+    baseline runs around it (step 4b), and each round's ratio."""
+    relative = {(r["scenario"], r["round"]): r["result"]["rps"] / r["reference"] for r in runs
+                if r["scenario"].startswith("paired-") and r["scenario"] != "paired-baseline"
+                and r["reference"]}
+    relative.update({("paired-baseline", r["round"]): 1.0 for r in runs
+                     if r["scenario"] == "paired-baseline"})
+    ratios = [relative[(a, n)] / relative[(b, n)] for (s, n) in sorted(relative, key=lambda k: k[1])
+              if s == a and (b, n) in relative and relative[(b, n)]]
     return statistics.median(ratios), ratios
 
 def paired_detail(a, b, unit="%"):

@@ -9,6 +9,7 @@ pub mod json;
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use self::json::{JsonData, JsonScalar};
 use crate::model::{
@@ -105,7 +106,7 @@ enum View<'a> {
         bytes: &'a [u8],
         size: usize,
     },
-    RawBytes(Vec<&'a [u8]>),
+    RawBytes(SmallVec<[&'a [u8]; 1]>),
 }
 
 /// One element as the decoder reads it.
@@ -216,8 +217,8 @@ fn raw_scalar<'a>(datatype: &str, b: &[u8]) -> Option<Scalar<'a>> {
 
 /// The elements of raw `BYTES` contents: each a 4-byte little-endian length, then that many
 /// bytes (gRPC `raw_input_contents` and REST's binary-data extension alike).
-pub fn bytes_elements(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let mut items = Vec::new();
+pub fn bytes_elements(bytes: &[u8]) -> Result<SmallVec<[&[u8]; 1]>, String> {
+    let mut items = SmallVec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
         let (length, tail) = rest
