@@ -52,11 +52,59 @@ pub fn is_missing(cell: &[u8]) -> bool {
 
 /// A finite number, or `None`. The whole trimmed cell must be one number, in the forms Rust's
 /// `str::parse::<f64>` takes (`1`, `-2.5`, `+.5`, `1e-3`; `fast_float2` parses them to the
-/// same, correctly rounded, values several times faster).
+/// same, correctly rounded, values several times faster). Plain decimals of at most 15
+/// digits (what CSV writers mostly print) take [`short_decimal`] first.
 pub fn number(cell: &[u8]) -> Option<f64> {
-    fast_float2::parse::<f64, _>(trim(cell))
+    let cell = trim(cell);
+    if let Some(value) = short_decimal(cell) {
+        return Some(value);
+    }
+    fast_float2::parse::<f64, _>(cell)
         .ok()
         .filter(|v| v.is_finite())
+}
+
+/// Exact powers of ten as `f64` (every one up to 10^22 is).
+const POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// `[+-]digits[.digits]` with at most 15 digits in all and no exponent, else `None`. Its
+/// digits as an integer `w < 10^15 < 2^53` and its fraction's length `f <= 15` are both
+/// exact as `f64`, so `w / 10^f` is one correctly rounded IEEE division: the same value as
+/// any correct parser's (Clinger's fast path, which `fast_float2` also takes, after more
+/// checks per cell). One pass over the bytes: about a fifth less time per cell than
+/// `fast_float2` alone on the cells of `make bench-train`.
+fn short_decimal(cell: &[u8]) -> Option<f64> {
+    let (negative, digits) = match cell {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, cell),
+    };
+    if digits.len() > 16 || !digits.first()?.is_ascii_digit() {
+        return None;
+    }
+    let mut w: u64 = 0;
+    let mut dot = None;
+    for (i, &byte) in digits.iter().enumerate() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit <= 9 {
+            w = w * 10 + u64::from(digit);
+        } else if byte == b'.' && dot.is_none() {
+            dot = Some(i);
+        } else {
+            return None;
+        }
+    }
+    let (count, fraction) = match dot {
+        Some(i) => (digits.len() - 1, digits.len() - 1 - i),
+        None => (digits.len(), 0),
+    };
+    if count > 15 {
+        return None;
+    }
+    let value = w as f64 / POWERS_OF_TEN.get(fraction)?;
+    Some(if negative { -value } else { value })
 }
 
 /// The row count and column types of a CSV stream.
@@ -580,5 +628,96 @@ pub mod parquet_file {
         }
         let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
         Ok((rows, columns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `number` must equal: Rust's own parser on the trimmed cell.
+    fn by_std(cell: &str) -> Option<u64> {
+        cell.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(f64::to_bits)
+    }
+
+    #[test]
+    fn short_decimals_parse_to_the_same_bits_as_rusts_parser() {
+        let fixed = [
+            "0",
+            "-0",
+            "+0",
+            "-0.0",
+            "5.",
+            "-5.",
+            "+.5",
+            ".5",
+            "-.5",
+            "1e3",
+            "1.5E-7",
+            "0.1",
+            "0.3",
+            "-1.234567",
+            "123456789012345",
+            "1234567890123456",
+            "0.000000000000001",
+            "9.99999999999999",
+            "999999999999999.",
+            "00000000000000012",
+            " 2.5 ",
+            "1.2.3",
+            "-",
+            "+",
+            ".",
+            "-.",
+            "1,5",
+            "1_0",
+            "nan",
+            "inf",
+            "0x10",
+            "١",
+            "",
+            "12a",
+            "--1",
+        ];
+        for cell in fixed {
+            assert_eq!(
+                number(cell.as_bytes()).map(f64::to_bits),
+                by_std(cell),
+                "`{cell}`"
+            );
+        }
+        // Random decimals as CSV writers print them: every digit count and dot position.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..200_000 {
+            let digits = 1 + next(17) as usize;
+            let mut cell = String::new();
+            match next(3) {
+                0 => cell.push('-'),
+                1 if next(4) == 0 => cell.push('+'),
+                _ => {}
+            }
+            let dot = next(digits as u64 + 1) as usize;
+            for i in 0..digits {
+                if i == dot && i > 0 {
+                    cell.push('.');
+                }
+                cell.push(char::from(b'0' + next(10) as u8));
+            }
+            assert_eq!(
+                number(cell.as_bytes()).map(f64::to_bits),
+                by_std(&cell),
+                "`{cell}`"
+            );
+        }
     }
 }
