@@ -15,6 +15,8 @@ use ml_api::{
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before the first allocations fault pages in; `--huge-pages true` allows them again below.
+    let _ = memory::huge_pages(false);
     let cli = Cli::parse_from(lambda::command_line(
         std::env::args_os(),
         std::env::var_os(lambda::RUNTIME_API_ENV),
