@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // Before the first allocations fault pages in; `--huge-pages true` allows them again below.
-    let _ = memory::huge_pages(false);
+    let huge_pages_off = memory::huge_pages(false);
     let cli = Cli::parse_from(lambda::command_line(
         std::env::args_os(),
         std::env::var_os(lambda::RUNTIME_API_ENV),
@@ -29,7 +29,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(error) = memory::huge_pages(cli.huge_pages) {
+    // Reported once tracing is up: the first call's outcome, or allowing them again.
+    let huge_pages = match cli.huge_pages {
+        true => memory::huge_pages(true),
+        false => huge_pages_off,
+    };
+    if let Err(error) = huge_pages {
         tracing::warn!(%error, "could not change the use of transparent huge pages");
     }
     let result = tokio::runtime::Builder::new_multi_thread()

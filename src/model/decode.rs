@@ -47,24 +47,31 @@ pub fn from_slice(
     max_records: usize,
 ) -> Result<DecodedRecords, RecordsError> {
     let mut builder = Builder::new(schema, max_records);
-    // A body of valid UTF-8 (checked in one pass) is read as text, which spares the parser a
-    // check of every string; otherwise as bytes, whose parser names where the bad byte is.
-    match std::str::from_utf8(body) {
-        Ok(text) => walk(serde_json::Deserializer::from_str(text), &mut builder),
-        Err(_) => walk(serde_json::Deserializer::from_slice(body), &mut builder),
-    }
-    .map_err(|error| RecordsError::Syntax(error.to_string()))?;
+    from_json_bytes(body, BodySeed(&mut builder))
+        .map_err(|error| RecordsError::Syntax(error.to_string()))?;
     builder.finish().map_err(RecordsError::Invalid)
 }
 
-/// Walks the whole of a body with `parser`, up to its end, into `builder`.
-fn walk<'de, R: serde_json::de::Read<'de>>(
-    mut parser: serde_json::Deserializer<R>,
-    builder: &mut Builder<'_, 'de>,
-) -> Result<(), serde_json::Error> {
-    BodySeed(builder)
-        .deserialize(&mut parser)
-        .and_then(|()| parser.end())
+/// Deserializes the whole of a JSON document with `seed` (`PhantomData::<T>` for a plain
+/// `T: Deserialize`), up to its end. Valid UTF-8 (checked in one pass) is read as text, which
+/// spares the parser a check of every string; otherwise as bytes, whose parser names where
+/// the bad byte is.
+pub fn from_json_bytes<'de, S: DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+) -> Result<S::Value, serde_json::Error> {
+    fn parse<'de, R: serde_json::de::Read<'de>, S: DeserializeSeed<'de>>(
+        mut parser: serde_json::Deserializer<R>,
+        seed: S,
+    ) -> Result<S::Value, serde_json::Error> {
+        let value = seed.deserialize(&mut parser)?;
+        parser.end()?;
+        Ok(value)
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => parse(serde_json::Deserializer::from_slice(bytes), seed),
+    }
 }
 
 /// [`from_slice`] for a body already parsed (warm-up, profiling, reference records).
@@ -136,11 +143,7 @@ impl<'s, 'de> Builder<'s, 'de> {
     }
 
     fn field_index(&mut self, name: &str) -> Option<usize> {
-        let fields = &self.schema.fields;
-        let index = match fields.get(self.hint) {
-            Some(field) if field.name == name => self.hint,
-            _ => fields.iter().position(|field| field.name == name)?,
-        };
+        let index = self.schema.field_index(name, self.hint)?;
         self.hint = index + 1;
         Some(index)
     }

@@ -92,6 +92,16 @@ pub struct ModelSchema {
 }
 
 impl ModelSchema {
+    /// The position of field `name`, looked for at `hint` first: clients (the Flask
+    /// prediction API's, tritonclient, ml-api's own metadata) send fields in the schema's
+    /// order, so the hint is almost always right and the lookup one comparison.
+    pub fn field_index(&self, name: &str, hint: usize) -> Option<usize> {
+        match self.fields.get(hint) {
+            Some(field) if field.name == name => Some(hint),
+            _ => self.fields.iter().position(|field| field.name == name),
+        }
+    }
+
     /// Combines the graph's signature with the card, refusing cards that contradict the graph.
     pub fn build(
         inputs: &[InputSpec],

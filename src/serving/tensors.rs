@@ -272,12 +272,7 @@ pub fn decode(
     let mut rows: Option<usize> = None;
     for (position, tensor) in tensors.iter().enumerate() {
         let name = tensor.name;
-        // Clients (tritonclient, ml-api's own metadata) send the inputs in the schema's order.
-        let index = match schema.fields.get(position) {
-            Some(field) if field.name == name => Some(position),
-            _ => schema.fields.iter().position(|f| f.name == name),
-        }
-        .ok_or_else(|| {
+        let index = schema.field_index(name, position).ok_or_else(|| {
             malformed(format!(
                 "unexpected input `{name}` for model `{model_name}`"
             ))

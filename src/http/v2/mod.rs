@@ -6,7 +6,7 @@
 pub mod routes;
 pub mod tensor;
 
-use std::sync::Arc;
+use std::{marker::PhantomData, sync::Arc};
 
 use axum::{
     body::Bytes,
@@ -23,7 +23,7 @@ use self::tensor::{InferRequest, InferResponse};
 use super::{predict::encoded, state::AppState};
 use crate::{
     http::error::ApiError,
-    model::ModelSchema,
+    model::{decode::from_json_bytes, ModelSchema},
     registry::{ListQuery, ModelStatus},
     serving::{
         catalog::ModelRef,
@@ -395,13 +395,8 @@ pub fn parse_request<'b>(
         }
         None => (body, &[][..]),
     };
-    // Valid UTF-8 (checked in one pass) is read as text, which spares the parser a check of
-    // every string; otherwise as bytes, whose parser names where the bad byte is.
-    let request: InferRequest<'b> = match std::str::from_utf8(json_part) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(json_part),
-    }
-    .map_err(|e| bad_request(format!("invalid inference request: {e}")))?;
+    let request: InferRequest<'b> = from_json_bytes(json_part, PhantomData)
+        .map_err(|e| bad_request(format!("invalid inference request: {e}")))?;
     if let Some(outputs) = &request.outputs {
         if let Some(unknown) = outputs.iter().find(|o| o.name != schema.output) {
             return Err(bad_request(format!(

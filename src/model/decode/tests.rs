@@ -285,3 +285,41 @@ fn cards_that_contradict_the_graph_are_refused() {
     };
     assert!(ModelSchema::build(&inputs, &outputs, &card).is_ok());
 }
+
+#[test]
+fn fields_are_found_at_their_hint_first_and_by_name_otherwise() {
+    let schema = schema();
+    let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+    for (position, name) in names.iter().enumerate() {
+        // At the hint, before it, after it and past the end: always the field's own position.
+        for hint in [position, 0, names.len() - 1, names.len() + 5] {
+            assert_eq!(
+                schema.field_index(name, hint),
+                Some(position),
+                "{name} at {hint}"
+            );
+        }
+    }
+    assert_eq!(schema.field_index("absent", 0), None);
+    assert_eq!(schema.field_index("", names.len()), None);
+}
+
+#[test]
+fn json_documents_parse_from_text_or_bytes_alike() {
+    use std::marker::PhantomData;
+    let parsed: serde_json::Value = from_json_bytes(br#"{"a": [1, "x"]}"#, PhantomData).unwrap();
+    assert_eq!(parsed, json!({"a": [1, "x"]}));
+    // Trailing content is refused, as `serde_json::from_slice` refuses it.
+    let trailing = from_json_bytes::<PhantomData<serde_json::Value>>(b"{} {}", PhantomData);
+    assert!(trailing
+        .unwrap_err()
+        .to_string()
+        .contains("trailing characters"));
+    // Invalid UTF-8 inside a string: the byte parser's error, naming the position.
+    let bad = from_json_bytes::<PhantomData<serde_json::Value>>(b"\"a\xff\"", PhantomData);
+    let message = bad.unwrap_err().to_string();
+    let expected = serde_json::from_slice::<serde_json::Value>(b"\"a\xff\"")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(message, expected);
+}
