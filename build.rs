@@ -74,6 +74,8 @@ fn generate_grpc_service() {
     tonic_prost_build::configure()
         // Tensor bytes borrow the request's buffer instead of being copied.
         .bytes(".")
+        // prost's codec, decoding each message from one contiguous buffer (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::ContiguousProstCodec")
         .compile_fds(compiler.file_descriptor_set())
         .unwrap_or_else(|e| panic!("cannot generate the gRPC service: {e}"));
 }

@@ -79,7 +79,9 @@ impl Admission {
             .and_then(|value| value.to_str().ok())
             .filter(|value| !value.is_empty());
         if let Some(key) = presented.filter(|key| key.starts_with(KEY_PREFIX)) {
-            match self.quotas.check(key).await {
+            // Boxed: the quota check (a Redis script) would otherwise make every call's
+            // future as large as its own.
+            match Box::pin(self.quotas.check(key)).await {
                 Verdict::Decided(decision) if decision.allowed => return Ok(()),
                 Verdict::Decided(decision) => {
                     let seconds = decision.retry_after.as_micros().div_ceil(1_000_000);

@@ -8,6 +8,7 @@
 //! shadow scoring, metrics), quotas and per-client rate limits as V2 over REST.
 
 pub mod admission;
+pub mod codec;
 pub mod metrics;
 pub mod service;
 pub mod status;

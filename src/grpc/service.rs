@@ -80,7 +80,9 @@ impl Inference {
         let (metadata, _, message) = request.into_parts();
         self.observe(method, &metadata, async {
             self.admission.admit(&metadata, peer).await?;
-            work(message).await
+            // Boxed: a method's work (resolving the model, decoding, scoring) is a future of
+            // kilobytes; inline, each layer around it would copy it whole on every call.
+            Box::pin(work(message)).await
         })
         .await
     }

@@ -244,7 +244,8 @@ impl Catalog {
             return Ok(id);
         }
         self.check_not_missing(reference)?;
-        match self.registry.alias(name, alias).await? {
+        // Boxed for the reason `get_id` boxes its miss path: a registry round trip is rare.
+        match Box::pin(self.registry.alias(name, alias)).await? {
             Some(id) => Ok(id),
             None => Err(self.remember_missing(reference)),
         }
@@ -425,6 +426,14 @@ impl Catalog {
         if let Some(model) = self.hit(id) {
             return Ok(model);
         }
+        // Boxed: loading (the registry's read, ONNX Runtime's session) is a future of several
+        // kilobytes, and every request's future would otherwise reserve room for it and be
+        // copied whole, though a request almost always hits the cache.
+        Box::pin(self.load_and_cache(id)).await
+    }
+
+    /// The cache's miss path: one load per id at a time, then the model is cached.
+    async fn load_and_cache(&self, id: Uuid) -> Result<Arc<LoadedModel>, CatalogError> {
         self.check_not_missing(&ModelRef::Id(id))?;
         let gate = {
             let mut loading = self.loading.lock().await;
