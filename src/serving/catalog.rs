@@ -244,8 +244,7 @@ impl Catalog {
             return Ok(id);
         }
         self.check_not_missing(reference)?;
-        // Boxed for the reason `get_id` boxes its miss path: a registry round trip is rare.
-        match Box::pin(self.registry.alias(name, alias)).await? {
+        match self.registry.alias(name, alias).await? {
             Some(id) => Ok(id),
             None => Err(self.remember_missing(reference)),
         }

@@ -144,8 +144,7 @@ pub async fn resolve(
         limit: usize::MAX,
         ..ListQuery::default()
     };
-    // Boxed: a registry listing is a large future, and the common path above stays small.
-    let page = Box::pin(state.catalog.registry().list(&query)).await?;
+    let page = state.catalog.registry().list(&query).await?;
     let record = page
         .items
         .into_iter()
