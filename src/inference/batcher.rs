@@ -57,19 +57,53 @@ pub fn gather<J>(
     group
 }
 
-/// One batch holding every request's rows, in order.
-pub fn merge<'a>(batches: impl IntoIterator<Item = &'a FeatureBatch>) -> Option<FeatureBatch> {
-    let mut batches = batches.into_iter();
-    let mut merged = batches.next()?.clone();
-    for batch in batches {
-        for (column, more) in merged.columns.iter_mut().zip(&batch.columns) {
-            if !column.extend_from(more) {
-                return None;
-            }
-        }
-        merged.rows += batch.rows;
+/// One batch holding every request's rows, in order. The values move out of `batches`, which
+/// are left without rows: a merge copies no text cell and allocates only the merged columns.
+/// `None`, with `batches` untouched, when their columns differ in number or type.
+pub fn merge(batches: &mut [&mut FeatureBatch]) -> Option<FeatureBatch> {
+    let (first, rest) = batches.split_first()?;
+    let same_layout = |batch: &FeatureBatch| {
+        batch.columns.len() == first.columns.len()
+            && (batch.columns.iter().zip(&first.columns))
+                .all(|(a, b)| std::mem::discriminant(a) == std::mem::discriminant(b))
+    };
+    if !rest.iter().all(|batch| same_layout(batch)) {
+        return None;
     }
-    Some(merged)
+    let rows = batches.iter().map(|batch| batch.rows).sum();
+    let mut columns: Vec<Column> = batches[0]
+        .columns
+        .iter()
+        .map(|column| column.empty_with_capacity(rows))
+        .collect();
+    for batch in batches.iter_mut() {
+        for (column, more) in columns.iter_mut().zip(&mut batch.columns) {
+            let appended = column.append(more);
+            debug_assert!(appended, "the layouts were compared above");
+        }
+        batch.rows = 0;
+    }
+    Some(FeatureBatch { rows, columns })
+}
+
+/// The inverse of [`merge`]: `merged` cut back into batches of `rows[i]` records, in order.
+pub fn unmerge(mut merged: FeatureBatch, rows: &[usize]) -> Vec<FeatureBatch> {
+    let mut parts: Vec<FeatureBatch> = rows
+        .iter()
+        .rev()
+        .map(|&n| {
+            let at = merged.rows.saturating_sub(n);
+            let columns = merged
+                .columns
+                .iter_mut()
+                .map(|column| column.split_off(at))
+                .collect();
+            merged.rows = at;
+            FeatureBatch { rows: n, columns }
+        })
+        .collect();
+    parts.reverse();
+    parts
 }
 
 /// Splits merged scores back into per-request scores (`rows` per request, in order).
@@ -89,19 +123,44 @@ pub fn split(scores: &Scores, rows: impl IntoIterator<Item = usize>) -> Vec<Scor
         .collect()
 }
 
+/// Applies `$body` to the values of `$column`, whatever their type (`$values` binds them).
+macro_rules! each_type {
+    ($column:expr, $values:ident => $body:expr) => {
+        match $column {
+            Column::String($values) => Column::String($body),
+            Column::Float32($values) => Column::Float32($body),
+            Column::Float64($values) => Column::Float64($body),
+            Column::Int64($values) => Column::Int64($body),
+            Column::Int32($values) => Column::Int32($body),
+            Column::Bool($values) => Column::Bool($body),
+        }
+    };
+}
+
 impl Column {
-    /// Appends `other`'s values; `false` when the two columns differ in type.
-    pub fn extend_from(&mut self, other: &Column) -> bool {
+    /// A column of the same type, empty, with room for `rows` values.
+    fn empty_with_capacity(&self, rows: usize) -> Column {
+        each_type!(self, _values => Vec::with_capacity(rows))
+    }
+
+    /// Moves `other`'s values to the end of this column (`other` is left empty); `false`,
+    /// changing nothing, when the two columns differ in type.
+    fn append(&mut self, other: &mut Column) -> bool {
         match (self, other) {
-            (Self::String(a), Self::String(b)) => a.extend_from_slice(b),
-            (Self::Float32(a), Self::Float32(b)) => a.extend_from_slice(b),
-            (Self::Float64(a), Self::Float64(b)) => a.extend_from_slice(b),
-            (Self::Int64(a), Self::Int64(b)) => a.extend_from_slice(b),
-            (Self::Int32(a), Self::Int32(b)) => a.extend_from_slice(b),
-            (Self::Bool(a), Self::Bool(b)) => a.extend_from_slice(b),
+            (Self::String(a), Self::String(b)) => a.append(b),
+            (Self::Float32(a), Self::Float32(b)) => a.append(b),
+            (Self::Float64(a), Self::Float64(b)) => a.append(b),
+            (Self::Int64(a), Self::Int64(b)) => a.append(b),
+            (Self::Int32(a), Self::Int32(b)) => a.append(b),
+            (Self::Bool(a), Self::Bool(b)) => a.append(b),
             _ => return false,
         }
         true
+    }
+
+    /// The values from `at` on, removed from this column.
+    fn split_off(&mut self, at: usize) -> Column {
+        each_type!(self, values => values.split_off(at.min(values.len())))
     }
 }
 
@@ -121,9 +180,25 @@ mod tests {
 
     #[test]
     fn merged_rows_keep_request_order_and_split_back() {
-        let merged = merge([&batch(&[1]), &batch(&[2, 3]), &batch(&[4])]).unwrap();
+        let originals = [batch(&[1]), batch(&[2, 3]), batch(&[4])];
+        let mut requests = originals.clone();
+        let mut borrowed: Vec<&mut FeatureBatch> = requests.iter_mut().collect();
+        let merged = merge(&mut borrowed).unwrap();
         assert_eq!(merged.rows, 4);
         assert_eq!(merged.columns[0], Column::Int64(vec![1, 2, 3, 4]));
+        assert_eq!(
+            merged.columns[1],
+            Column::String(["1", "2", "3", "4"].map(String::from).to_vec())
+        );
+        assert!(
+            requests.iter().all(|r| r.rows == 0),
+            "the values moved out of the requests"
+        );
+        assert_eq!(
+            unmerge(merged, &[1, 2, 1]),
+            originals,
+            "a failed merged run gives each request its own rows back"
+        );
         let scores = Scores {
             rows: 4,
             width: 2,
@@ -134,6 +209,28 @@ mod tests {
         assert_eq!(parts[1].values, vec![2.0, 2.5, 3.0, 3.5]);
         assert_eq!(parts[2].values, vec![4.0, 4.5]);
         assert_eq!(parts[1].rows, 2);
+    }
+
+    #[test]
+    fn batches_whose_columns_differ_are_not_merged_and_keep_their_rows() {
+        let mut a = batch(&[1]);
+        let mut b = FeatureBatch {
+            rows: 1,
+            columns: vec![Column::Int64(vec![2]), Column::Float32(vec![2.0])],
+        };
+        let mut c = FeatureBatch {
+            rows: 1,
+            columns: vec![Column::Int64(vec![3])],
+        };
+        let (a0, b0, c0) = (a.clone(), b.clone(), c.clone());
+        assert_eq!(
+            merge(&mut [&mut a, &mut b]),
+            None,
+            "a column of another type"
+        );
+        assert_eq!(merge(&mut [&mut a, &mut c]), None, "a column fewer");
+        assert_eq!((a, b, c), (a0, b0, c0));
+        assert_eq!(merge(&mut []), None);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::{
 use anyhow::{anyhow, bail, Context};
 use ort::{
     environment::Environment,
-    session::{builder::GraphOptimizationLevel, Session},
-    value::{DynValue, Tensor, TensorElementType, ValueType},
+    session::{builder::GraphOptimizationLevel, Session, SessionInputValue},
+    value::{Tensor, TensorElementType, TensorRef, ValueType},
 };
 
 use super::{Backend, InferenceError};
@@ -145,19 +145,25 @@ fn input_spec(name: &str, dtype: &ValueType) -> anyhow::Result<InputSpec> {
     })
 }
 
-fn tensor(column: &Column, spec: &InputSpec, rows: usize) -> ort::Result<DynValue> {
+/// The graph input fed by `column`. Numeric columns are lent to ONNX Runtime as they are;
+/// text is copied, because ONNX Runtime keeps its own copy of each string.
+fn tensor<'a>(
+    column: &'a Column,
+    spec: &InputSpec,
+    rows: usize,
+) -> ort::Result<SessionInputValue<'a>> {
     let shape: Vec<i64> = if spec.rank == 2 {
         vec![rows as i64, 1]
     } else {
         vec![rows as i64]
     };
     Ok(match column {
-        Column::String(values) => Tensor::from_string_array((shape, values.as_slice()))?.into_dyn(),
-        Column::Float32(values) => Tensor::from_array((shape, values.clone()))?.into_dyn(),
-        Column::Float64(values) => Tensor::from_array((shape, values.clone()))?.into_dyn(),
-        Column::Int64(values) => Tensor::from_array((shape, values.clone()))?.into_dyn(),
-        Column::Int32(values) => Tensor::from_array((shape, values.clone()))?.into_dyn(),
-        Column::Bool(values) => Tensor::from_array((shape, values.clone()))?.into_dyn(),
+        Column::String(values) => Tensor::from_string_array((shape, values.as_slice()))?.into(),
+        Column::Float32(values) => TensorRef::from_array_view((shape, values.as_slice()))?.into(),
+        Column::Float64(values) => TensorRef::from_array_view((shape, values.as_slice()))?.into(),
+        Column::Int64(values) => TensorRef::from_array_view((shape, values.as_slice()))?.into(),
+        Column::Int32(values) => TensorRef::from_array_view((shape, values.as_slice()))?.into(),
+        Column::Bool(values) => TensorRef::from_array_view((shape, values.as_slice()))?.into(),
     })
 }
 

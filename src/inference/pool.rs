@@ -114,12 +114,7 @@ fn serve_jobs(
         group.retain(|job| !job.reply.is_closed());
         match group.len() {
             0 => {}
-            1 => {
-                for job in group {
-                    let result = run_alone(model, backend.as_mut(), &job, metrics);
-                    let _ = job.reply.send(result);
-                }
-            }
+            1 => run_each_alone(model, backend.as_mut(), group, metrics),
             _ => run_merged(model, backend.as_mut(), group, metrics),
         }
     }
@@ -136,28 +131,46 @@ fn run_alone(
 }
 
 /// One ONNX Runtime call for the whole group; if it fails, each job alone.
-fn run_merged(model: &str, backend: &mut dyn Backend, group: Vec<Job>, metrics: &ModelMetrics) {
-    let result = batcher::merge(group.iter().map(|job| &job.batch)).map(|batch| {
-        // Each request's trace shows the shared call.
-        let spans: Vec<_> = group
-            .iter()
-            .map(|job| inference_span(model, job, batch.rows, group.len()))
-            .collect();
-        run(backend, &batch, scope(&spans[0], &group[0]), metrics)
-    });
+fn run_merged(model: &str, backend: &mut dyn Backend, mut group: Vec<Job>, metrics: &ModelMetrics) {
+    let rows: Vec<usize> = group.iter().map(|job| job.batch.rows).collect();
+    let mut batches: Vec<&mut FeatureBatch> = group.iter_mut().map(|job| &mut job.batch).collect();
+    let Some(batch) = batcher::merge(&mut batches) else {
+        // Columns of different types: nothing was moved.
+        return run_each_alone(model, backend, group, metrics);
+    };
+    // Each request's trace shows the shared call.
+    let inference_spans: Vec<_> = group
+        .iter()
+        .map(|job| inference_span(model, job, batch.rows, group.len()))
+        .collect();
+    let result = run(
+        backend,
+        &batch,
+        scope(&inference_spans[0], &group[0]),
+        metrics,
+    );
+    drop(inference_spans);
     match result {
-        Some(Ok(scores)) => {
-            let parts = batcher::split(&scores, group.iter().map(|job| job.batch.rows));
+        Ok(scores) => {
+            let parts = batcher::split(&scores, rows);
             for (job, part) in group.into_iter().zip(parts) {
                 let _ = job.reply.send(Ok(part));
             }
         }
-        _ => {
-            for job in group {
-                let result = run_alone(model, backend, &job, metrics);
-                let _ = job.reply.send(result);
+        Err(_) => {
+            // The merge moved each request's rows out: give them back first.
+            for (job, own) in group.iter_mut().zip(batcher::unmerge(batch, &rows)) {
+                job.batch = own;
             }
+            run_each_alone(model, backend, group, metrics);
         }
+    }
+}
+
+fn run_each_alone(model: &str, backend: &mut dyn Backend, group: Vec<Job>, metrics: &ModelMetrics) {
+    for job in group {
+        let result = run_alone(model, backend, &job, metrics);
+        let _ = job.reply.send(result);
     }
 }
 
@@ -256,6 +269,95 @@ mod tests {
             rows: 1,
             columns: vec![Column::Float32(vec![1.0])],
         }
+    }
+
+    /// Refuses any call of more than one record and scores a record with its own value; its
+    /// first call waits for the test, so that the jobs queued meanwhile are gathered together.
+    struct OneAtATime {
+        calls: tokio::sync::mpsc::UnboundedSender<usize>,
+        open: mpsc::Receiver<()>,
+        waited: bool,
+    }
+
+    impl Backend for OneAtATime {
+        fn run(&mut self, batch: &FeatureBatch) -> Result<Scores, InferenceError> {
+            let _ = self.calls.send(batch.rows);
+            if !std::mem::replace(&mut self.waited, true) {
+                let _ = self.open.recv();
+            }
+            match &batch.columns[..] {
+                [Column::Int64(values)] if batch.rows == 1 => Ok(Scores {
+                    rows: 1,
+                    width: 1,
+                    values: values.iter().map(|&v| v as f32).collect(),
+                }),
+                _ => Err(InferenceError::Failed("one record at a time".to_owned())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn when_a_merged_call_fails_each_request_runs_alone_on_its_own_rows() {
+        let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+        let (open, open_rx) = mpsc::channel();
+        let metrics = InferenceMetrics::new(&prometheus::Registry::new())
+            .unwrap()
+            .for_model("one-at-a-time");
+        let backend = OneAtATime {
+            calls: calls_tx,
+            open: open_rx,
+            waited: false,
+        };
+        let batching = Batching {
+            max_rows: 8,
+            max_delay: Duration::ZERO,
+        };
+        let pool = Arc::new(
+            InferencePool::start(
+                "one-at-a-time",
+                vec![Box::new(backend)],
+                8,
+                batching,
+                metrics,
+            )
+            .unwrap(),
+        );
+        let submit = |value: i64| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let batch = FeatureBatch {
+                    rows: 1,
+                    columns: vec![Column::Int64(vec![value])],
+                };
+                pool.infer(batch).await
+            })
+        };
+        let limit = Duration::from_secs(30);
+        let first = submit(1);
+        assert_eq!(
+            tokio::time::timeout(limit, calls.recv()).await.unwrap(),
+            Some(1)
+        );
+        let queued = [submit(2), submit(3)];
+        let deadline = std::time::Instant::now() + limit;
+        while pool.queue.len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "both jobs are queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        open.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap().values, vec![1.0]);
+        for (job, value) in queued.into_iter().zip([2.0, 3.0]) {
+            assert_eq!(job.await.unwrap().unwrap().values, vec![value]);
+        }
+        let mut later = Vec::new();
+        while let Ok(rows) = calls.try_recv() {
+            later.push(rows);
+        }
+        assert_eq!(
+            later,
+            vec![2, 1, 1],
+            "one merged call, then each request alone"
+        );
     }
 
     #[tokio::test]
