@@ -71,7 +71,7 @@ pub fn merge(batches: &mut [&mut FeatureBatch]) -> Option<FeatureBatch> {
         return None;
     }
     let rows = batches.iter().map(|batch| batch.rows).sum();
-    let mut columns: Vec<Column> = batches[0]
+    let mut columns: Vec<Column> = first
         .columns
         .iter()
         .map(|column| column.empty_with_capacity(rows))

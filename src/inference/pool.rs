@@ -243,24 +243,67 @@ impl Drop for InFlight<'_> {
 mod tests {
     use std::{sync::mpsc, time::Duration};
 
+    use tokio::sync::mpsc::UnboundedReceiver;
+
     use super::*;
     use crate::{inference::metrics::InferenceMetrics, model::Column};
 
-    /// A backend that reports each run, then holds it until the test lets it finish.
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    /// A backend that reports each run's rows, holds the run until the test lets it finish,
+    /// then answers with `score`.
     struct Gate {
-        started: tokio::sync::mpsc::UnboundedSender<()>,
+        started: tokio::sync::mpsc::UnboundedSender<usize>,
         open: mpsc::Receiver<()>,
+        score: fn(&FeatureBatch) -> Result<Scores, InferenceError>,
     }
 
     impl Backend for Gate {
         fn run(&mut self, batch: &FeatureBatch) -> Result<Scores, InferenceError> {
-            let _ = self.started.send(());
+            let _ = self.started.send(batch.rows);
             let _ = self.open.recv();
-            Ok(Scores {
-                rows: batch.rows,
-                width: 1,
-                values: vec![0.5; batch.rows],
-            })
+            (self.score)(batch)
+        }
+    }
+
+    /// A pool of one [`Gate`] thread: the pool, the rows of each run as it starts, and the
+    /// sender that lets one run finish per message.
+    fn gated_pool(
+        queue_capacity: usize,
+        batching: Batching,
+        score: fn(&FeatureBatch) -> Result<Scores, InferenceError>,
+    ) -> (
+        Arc<InferencePool>,
+        UnboundedReceiver<usize>,
+        mpsc::Sender<()>,
+    ) {
+        let (started_tx, started) = tokio::sync::mpsc::unbounded_channel();
+        let (open, open_rx) = mpsc::channel();
+        let metrics = InferenceMetrics::new(&prometheus::Registry::new())
+            .unwrap()
+            .for_model("gated");
+        let gate = Gate {
+            started: started_tx,
+            open: open_rx,
+            score,
+        };
+        let pool = InferencePool::start(
+            "gated",
+            vec![Box::new(gate)],
+            queue_capacity,
+            batching,
+            metrics,
+        )
+        .unwrap();
+        (Arc::new(pool), started, open)
+    }
+
+    /// Waits until `jobs` jobs wait in the pool's queue.
+    async fn until_queued(pool: &InferencePool, jobs: usize, what: &str) {
+        let deadline = std::time::Instant::now() + LIMIT;
+        while pool.queue.len() < jobs {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -271,57 +314,25 @@ mod tests {
         }
     }
 
-    /// Refuses any call of more than one record and scores a record with its own value; its
-    /// first call waits for the test, so that the jobs queued meanwhile are gathered together.
-    struct OneAtATime {
-        calls: tokio::sync::mpsc::UnboundedSender<usize>,
-        open: mpsc::Receiver<()>,
-        waited: bool,
-    }
-
-    impl Backend for OneAtATime {
-        fn run(&mut self, batch: &FeatureBatch) -> Result<Scores, InferenceError> {
-            let _ = self.calls.send(batch.rows);
-            if !std::mem::replace(&mut self.waited, true) {
-                let _ = self.open.recv();
-            }
-            match &batch.columns[..] {
-                [Column::Int64(values)] if batch.rows == 1 => Ok(Scores {
-                    rows: 1,
-                    width: 1,
-                    values: values.iter().map(|&v| v as f32).collect(),
-                }),
-                _ => Err(InferenceError::Failed("one record at a time".to_owned())),
-            }
+    /// Refuses any call of more than one record and scores a record with its own value.
+    fn one_at_a_time(batch: &FeatureBatch) -> Result<Scores, InferenceError> {
+        match &batch.columns[..] {
+            [Column::Int64(values)] if batch.rows == 1 => Ok(Scores {
+                rows: 1,
+                width: 1,
+                values: values.iter().map(|&v| v as f32).collect(),
+            }),
+            _ => Err(InferenceError::Failed("one record at a time".to_owned())),
         }
     }
 
     #[tokio::test]
     async fn when_a_merged_call_fails_each_request_runs_alone_on_its_own_rows() {
-        let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
-        let (open, open_rx) = mpsc::channel();
-        let metrics = InferenceMetrics::new(&prometheus::Registry::new())
-            .unwrap()
-            .for_model("one-at-a-time");
-        let backend = OneAtATime {
-            calls: calls_tx,
-            open: open_rx,
-            waited: false,
-        };
         let batching = Batching {
             max_rows: 8,
             max_delay: Duration::ZERO,
         };
-        let pool = Arc::new(
-            InferencePool::start(
-                "one-at-a-time",
-                vec![Box::new(backend)],
-                8,
-                batching,
-                metrics,
-            )
-            .unwrap(),
-        );
+        let (pool, mut calls, open) = gated_pool(8, batching, one_at_a_time);
         let submit = |value: i64| {
             let pool = pool.clone();
             tokio::spawn(async move {
@@ -332,19 +343,18 @@ mod tests {
                 pool.infer(batch).await
             })
         };
-        let limit = Duration::from_secs(30);
+        // The first call holds the thread, so the next two are gathered together.
         let first = submit(1);
         assert_eq!(
-            tokio::time::timeout(limit, calls.recv()).await.unwrap(),
+            tokio::time::timeout(LIMIT, calls.recv()).await.unwrap(),
             Some(1)
         );
         let queued = [submit(2), submit(3)];
-        let deadline = std::time::Instant::now() + limit;
-        while pool.queue.len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "both jobs are queued");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        until_queued(&pool, 2, "both jobs are queued").await;
+        // The first call, the merged one and each request alone.
+        for _ in 0..4 {
+            open.send(()).unwrap();
         }
-        open.send(()).unwrap();
         assert_eq!(first.await.unwrap().unwrap().values, vec![1.0]);
         for (job, value) in queued.into_iter().zip([2.0, 3.0]) {
             assert_eq!(job.await.unwrap().unwrap().values, vec![value]);
@@ -362,36 +372,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_new_work_while_every_thread_is_busy() {
-        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-        let (open, open_rx) = mpsc::channel();
-        let metrics = InferenceMetrics::new(&prometheus::Registry::new())
-            .unwrap()
-            .for_model("gated");
-        let gate = Gate {
-            started: started_tx,
-            open: open_rx,
-        };
-        let pool = Arc::new(
-            InferencePool::start("gated", vec![Box::new(gate)], 1, Batching::OFF, metrics).unwrap(),
-        );
+        let (pool, mut started, open) = gated_pool(1, Batching::OFF, |batch| {
+            Ok(Scores {
+                rows: batch.rows,
+                width: 1,
+                values: vec![0.5; batch.rows],
+            })
+        });
         let submit = || {
             let pool = pool.clone();
             tokio::spawn(async move { pool.infer(one_row()).await })
         };
         let running = submit();
-        let limit = Duration::from_secs(30);
-        tokio::time::timeout(limit, started.recv())
+        tokio::time::timeout(LIMIT, started.recv())
             .await
             .expect("the only thread runs the first job");
         let queued = submit();
-        let deadline = std::time::Instant::now() + limit;
-        while pool.queue.is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the second job is queued"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_queued(&pool, 1, "the second job is queued").await;
         assert!(matches!(
             pool.infer(one_row()).await,
             Err(InferenceError::QueueFull)
