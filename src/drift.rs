@@ -302,7 +302,7 @@ mod tests {
         let mut contract = Contract::default();
         contract.fields.insert(
             "x".into(),
-            FieldContract::numeric((0..1000).map(|i| f64::from(i) / 1000.0)),
+            FieldContract::numeric(&(0..1000).map(|i| f64::from(i) / 1000.0).collect::<Vec<_>>()),
         );
         contract.fields.insert(
             "c".into(),

@@ -56,9 +56,17 @@ pub fn is_missing(cell: &[u8]) -> bool {
 /// digits (what CSV writers mostly print) take [`short_decimal`] first.
 pub fn number(cell: &[u8]) -> Option<f64> {
     let cell = trim(cell);
-    if let Some(value) = short_decimal(cell) {
-        return Some(value);
+    match short_decimal(cell) {
+        Some(value) => Some(value),
+        None => any_number(cell),
     }
+}
+
+/// Every other number form, by `fast_float2`. Kept out of line: inlined, its state crowded
+/// [`short_decimal`]'s loop out of registers.
+#[cold]
+#[inline(never)]
+fn any_number(cell: &[u8]) -> Option<f64> {
     fast_float2::parse::<f64, _>(cell)
         .ok()
         .filter(|v| v.is_finite())
@@ -74,33 +82,48 @@ const POWERS_OF_TEN: [f64; 16] = [
 /// exact as `f64`, so `w / 10^f` is one correctly rounded IEEE division: the same value as
 /// any correct parser's (Clinger's fast path, which `fast_float2` also takes, after more
 /// checks per cell). One pass over the bytes: about a fifth less time per cell than
-/// `fast_float2` alone on the cells of `make bench-train`.
+/// `fast_float2` alone on the cells of `make bench-train`, and a quarter less again with the
+/// sign taken without a branch and the dot found between two loops.
+#[inline(always)]
 fn short_decimal(cell: &[u8]) -> Option<f64> {
-    let (negative, digits) = match cell {
-        [b'-', rest @ ..] => (true, rest),
-        [b'+', rest @ ..] => (false, rest),
-        _ => (false, cell),
-    };
-    if digits.len() > 16 || !digits.first()?.is_ascii_digit() {
+    // The sign without a branch: half the cells of a centred column are negative.
+    let first = cell.first().copied().unwrap_or(0);
+    let negative = first == b'-';
+    let digits = cell
+        .get(usize::from(negative || first == b'+')..)
+        .unwrap_or_default();
+    if digits.len() > 16 {
         return None;
     }
+    // The integer digits, then the fraction's: two loops with no test for the dot inside.
     let mut w: u64 = 0;
-    let mut dot = None;
-    for (i, &byte) in digits.iter().enumerate() {
-        let digit = byte.wrapping_sub(b'0');
-        if digit <= 9 {
-            w = w * 10 + u64::from(digit);
-        } else if byte == b'.' && dot.is_none() {
-            dot = Some(i);
-        } else {
+    let mut i = 0;
+    while let Some(digit) = digits
+        .get(i)
+        .map(|b| b.wrapping_sub(b'0'))
+        .filter(|&d| d <= 9)
+    {
+        w = w * 10 + u64::from(digit);
+        i += 1;
+    }
+    if i == 0 {
+        return None;
+    }
+    let mut fraction = 0;
+    if i < digits.len() {
+        if digits.get(i) != Some(&b'.') {
             return None;
         }
+        for &byte in digits.get(i + 1..).unwrap_or_default() {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            w = w * 10 + u64::from(digit);
+        }
+        fraction = digits.len() - i - 1;
     }
-    let (count, fraction) = match dot {
-        Some(i) => (digits.len() - 1, digits.len() - 1 - i),
-        None => (digits.len(), 0),
-    };
-    if count > 15 {
+    if i + fraction > 15 {
         return None;
     }
     let value = w as f64 / POWERS_OF_TEN.get(fraction)?;

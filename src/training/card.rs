@@ -137,16 +137,21 @@ fn example(job: &TrainingJob) -> Value {
 /// the fitted model gives to each of its `width` output columns.
 pub fn contract(job: &TrainingJob, rows: &[usize], winners: &[usize], width: usize) -> Contract {
     use rayon::prelude::*;
-    // One feature per task: each profile sorts its column, the longest step of the phase.
+    // One feature per task.
     let fields = job
         .features
         .par_iter()
         .zip(&job.columns)
         .map(|(name, column)| {
             let field = match column {
-                FeatureValues::Numeric(v) => {
-                    FieldContract::numeric(rows.iter().filter_map(|&i| v.get(i).copied()))
-                }
+                // Without a test split the training rows are every row, in order.
+                FeatureValues::Numeric(v) if rows.len() == v.len() => FieldContract::numeric(v),
+                FeatureValues::Numeric(v) => FieldContract::numeric(
+                    &rows
+                        .iter()
+                        .filter_map(|&i| v.get(i).copied())
+                        .collect::<Vec<_>>(),
+                ),
                 FeatureValues::Categorical(v) => FieldContract::categorical(
                     rows.iter().filter_map(|&i| v.get(i).map(String::as_str)),
                 ),
