@@ -168,8 +168,11 @@ fn binary_residual(z: &mut [f64], y: bool, scale: f64) -> f64 {
         return 0.0;
     };
     let e = (-zi.abs()).exp();
-    // softplus(z) = max(z, 0) + log(1 + e^-|z|); σ(z) from the same e^-|z|.
-    let softplus = zi.max(0.0) + e.ln_1p();
+    // softplus(z) = max(z, 0) + log(1 + e^-|z|); σ(z) from the same e^-|z|. `ln(1 + e)`, not
+    // `ln_1p(e)`: with `e` in (0, 1] both are within 2.3e-16 of the exact value (only the
+    // relative error of a tiny term differs), and glibc's `log` is about twice as fast as its
+    // `log1p`, which was a quarter of the fit's time on `make bench-train`'s 100k x 50.
+    let softplus = zi.max(0.0) + (1.0 + e).ln();
     let sigma = if *zi >= 0.0 {
         1.0 / (1.0 + e)
     } else {
