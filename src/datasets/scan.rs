@@ -126,7 +126,9 @@ fn short_decimal(cell: &[u8]) -> Option<f64> {
     if i + fraction > 15 {
         return None;
     }
-    let value = w as f64 / POWERS_OF_TEN.get(fraction)?;
+    // `w < 10^15`, so through `i64`: one conversion instruction, where `u64 as f64` takes
+    // several on x86-64 (about 8 % of the time per cell). Exact either way.
+    let value = w as i64 as f64 / POWERS_OF_TEN.get(fraction)?;
     Some(if negative { -value } else { value })
 }
 
