@@ -333,9 +333,11 @@ pub fn summarize_csv(
     let names: Arc<[String]> = names.into();
     // Blocks on the pool, oldest first: at most one per thread, plus one.
     let most = rayon::current_num_threads() + 1;
-    let mut pending: VecDeque<mpsc::Receiver<Result<Parsed, DatasetError>>> = VecDeque::new();
+    // Each parsed block comes back with its bytes, for the reader to reuse.
+    type Done = Result<(Parsed, Vec<u8>), DatasetError>;
+    let mut pending: VecDeque<mpsc::Receiver<Done>> = VecDeque::new();
     let mut known: Option<Arc<Kinds>> = None;
-    let wait = |receiver: mpsc::Receiver<Result<Parsed, DatasetError>>| {
+    let wait = |receiver: mpsc::Receiver<Done>| {
         receiver
             .recv()
             .map_err(|_| DatasetError::Internal("a CSV block's parser stopped".to_owned()))?
@@ -365,24 +367,29 @@ pub fn summarize_csv(
                     let mut reader = block_reader(&block.bytes, false);
                     let parsed =
                         parse_rows(&mut reader, block.first_line, &names, &mut kinds, group);
-                    let _ = send.send(parsed);
+                    drop(reader);
+                    let _ = send.send(parsed.map(|parsed| (parsed, block.bytes)));
                 });
                 pending.push_back(receiver);
                 while pending.len() >= most {
                     if let Some(receiver) = pending.pop_front() {
-                        take(wait(receiver)?, &mut copy);
+                        let (parsed, bytes) = wait(receiver)?;
+                        blocks.recycle(bytes);
+                        take(parsed, &mut copy);
                     }
                 }
             }
             None => {
                 let mut reader = block_reader(&block.bytes, false);
                 let parsed = parse_rows(&mut reader, block.first_line, &names, &mut kinds, group)?;
+                drop(reader);
+                blocks.recycle(block.bytes);
                 take(parsed, &mut copy);
             }
         }
     }
     for receiver in pending.drain(..) {
-        take(wait(receiver)?, &mut copy);
+        take(wait(receiver)?.0, &mut copy);
     }
     if rows == 0 {
         return Err(DatasetError::invalid(

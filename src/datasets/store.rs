@@ -135,12 +135,13 @@ pub struct Upload {
 }
 
 impl Upload {
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), DatasetError> {
+    /// Adds `chunk` to the object (kept as it is: `put`, not a copy into the part buffer).
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), DatasetError> {
         if let Some(writer) = self.writer.as_mut() {
             // Bound the parts in flight (5 MiB each).
             writer.wait_for_capacity(4).await?;
-            writer.write(chunk);
             self.bytes += chunk.len() as u64;
+            writer.put(chunk);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -102,9 +102,8 @@ pub async fn create(
                 } else {
                     Box::new(reader)
                 };
-                let copy: Box<dyn std::io::Write + Send> = Box::new(
-                    std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(copy_sender)),
-                );
+                let copy: Box<dyn std::io::Write + Send> =
+                    Box::new(ChannelWriter::new(copy_sender));
                 scan::summarize_csv(reader, &categorical, Some(copy))
             });
             let (streamed, copy_upload) = tokio::join!(
@@ -242,7 +241,7 @@ async fn stream(
             )));
         }
         if let Some(upload) = upload.as_deref_mut() {
-            upload.write(&chunk).await?;
+            upload.write(chunk.clone()).await?;
         }
         if let Some(sender) = &parser {
             if sender.send(chunk).await.is_err() {
@@ -283,7 +282,7 @@ async fn pump(
     mut upload: Upload,
 ) -> Option<Upload> {
     while let Some(chunk) = receiver.recv().await {
-        if let Err(error) = upload.write(&chunk).await {
+        if let Err(error) = upload.write(chunk).await {
             tracing::warn!(%error, "cannot store the Parquet copy of a CSV data set");
             upload.abort().await;
             return None;
@@ -292,19 +291,62 @@ async fn pump(
     Some(upload)
 }
 
-/// The parser's side of the Parquet copy: its bytes, sent to [`pump`].
-struct ChannelWriter(tokio::sync::mpsc::Sender<Bytes>);
+/// The parser's side of the Parquet copy: its bytes, gathered into chunks of about 1 MiB and
+/// sent to [`pump`], which hands them to the store as they are. Each byte is copied once
+/// (a `BufWriter` in front of a copying writer, and the store's part buffer, had made three).
+struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<Bytes>,
+    chunk: BytesMut,
+}
+
+impl ChannelWriter {
+    const CHUNK: usize = 1 << 20;
+
+    fn new(sender: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        Self {
+            sender,
+            chunk: BytesMut::new(),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.chunk.split().freeze();
+        self.sender
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::other("the Parquet copy's upload stopped"))
+    }
+}
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| std::io::Error::other("the Parquet copy's upload stopped"))?;
+        if self.chunk.is_empty() {
+            self.chunk.reserve(Self::CHUNK.max(buf.len()));
+        }
+        self.chunk.extend_from_slice(buf);
+        if self.chunk.len() >= Self::CHUNK {
+            self.send()?;
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.send()
+    }
+}
+
+impl Drop for ChannelWriter {
+    /// Sends what is left, as `BufWriter` does (the Parquet writer flushes when it closes, so
+    /// this only matters to a writer that did not). Waiting for room is only allowed off the
+    /// runtime's threads; on one, a full channel drops the chunk (the copy then fails).
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            let _ = self.send();
+        } else if !self.chunk.is_empty() {
+            let _ = self.sender.try_send(self.chunk.split().freeze());
+        }
     }
 }
 
