@@ -48,8 +48,8 @@ pub struct BlockReader<R> {
     /// The end of the last whole record found in `buffer`, and the records up to it.
     cut: usize,
     /// Buffers of blocks already parsed, handed back by [`BlockReader::recycle`]: reused for
-    /// the next blocks, whose pages then need not be faulted in afresh (about 10,000 page
-    /// faults of a 47 MB upload, 20 ms of CPU on this kind of machine).
+    /// the next blocks, whose pages then need not be faulted in afresh (a page fault costs
+    /// about 2 µs on the development host; see docs/performance.md, session 14).
     spare: Vec<Vec<u8>>,
     records: usize,
     line: u64,
