@@ -129,8 +129,9 @@ impl FieldContract {
     /// exact; the bin edges are the deciles of the values, or of [`edge_sample`] of them when
     /// there are more than [`EDGE_SAMPLE`] (the rank of a decile of 16,384 values is within
     /// about a percentage point of the column's own; the bins need not be exact deciles, since
-    /// drift compares shares of the same bins on both sides). Two passes over `values` and a selection over at most 16,384 of them: a
-    /// training job's profile no longer sorts or copies its columns.
+    /// drift compares shares of the same bins on both sides). Two passes over `values` and a
+    /// selection over at most 16,384 of them: a training job's profile no longer sorts or
+    /// copies its columns.
     pub fn numeric(values: &[f64]) -> Self {
         let Range { nulls, min, max } = Range::of(values);
         let mut sample = if nulls == 0 {

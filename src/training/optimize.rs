@@ -86,9 +86,13 @@ pub fn minimize(
             .take(penalized)
             .map(|(&x, &g)| if x != 0.0 { x.signum() } else { -g.signum() })
             .collect();
-        let mut step = if history.is_empty() {
+        let mut step = if iterations == 0 {
             // scipy's first step (`lnsrlb`): 1/‖d‖, uncapped.
             1.0 / norm(&direction)
+        } else if history.is_empty() {
+            // After a restart, or while no curvature pair has been kept: steepest descent,
+            // a step of at most 1, as before the first step followed scipy.
+            (1.0 / norm(&direction)).min(1.0)
         } else {
             1.0
         };
