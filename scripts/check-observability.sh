@@ -29,7 +29,7 @@
 #      evaluates without error. Finally A's Redis is stopped: POST /models must answer 503, and
 #      release A's MlApiRegistryUnavailable and RedisDown, quiet before, fire on the real series
 #      while release B's stay quiet.
-# Usage: scripts/check-observability.sh            (about 20 s once the tools are installed)
+# Usage: scripts/check-observability.sh            (about 50 s once the tools are installed)
 #        OBS_VERBOSE=1 scripts/check-observability.sh   also prints what each dashboard query returned
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -496,10 +496,50 @@ traffic_round() {
   expect 200 GET /models
   train_and_use
 }
+# The dashboard comparison below needs both Prometheus servers to compute the same rates for
+# release A although they scrape it at different moments. A rate over a window in which a series
+# is born, or in which traffic is under way at either edge, depends on where the scrapes fell.
+# So the traffic comes in two phases, each followed by a wait until release A is idle and both
+# servers have scraped its final counters: the first phase makes every series, and the compared
+# window starts after it and covers the second phase whole. Both servers then hold the same
+# counts at both ends of the window and differ only in its sampled span (a scrape apart).
+A_COUNTERS='sum({namespace="team-a", job=~"ml-api|ml-api-worker", __name__=~"ml_api_.+_(total|count)", route!~"/metrics|/healthz|/readyz"})'
+value_on() { curl -fsS --get "$1/api/v1/query" --data-urlencode "query=$2" | jq -r '.data.result[0].value[1] // empty'; }
+scraped_since() { # BASE EPOCH: the server has scraped release A's predictor and worker after EPOCH
+  local last
+  last="$(value_on "$1" 'min(timestamp(up{namespace="team-a", job=~"ml-api|ml-api-worker"}))')"
+  [[ -n "$last" ]] && awk -v last="$last" -v since="$2" 'BEGIN { exit !(last > since) }'
+}
+both_scraped_since() { scraped_since "$PROM" "$1" && scraped_since "$REF" "$1"; }
+on_both() { # QUERY VALUE: both servers return VALUE
+  [[ "$(value_on "$PROM" "$1")" == "$2" && "$(value_on "$REF" "$1")" == "$2" ]]
+}
+SEEN=  # "COUNTERS@EPOCH": the release A counters both servers were first seen to hold, and when
+a_settled() { # both servers hold the same release A counters, unchanged in a scrape after that
+  local shared alone
+  shared="$(value_on "$PROM" "$A_COUNTERS")" alone="$(value_on "$REF" "$A_COUNTERS")"
+  if [[ -z "$shared" || "$shared" != "$alone" ]]; then SEEN=; return 1; fi
+  if [[ "${SEEN%@*}" != "$shared" ]]; then SEEN="$shared@$(date +%s.%N)"; return 1; fi
+  both_scraped_since "${SEEN#*@}"
+}
+phase_scraped() { # TRAININGS SHADOW_SCORED: release A's work done, idle and scraped alike by both servers
+  on_both 'sum(ml_api_training_jobs_total{namespace="team-a", job="ml-api-worker", status="ready"})' "$1" \
+    && on_both 'sum(ml_api_shadow_requests_total{namespace="team-a", job="ml-api", outcome="scored"})' "$2" \
+    && a_settled
+}
+shadow_burst() { # 10 predictions of `model:prod`, each scored by the challenger too
+  for _ in $(seq 1 10); do
+    expect 200 POST /models/model:prod/predict "${JSON[@]}" \
+      --data '{"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}'
+  done
+}
 TRAINED=()
 expect 201 POST /keys "${JSON[@]}" --data '{"name": "obs-check", "rate_per_s": 100, "burst": 100}'
 API_KEY="$(jq -r .key "$WORK/body")"
+# Phase 1: every kind of request once, and a challenger on `model:prod` (versions 1 and 2 of
+# `model`), shadow-scored.
 traffic_round
+train_and_use
 expect 413 POST /predict "${JSON[@]}" --data @"$WORK/big.json"
 grep -q '"payload_too_large"' "$WORK/body" || fail "nginx's 413 is not in ml-api's error shape"
 expect 404 GET /metrics
@@ -508,21 +548,18 @@ expect 200 GET /readyz -H 'X-Request-Id: obs-check-1'
 grep -qi '^x-request-id: obs-check-1' "$WORK/headers" || fail "nginx did not pass the caller's X-Request-Id"
 expect 200 GET /healthz
 grep -qi '^x-request-id: [0-9a-f]\{32\}' "$WORK/headers" || fail "nginx did not give a request without one an X-Request-Id"
-# Let Prometheus see every series once before the second round increments them (rate() needs
-# two samples of a change).
-sleep 2.5
-traffic_round
-# A challenger on half of `model:prod` (versions 1 and 2, trained above), scored in the shadow
-# in two bursts so the dashboard's challenger rates see a change.
 expect 200 PUT /models/model/aliases/prod "${JSON[@]}" \
   --data "{\"model_id\": \"${TRAINED[0]}\", \"challenger\": \"${TRAINED[1]}\", \"shadow_fraction\": 1.0}"
-for _ in 1 2; do
-  for _ in $(seq 1 10); do
-    expect 200 POST /models/model:prod/predict "${JSON[@]}" \
-      --data '{"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}'
-  done
-  sleep 2.5
-done
+shadow_burst
+wait_for "both Prometheus servers to scrape release A idle after the first phase" 30 phase_scraped 2 10
+WINDOW_START="$(date +%s.%N)"
+# The compared window starts within a second of WINDOW_START: each server scrapes the first
+# phase's counts once more inside it before the second phase begins.
+wait_for "both Prometheus servers to scrape release A inside the compared window" 10 \
+  both_scraped_since "$(awk -v t="$WINDOW_START" 'BEGIN { printf "%.3f", t + 1 }')"
+# Phase 2, measured: the same traffic again (a third training) and the challenger's shadow.
+traffic_round
+shadow_burst
 # Release B: three times A's predictions, its own model name, one training.
 BURL="http://127.0.0.1:$B_PORT"
 for _ in $(seq 1 3); do
@@ -531,7 +568,6 @@ for _ in $(seq 1 3); do
     curl -fsS -o /dev/null "${JSON[@]}" --data @"$WORK/batch.json" "$BURL/predict"
   done
   curl -sS -o /dev/null "${JSON[@]}" --data @"$WORK/invalid.json" "$BURL/predict"
-  sleep 1.2
 done
 b_id="$("$PY" -c 'import json,sys; t=json.load(open(sys.argv[1])); t["name"]="model-b"; print(json.dumps(t))' train.json \
   | curl -fsS "${JSON[@]}" --data @- "$BURL/models" | jq -r .model_id)"
@@ -543,32 +579,30 @@ for _ in $(seq 1 10); do
   curl -fsS -o /dev/null "${JSON[@]}" "$BURL/models/model-b/predict" \
     --data '{"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}'
 done
-ready_seen() { (( $(query 'sum(ml_api_training_jobs_total{namespace="team-a",job="ml-api-worker",status="ready"})' || echo 0) >= 2 )); }
-wait_for "Prometheus to scrape the worker's second training" 15 ready_seen
-sleep 2
-# Both Prometheus servers have scraped A's last requests (the reference comparison needs both
-# to hold the same samples).
-a_count() { curl -fsS --get "$1/api/v1/query" --data-urlencode 'query=sum(ml_api_http_requests_total{namespace="team-a",job="ml-api",route!~"/metrics|/healthz|/readyz"})' | jq -r '.data.result[0].value[1] // "0"'; }
-same_counts() { [[ "$(a_count "$PROM")" == "$(a_count "$REF")" ]]; }
-wait_for "both Prometheus servers to hold the same release A counters" 15 same_counts
-say "live: traffic sent through nginx to A (predictions, keyed predictions, batches, 400/404/413/422, 2 trainings + predictions, a shadowed challenger) and directly to B (3x the predictions, a training)"
+wait_for "both Prometheus servers to scrape release A idle after the second phase" 30 phase_scraped 3 20
+# A window of at least 30 s (30 scrapes): a scrape's difference in the sampled span then moves
+# a rate by under 4 %, well inside the comparison's 25 %.
+window_long() { awk -v start="$WINDOW_START" -v now="$(date +%s.%N)" 'BEGIN { exit !(now - start >= 31) }'; }
+wait_for "the compared window to span 30 s" 40 window_long
+say "live: traffic sent through nginx to A in two phases, each scraped idle by both servers (predictions, keyed predictions, batches, 400/404/413/422, 3 trainings + predictions, a shadowed challenger) and directly to B (3x the predictions, a training)"
 
 # Every dashboard query, variables substituted as Grafana would ($namespace = one release, the
 # others All), must return data for release A, and exactly what the reference Prometheus (A
 # alone) returns: the same series, values within 25 %. For B, every series naming a namespace
 # names team-b.
-"$PY" - "$WORK/queries.json" "$PROM" "$REF" <<'PY'
-import json, os, sys, time, urllib.parse, urllib.request
+"$PY" - "$WORK/queries.json" "$PROM" "$REF" "$WINDOW_START" <<'PY'
+import json, math, os, sys, time, urllib.parse, urllib.request
 
-queries, prom, ref = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+queries, prom, ref, window_start = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], float(sys.argv[4])
 # Panels that legitimately return nothing here, with the reason. Keep it short.
 K8S_ONLY = "Kubernetes metrics (cAdvisor, kube-state-metrics): no kubelet in this check"
 NO_DATA_EXPECTED = {"CPU throttled share by pod": K8S_ONLY, "HPA replicas: current and desired": K8S_ONLY,
                     "Container CPU (cores) by pod": K8S_ONLY, ("CPU (cores) against the limit", "B"): K8S_ONLY,
                     "annotation Deploys": "a deploy shows only while a new version's series is under 2 minutes old"}
-ALL = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m", "${job}": "ml-api", "$job": "ml-api",
+at = time.time()
+# $__rate_interval: the measured window, from just after the first phase to now (see above).
+ALL = {"$__rate_interval": f"{math.floor(at - window_start)}s", "$__interval": "15s", "$__range": "5m", "${job}": "ml-api", "$job": "ml-api",
        "$pod": ".*", "$model": ".*"}
-at = time.time() - 1
 
 def get(base, path, **params):
     url = f"{base}{path}?{urllib.parse.urlencode(params, doseq=True)}"
@@ -587,7 +621,11 @@ def close(a, b):
         return (a != a) == (b != b)
     return abs(a - b) <= max(1e-9, 0.25 * max(abs(a), abs(b)))
 
-failed, compared, empty = [], 0, 0
+def spread(a, b):  # relative difference, for the summary
+    a, b = float(a), float(b)
+    return 0.0 if a == b or a != a or b != b else abs(a - b) / max(abs(a), abs(b))
+
+failed, compared, empty, widest = [], 0, 0, 0.0
 for q in queries:
     where = f"{q['dashboard']} panel {q['id']} ({q['title']}) {q['ref']}"
     expected_empty = NO_DATA_EXPECTED.get(q["title"]) or NO_DATA_EXPECTED.get((q["title"], q["ref"]))
@@ -606,6 +644,7 @@ for q in queries:
         failed.append(f"{where}: series differ from release A alone: extra {sorted(set(s_by) - set(a_by))[:3]}, "
                       f"missing {sorted(set(a_by) - set(s_by))[:3]}\n    {expr}")
         continue
+    widest = max([widest] + [spread(s_by[k], a_by[k]) for k in s_by])
     off = [k for k in s_by if not close(s_by[k], a_by[k])]
     if off:
         failed.append(f"{where}: values differ from release A alone: {[(k, s_by[k], a_by[k]) for k in off[:3]]}\n    {expr}")
@@ -618,7 +657,8 @@ if failed:
     print("check-observability: FAILED, dashboard queries:", *failed, sep="\n  ", file=sys.stderr)
     sys.exit(1)
 print(f"check-observability: live: {len(queries)} dashboard queries with $namespace=team-a return data "
-      f"({empty} expected empty: Kubernetes-only or transient) and match release A alone; "
+      f"({empty} expected empty: Kubernetes-only or transient) and match release A alone over "
+      f"{ALL['$__rate_interval']} (largest difference {widest:.1%}); "
       f"$namespace=team-b returns only team-b")
 
 # Every alert rule of both releases evaluates on the real series without error.
