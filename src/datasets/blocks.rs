@@ -10,7 +10,7 @@
 //! by `\n` bytes, so a block's first line is one plus the `\n` bytes before it), which is
 //! what keeps the line numbers of errors those of the whole stream.
 
-use std::io::Read;
+use std::io::BufRead;
 
 /// Where the scan is, between two bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +35,12 @@ pub struct Block {
 
 /// Reads a stream and hands it out in blocks of at most `max_records` records, or about
 /// `max_bytes` bytes when that comes first (a block holds at least one whole record, so a
-/// single longer record makes a longer block).
+/// single longer record makes a longer block). The stream is read through its own buffer
+/// (`BufRead`), so the bytes of an upload go from the request's chunks straight into blocks.
 pub struct BlockReader<R> {
     read: R,
     /// Bytes read and not yet handed out (the current block and what follows it).
     buffer: Vec<u8>,
-    /// Where each read lands before it is appended to `buffer`.
-    scratch: Vec<u8>,
     /// How far `buffer` has been scanned, and the state there.
     scanned: usize,
     state: State,
@@ -58,18 +57,18 @@ pub struct BlockReader<R> {
     max_bytes: usize,
 }
 
+/// The most bytes appended to a block at once.
 const READ_SIZE: usize = 256 * 1024;
 
 /// The most parsed blocks' buffers kept for reuse (blocks in flight are at most one per
 /// parser thread, plus one).
 const MAX_SPARE: usize = 4;
 
-impl<R: Read> BlockReader<R> {
+impl<R: BufRead> BlockReader<R> {
     pub fn new(read: R, max_records: usize, max_bytes: usize) -> Self {
         Self {
             read,
             buffer: Vec::new(),
-            scratch: vec![0; READ_SIZE],
             scanned: 0,
             state: State::FieldStart,
             cut: 0,
@@ -109,10 +108,12 @@ impl<R: Read> BlockReader<R> {
             if self.done {
                 return Ok((!self.buffer.is_empty()).then(|| self.take(self.buffer.len())));
             }
-            match self.read.read(&mut self.scratch) {
-                Ok(n) => {
+            match self.read.fill_buf() {
+                Ok(bytes) => {
+                    let n = bytes.len().min(READ_SIZE);
                     self.buffer
-                        .extend_from_slice(self.scratch.get(..n).unwrap_or_default());
+                        .extend_from_slice(bytes.get(..n).unwrap_or_default());
+                    self.read.consume(n);
                     self.done = n == 0;
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
@@ -213,17 +214,9 @@ mod tests {
     use super::*;
 
     fn blocks(text: &str, records: usize, bytes: usize) -> Vec<(String, u64)> {
-        // One byte per read: every cut must survive a record split across reads.
-        struct Trickle<'a>(&'a [u8]);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = buf.len().min(self.0.len()).min(3);
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
-        let mut reader = BlockReader::new(Trickle(text.as_bytes()), records, bytes);
+        // Three bytes per read: every cut must survive a record split across reads.
+        let trickle = std::io::BufReader::with_capacity(3, text.as_bytes());
+        let mut reader = BlockReader::new(trickle, records, bytes);
         let mut out = Vec::new();
         while let Some(block) = reader.next_block().unwrap() {
             out.push((String::from_utf8(block.bytes).unwrap(), block.first_line));

@@ -711,8 +711,10 @@ pub fn read_groups(
 
 /// One column per wanted column, `rows` cells long (NaN or `""` until read).
 pub fn filled_cells(wanted: &[(String, ColumnType)], rows: usize) -> Vec<Cells> {
+    use rayon::prelude::*;
+    // Filled on all cores: each column is fresh memory, faulted in page by page as it is filled.
     wanted
-        .iter()
+        .par_iter()
         .map(|(_, kind)| match kind {
             ColumnType::Number => Cells::Numbers(vec![f64::NAN; rows]),
             ColumnType::String => Cells::Texts(vec![String::new(); rows]),

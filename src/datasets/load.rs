@@ -281,7 +281,10 @@ async fn read_parquet(
             .await
         }
     };
-    let mut out = columnar::filled_cells(wanted, columnar::total_rows(&metadata));
+    let (columns, rows) = (wanted.to_vec(), columnar::total_rows(&metadata));
+    let mut out = tokio::task::spawn_blocking(move || columnar::filled_cells(&columns, rows))
+        .await
+        .map_err(|e| DatasetError::Internal(e.to_string()))?;
     let mut count = 0u64;
     let mut fetched = fetch(waves.first().cloned()).await?;
     for (i, wave) in waves.iter().enumerate() {

@@ -9,7 +9,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    io::{Read, Write},
+    io::{BufRead, Read, Write},
     sync::{mpsc, Arc},
 };
 
@@ -289,7 +289,7 @@ fn block_reader(bytes: &[u8], headers: bool) -> csv::Reader<&[u8]> {
 /// first bad cell of the stream is the one reported, with its line and column. Until every
 /// column has a present cell (and so a type), blocks are parsed here, one after the other.
 pub fn summarize_csv(
-    read: impl Read,
+    read: impl BufRead,
     categorical: &HashSet<String>,
     columnar: Option<Box<dyn Write + Send>>,
 ) -> Result<CsvSummary, DatasetError> {

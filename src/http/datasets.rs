@@ -1,7 +1,10 @@
 //! `/datasets`: upload a data set (streamed to the dataset store while it is parsed), list,
 //! read and delete dataset records. Training from one is `POST /models {"dataset_id"}`.
 
-use std::{collections::HashSet, io::Read};
+use std::{
+    collections::HashSet,
+    io::{BufRead, Read},
+};
 
 use axum::{
     body::Body,
@@ -10,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -96,9 +99,14 @@ pub async fn create(
             let max_bytes = datasets.max_bytes;
             let parser = tokio::task::spawn_blocking(move || {
                 let reader = ChannelReader::new(receiver);
-                let reader: Box<dyn Read> = if gzip {
-                    let decoder = flate2::read::MultiGzDecoder::new(reader);
-                    Box::new(scan::Limited::new(decoder, max_bytes))
+                // The CSV parser reads the body's chunks in place; a gzip body is inflated
+                // into a buffer of its own.
+                let reader: Box<dyn BufRead> = if gzip {
+                    let decoder = flate2::bufread::MultiGzDecoder::new(reader);
+                    Box::new(std::io::BufReader::with_capacity(
+                        256 * 1024,
+                        scan::Limited::new(decoder, max_bytes),
+                    ))
                 } else {
                     Box::new(reader)
                 };
@@ -367,15 +375,27 @@ impl ChannelReader {
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut chunk = self.fill_buf()?;
+        let n = chunk.read(buf)?;
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChannelReader {
+    /// The current chunk of the body (empty at its end).
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.current.is_empty() {
             match self.receiver.blocking_recv() {
                 Some(chunk) => self.current = chunk,
-                None => return Ok(0),
+                None => break,
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.current.advance(amount.min(self.current.len()));
     }
 }
 
