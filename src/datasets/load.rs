@@ -214,7 +214,10 @@ pub async fn load(
             .map_err(|e| DatasetError::Internal(e.to_string()))??
         }
     };
-    build(job, cells)
+    let job = job.clone();
+    tokio::task::spawn_blocking(move || build(&job, cells))
+        .await
+        .map_err(|e| DatasetError::Internal(e.to_string()))?
 }
 
 /// A Parquet object's footer (`size` bytes long in all).
@@ -310,23 +313,32 @@ async fn read_parquet(
 
 /// Typed columns into a training job (features first, then the target columns).
 pub fn build(job: &DatasetJob, cells: Vec<Cells>) -> Result<TrainingJob, DatasetError> {
+    use rayon::prelude::*;
+    // Number features with a missing cell, the first one named: the columns searched on all
+    // cores (each search reads a whole column; together they read the design matrix).
+    let missing = job
+        .features
+        .par_iter()
+        .zip(&cells)
+        .find_map_first(|(name, cells)| match cells {
+            Cells::Numbers(values) => values.iter().position(|v| v.is_nan()).map(|i| (name, i)),
+            Cells::Texts(_) => None,
+        });
+    if let Some((name, missing)) = missing {
+        return Err(DatasetError::invalid(
+            name.clone(),
+            "missing_values",
+            format!(
+                "number column `{name}` has a missing cell (row {})",
+                missing + 1
+            ),
+        ));
+    }
     let mut cells = cells.into_iter();
     let mut columns = Vec::with_capacity(job.features.len());
     for name in &job.features {
         columns.push(match cells.next() {
-            Some(Cells::Numbers(values)) => {
-                if let Some(missing) = values.iter().position(|v| v.is_nan()) {
-                    return Err(DatasetError::invalid(
-                        name.clone(),
-                        "missing_values",
-                        format!(
-                            "number column `{name}` has a missing cell (row {})",
-                            missing + 1
-                        ),
-                    ));
-                }
-                FeatureValues::Numeric(values)
-            }
+            Some(Cells::Numbers(values)) => FeatureValues::Numeric(values),
             Some(Cells::Texts(values)) => FeatureValues::Categorical(values),
             None => return Err(DatasetError::Internal(format!("column `{name}` not read"))),
         });
