@@ -686,11 +686,12 @@ B_REDIS_EXPR="$(alert_expr RedisDown team-b)"
   || fail "MlApiRegistryUnavailable or RedisDown fire while Redis is up"
 kill "$REDIS_PID"
 wait "$REDIS_PID" 2>/dev/null || true
-# Spread over several scrapes: the first sample of a new series is its baseline for increase().
-for _ in 1 2 3; do
-  for _ in 1 2; do expect 503 POST /models "${JSON[@]}" --data @train.json; done
-  sleep 1.2
-done
+# The first sample of a new series is its baseline for increase(): two 503s, scraped, then
+# four more.
+for _ in 1 2; do expect 503 POST /models "${JSON[@]}" --data @train.json; done
+first_503s() { [[ "$(query 'sum(ml_api_http_requests_total{namespace="team-a", job="ml-api", route="/models", status="503"})')" == 2 ]]; }
+wait_for "Prometheus to scrape release A's first two 503s" 15 first_503s
+for _ in 1 2 3 4; do expect 503 POST /models "${JSON[@]}" --data @train.json; done
 grep -q '"unavailable"' "$WORK/body" || fail "POST /models without Redis: not 503 unavailable"
 expect 200 POST /predict "${JSON[@]}" --data @"$SEED"   # loaded models keep serving
 registry_fires() { [[ -n "$(query "$REGISTRY_EXPR")" && -n "$(query "$REDIS_EXPR")" ]]; }
