@@ -288,6 +288,22 @@ async fn requests_batched_together_each_trace_their_queue_wait_and_inference() {
     }
 }
 
+/// `ml_api_http_requests_in_flight` as `/metrics` reports it.
+async fn in_flight(client: &reqwest::Client, server: &ServerProcess) -> f64 {
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("ml_api_http_requests_in_flight "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("ml_api_http_requests_in_flight in /metrics")
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let mut server =
@@ -312,14 +328,30 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         "POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
+    let idle = in_flight(&client, &server).await;
     slow.write_all(request_head.as_bytes()).await.unwrap();
     slow.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_flight(&client, &server).await <= idle {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never counted the slow request in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     server.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let ready = client.get(server.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503, "readiness fails while draining");
+    // Readiness fails for the whole --shutdown-delay, from the moment SIGTERM is handled.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        match client.get(server.url("/readyz")).send().await {
+            Ok(ready) if ready.status() == 503 => break ready,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => panic!("readiness did not fail while draining: {other:?}"),
+        }
+    };
     assert_eq!(ready.json::<Value>().await.unwrap()["status"], "draining");
 
     slow.write_all(tail.as_bytes()).await.unwrap();
