@@ -18,7 +18,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::{child::ServerProcess, helpers::seed_record};
+use crate::{
+    child::ServerProcess,
+    helpers::{metric_at, seed_record},
+};
 
 /// A local HTTP endpoint that records every request (path and body) it receives.
 #[derive(Clone, Default)]
@@ -289,18 +292,9 @@ async fn requests_batched_together_each_trace_their_queue_wait_and_inference() {
 }
 
 /// `ml_api_http_requests_in_flight` as `/metrics` reports it.
-async fn in_flight(client: &reqwest::Client, server: &ServerProcess) -> f64 {
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
+async fn in_flight(server: &ServerProcess) -> f64 {
+    metric_at(&server.url(""), "ml_api_http_requests_in_flight ")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("ml_api_http_requests_in_flight "))
-        .and_then(|value| value.trim().parse().ok())
         .expect("ml_api_http_requests_in_flight in /metrics")
 }
 
@@ -328,11 +322,11 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         "POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let idle = in_flight(&client, &server).await;
+    let idle = in_flight(&server).await;
     slow.write_all(request_head.as_bytes()).await.unwrap();
     slow.write_all(head.as_bytes()).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while in_flight(&client, &server).await <= idle {
+    while in_flight(&server).await <= idle {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the server never counted the slow request in flight"
