@@ -437,7 +437,8 @@ PROM="http://127.0.0.1:$PROM_PORT"
 REF="http://127.0.0.1:$REF_PORT"
 NGX="http://127.0.0.1:$NGINX_PORT"
 
-query() { curl -fsS --get "$PROM/api/v1/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // empty'; }
+value_on() { curl -fsS --get "$1/api/v1/query" --data-urlencode "query=$2" | jq -r '.data.result[0].value[1] // empty'; }
+query() { value_on "$PROM" "$1"; }
 wait_for() { # DESCRIPTION SECONDS COMMAND...
   local what="$1" deadline=$((SECONDS + $2)); shift 2
   until "$@" >/dev/null 2>&1; do
@@ -445,8 +446,7 @@ wait_for() { # DESCRIPTION SECONDS COMMAND...
     sleep 0.2
   done
 }
-targets_up() { [[ "$(query 'count(up == 1)')" == 7 ]] \
-  && [[ "$(curl -fsS --get "$REF/api/v1/query" --data-urlencode 'query=count(up == 1)' | jq -r '.data.result[0].value[1] // empty')" == 3 ]]; }
+targets_up() { [[ "$(query 'count(up == 1)')" == 7 && "$(value_on "$REF" 'count(up == 1)')" == 3 ]]; }
 wait_for "the worker" 20 curl -fsS "http://127.0.0.1:$WORKER_PORT/healthz"
 wait_for "release B's worker" 20 curl -fsS "http://127.0.0.1:$B_WORKER_PORT/healthz"
 wait_for "release B's replica" 60 curl -fsS "http://127.0.0.1:$B_PORT/readyz"
@@ -504,7 +504,6 @@ traffic_round() {
 # window starts after it and covers the second phase whole. Both servers then hold the same
 # counts at both ends of the window and differ only in its sampled span (a scrape apart).
 A_COUNTERS='sum({namespace="team-a", job=~"ml-api|ml-api-worker", __name__=~"ml_api_.+_(total|count)", route!~"/metrics|/healthz|/readyz"})'
-value_on() { curl -fsS --get "$1/api/v1/query" --data-urlencode "query=$2" | jq -r '.data.result[0].value[1] // empty'; }
 scraped_since() { # BASE EPOCH: the server has scraped release A's predictor and worker after EPOCH
   local last
   last="$(value_on "$1" 'min(timestamp(up{namespace="team-a", job=~"ml-api|ml-api-worker"}))')"
