@@ -9,9 +9,10 @@
 //! target/release/examples/grpc_frame check 127.0.0.1:8001 frame.bin
 //! ```
 //!
-//! - `encode ADDR MODEL OUT`: `ModelInfer` with raw tensors (what `tritonclient[grpc]` sends)
-//!   for the seed record (`tests/fixtures/seed_request.json`) as one row, one `[1, 1]` tensor
-//!   per input named and typed as the server's `ModelMetadata` says, written to OUT as one
+//! - `encode ADDR MODEL OUT [ROWS]`: `ModelInfer` with raw tensors (what `tritonclient[grpc]`
+//!   sends) for the seed record (`tests/fixtures/seed_request.json`) as ROWS rows (default 1),
+//!   one `[ROWS, 1]` tensor per input named and typed as the server's `ModelMetadata` says,
+//!   written to OUT as one
 //!   gRPC message frame: a 0 byte (not compressed), the big-endian 4-byte length, then the
 //!   protobuf `ModelInferRequest`.
 //! - `check ADDR FRAME`: reads FRAME, refuses it unless its prefix is right and the message
@@ -31,8 +32,8 @@ use serde_json::{json, Value};
 
 const SEED: &str = "tests/fixtures/seed_request.json";
 
-/// The seed record as raw `[1, 1]` tensors, one per model input.
-async fn request(addr: &str, model: &str) -> anyhow::Result<ModelInferRequest> {
+/// The seed record `rows` times as raw `[rows, 1]` tensors, one per model input.
+async fn request(addr: &str, model: &str, rows: usize) -> anyhow::Result<ModelInferRequest> {
     let seed: Value = serde_json::from_str(&std::fs::read_to_string(SEED)?)?;
     let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await?;
     let metadata = client
@@ -71,11 +72,11 @@ async fn request(addr: &str, model: &str) -> anyhow::Result<ModelInferRequest> {
                 .to_vec(),
             other => bail!("input {} has datatype {other}", spec.name),
         };
-        raw.push(Bytes::from(bytes));
+        raw.push(Bytes::from(bytes.repeat(rows)));
         inputs.push(InferInputTensor {
             name: spec.name,
             datatype: spec.datatype,
-            shape: vec![1, 1],
+            shape: vec![i64::try_from(rows)?, 1],
             parameters: Default::default(),
             contents: None,
         });
@@ -161,13 +162,18 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["encode", addr, model, out] => {
-            let bytes = frame(&request(addr, model).await?)?;
+        ["encode", addr, model, out, rows @ ..] if rows.len() <= 1 => {
+            let rows = match rows.first() {
+                Some(rows) => rows.parse().context("ROWS is not a number")?,
+                None => 1,
+            };
+            ensure!(rows >= 1, "ROWS must be at least 1");
+            let bytes = frame(&request(addr, model, rows).await?)?;
             std::fs::write(out, &bytes).with_context(|| format!("cannot write {out}"))?;
             eprintln!("wrote {} bytes to {out}", bytes.len());
         }
         ["check", addr, path] => println!("{}", check(addr, path).await?),
-        _ => bail!("usage: grpc_frame encode ADDR MODEL OUT | grpc_frame check ADDR FRAME"),
+        _ => bail!("usage: grpc_frame encode ADDR MODEL OUT [ROWS] | grpc_frame check ADDR FRAME"),
     }
     Ok(())
 }

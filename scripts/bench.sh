@@ -30,8 +30,10 @@
 #  4b. `paired`: the ratios the targets compare, measured in rounds. The baseline runs beside
 #     the default server (both on the server CPU, only one driven at a time); each of
 #     BENCH_PAIRED_ROUNDS rounds drives, for BENCH_PAIRED_DURATION each, ml-api's /predict,
-#     V2 JSON, V2 binary and gRPC raw (both shapes) at 64 in flight, in an order that rotates from round
-#     to round, with a run of the baseline's /predict before the first and after each. Every
+#     V2 JSON, V2 binary and gRPC raw (both shapes) at 64 in flight, then V2 JSON, V2 binary and
+#     gRPC raw (one channel) again with BENCH_TENSOR_ROWS rows per tensor (the seed record
+#     repeated: where the encodings differ; with one record the binary body is the larger), in an
+#     order that rotates from round to round, with a run of the baseline's /predict before the first and after each. Every
 #     ml-api run is taken relative to the geometric mean of the two baseline runs around it,
 #     and the targets that compare two servers or two protocols take the median over rounds
 #     of those relative figures' ratio: on a shared host the throughput of one server drifts
@@ -50,6 +52,7 @@
 #   BENCH_RATE_DURATION=30s               the constant-rate (oha -q) run
 #   BENCH_AB_DURATION=10s                 each run of the drift A/B
 #   BENCH_PAIRED_ROUNDS=7  BENCH_PAIRED_DURATION=3s   the paired rounds (step 4b)
+#   BENCH_TENSOR_ROWS=32                  rows per tensor of the second V2/gRPC shape (step 4b)
 #   BENCH_MEMORY_REQUESTS=1000000         requests of the memory run (oha -n)
 #   BENCH_SKIP_CRITERION=1                skip `cargo bench`
 #   BENCH_WRITE_DOC=0                     do not rewrite docs/performance.md (trial runs)
@@ -79,6 +82,8 @@ LUA="loadtest/wrk/predict.lua"
 SEED="tests/fixtures/seed_request.json"
 MODEL="santander"
 BATCH_RECORDS=32
+# Rows per tensor of the second V2/gRPC shape, where the tensor encodings differ most.
+TENSOR_ROWS="${BENCH_TENSOR_ROWS:-32}"
 OHA_VERSION="1.16.0"
 OHA="$ROOT/.tools/oha/bin/oha"
 SCENARIOS="${BENCH_SCENARIOS:-}"
@@ -166,6 +171,7 @@ log "building the release binaries (ml-api, examples/bench_baseline and examples
 # --- request bodies ------------------------------------------------------------------------
 BATCH_BODY="$OUT/batch${BATCH_RECORDS}.json"
 V2_BODY="$OUT/v2-infer.json"
+V2_ROWS_BODY="$OUT/v2-infer-rows.json"
 python3 - "$SEED" "$BATCH_BODY" "$BATCH_RECORDS" <<'PY'
 import json, sys
 seed, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -358,48 +364,61 @@ curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$SEED
 # the server's own model metadata says (as tritonclient builds them).
 curl -fsS --max-time 5 "$BASE/v2/models/$MODEL" >"$OUT/v2-metadata.json" \
   || die "GET /v2/models/$MODEL failed"
-python3 - "$SEED" "$OUT/v2-metadata.json" "$V2_BODY" <<'PY'
+# v2_json_body ROWS OUT: the seed record ROWS times, as [ROWS, 1] tensors.
+v2_json_body() {
+python3 - "$SEED" "$OUT/v2-metadata.json" "$1" "$2" <<'PY'
 import json, sys
-seed, metadata, out = sys.argv[1:]
+seed, metadata, rows, out = sys.argv[1:]
 record = json.load(open(seed))
 inputs = []
 for spec in json.load(open(metadata))["inputs"]:
     value = record.get(spec["name"])
     if value is None:
         sys.exit(f"the seed record has no value for model input {spec['name']}")
-    inputs.append({"name": spec["name"], "shape": [1, 1], "datatype": spec["datatype"],
-                   "data": [value]})
+    inputs.append({"name": spec["name"], "shape": [int(rows), 1], "datatype": spec["datatype"],
+                   "data": [value] * int(rows)})
 with open(out, "w") as f:
     json.dump({"id": "bench", "inputs": inputs}, f, separators=(",", ":"))
 PY
-# The same tensors with the binary-data extension: a JSON header (each input's
-# `binary_data_size`), then the raw little-endian values (BYTES: 4-byte length + bytes).
-V2_BINARY_BODY="$OUT/v2-infer-binary.bin"
-V2_HEADER_LENGTH="$(python3 - "$V2_BODY" "$V2_BINARY_BODY" <<'PY'
+}
+v2_json_body 1 "$V2_BODY"
+v2_json_body "$TENSOR_ROWS" "$V2_ROWS_BODY"
+# The same tensors with the binary-data extension, as tritonclient[http] sends them by default:
+# a JSON header (each input's `binary_data_size`, and `binary_data_output` so the answer comes
+# back as raw bytes too), then the raw little-endian values (BYTES: 4-byte length + bytes).
+# v2_binary_body JSON-BODY OUT: prints the header's length.
+v2_binary_body() {
+python3 - "$1" "$2" <<'PY'
 import json, struct, sys
 source, out = sys.argv[1:]
 request = json.load(open(source))
 blobs = []
 for tensor in request["inputs"]:
-    value = tensor.pop("data")[0]
     kind = tensor["datatype"]
-    if kind == "BYTES":
-        raw = str(value).encode()
-        blob = struct.pack("<I", len(raw)) + raw
-    elif kind == "BOOL":
-        blob = struct.pack("<?", bool(value))
-    else:
-        fmt = {"FP32": "<f", "FP64": "<d", "INT64": "<q", "INT32": "<i", "INT8": "<b",
-               "INT16": "<h", "UINT8": "<B"}[kind]
-        blob = struct.pack(fmt, float(value) if fmt in ("<f", "<d") else int(value))
+    blob = b""
+    for value in tensor.pop("data"):
+        if kind == "BYTES":
+            raw = str(value).encode()
+            blob += struct.pack("<I", len(raw)) + raw
+        elif kind == "BOOL":
+            blob += struct.pack("<?", bool(value))
+        else:
+            fmt = {"FP32": "<f", "FP64": "<d", "INT64": "<q", "INT32": "<i", "INT8": "<b",
+                   "INT16": "<h", "UINT8": "<B"}[kind]
+            blob += struct.pack(fmt, float(value) if fmt in ("<f", "<d") else int(value))
     tensor["parameters"] = {"binary_data_size": len(blob)}
     blobs.append(blob)
+request["parameters"] = {"binary_data_output": True}
 header = json.dumps(request, separators=(",", ":")).encode()
 with open(out, "wb") as f:
     f.write(header + b"".join(blobs))
 print(len(header))
 PY
-)"
+}
+V2_BINARY_BODY="$OUT/v2-infer-binary.bin"
+V2_HEADER_LENGTH="$(v2_binary_body "$V2_BODY" "$V2_BINARY_BODY")"
+V2_ROWS_BINARY_BODY="$OUT/v2-infer-binary-rows.bin"
+V2_ROWS_HEADER_LENGTH="$(v2_binary_body "$V2_ROWS_BODY" "$V2_ROWS_BINARY_BODY")"
 V2_PATH="/v2/models/$MODEL/infer"
 curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$V2_BODY" \
   "$BASE$V2_PATH" | grep -q '"outputs"' || die "POST $V2_PATH did not answer 200"
@@ -407,6 +426,27 @@ curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$V2_B
 curl -fsS --max-time 5 -H 'Content-Type: application/octet-stream' \
   -H "Inference-Header-Content-Length: $V2_HEADER_LENGTH" --data-binary "@$V2_BINARY_BODY" \
   "$BASE$V2_PATH" | grep -q '"outputs"' || die "POST $V2_PATH with binary tensors did not answer 200"
+# The batch shape: JSON and binary must give the same TENSOR_ROWS x 22 probabilities.
+curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$V2_ROWS_BODY" \
+  "$BASE$V2_PATH" >"$OUT/v2-rows-check.json" || die "POST $V2_PATH with $TENSOR_ROWS rows did not answer 200"
+curl -fsS --max-time 5 -H 'Content-Type: application/octet-stream' \
+  -H "Inference-Header-Content-Length: $V2_ROWS_HEADER_LENGTH" -D "$OUT/v2-rows-binary-headers.txt" \
+  --data-binary "@$V2_ROWS_BINARY_BODY" "$BASE$V2_PATH" >"$OUT/v2-rows-binary-check.bin" \
+  || die "POST $V2_PATH with $TENSOR_ROWS rows of binary tensors did not answer 200"
+python3 - "$OUT/v2-rows-check.json" "$OUT/v2-rows-binary-headers.txt" "$OUT/v2-rows-binary-check.bin" "$TENSOR_ROWS" <<'PY' \
+  || die "V2 binary and JSON answers differ"
+import json, re, struct, sys
+rest, headers, raw, rows = sys.argv[1:]
+expected = json.load(open(rest))["outputs"][0]
+length = int(re.search(r"(?im)^inference-header-content-length: *(\d+)", open(headers).read()).group(1))
+body = open(raw, "rb").read()
+header = json.loads(body[:length])["outputs"][0]
+values = struct.unpack(f"<{(len(body) - length) // 4}f", body[length:])
+if header["shape"] != [int(rows), 22] or expected["shape"] != header["shape"] \
+        or any(abs(x - y) > 1e-6 for x, y in zip(values, expected["data"])) \
+        or len(values) != len(expected["data"]):
+    sys.exit(f"binary {header} vs JSON {expected['shape']}")
+PY
 
 run_wrk warmup default /predict 64 "$WARMUP" "$SEED" 1 discard
 if want predict; then
@@ -434,6 +474,7 @@ fi
 # grown with code OK only, by at least the calls h2load counts as succeeded and at most the
 # calls it started (those in flight when its clock stopped are answered but not counted).
 GRPC_FRAME="$OUT/grpc-infer-raw.bin"
+GRPC_ROWS_FRAME="$OUT/grpc-infer-raw-rows.bin"
 grpc_infer_counts() {  # grpc_infer_counts OUT: the server's ModelInfer calls by code, as JSON
   curl -fsS --max-time 5 "$BASE/metrics" | python3 -c '
 import json, re, sys
@@ -445,14 +486,15 @@ for line in sys.stdin:
 json.dump(counts, sys.stdout)' >"$1" || die "cannot read the gRPC counters from $BASE/metrics"
 }
 # run_h2load SCENARIO CONNECTIONS DURATION [record|discard] [STREAMS]: STREAMS calls in flight
-# on each connection (default 1).
+# on each connection (default 1), posting GRPC_FRAME (or H2LOAD_FRAME, a frame of
+# H2LOAD_RECORDS rows).
 run_h2load() {
   local scenario="$1" conns="$2" duration="$3" keep="${4:-record}" streams="${5:-1}"
   local text="$OUT/h2load-$scenario-c$conns-m$streams.txt" calls="$OUT/h2load-$scenario-c$conns-m$streams.log"
   log "h2load: $scenario, $conns connections x $streams streams, $duration"
   grpc_infer_counts "$OUT/h2load-$scenario-before.json"
   : >"$calls"  # h2load appends to its --log-file
-  "${CLIENT_PIN[@]}" h2load -t 1 -c "$conns" -m "$streams" -D "$duration" -d "$GRPC_FRAME" \
+  "${CLIENT_PIN[@]}" h2load -t 1 -c "$conns" -m "$streams" -D "$duration" -d "${H2LOAD_FRAME:-$GRPC_FRAME}" \
     -H 'content-type: application/grpc' -H 'te: trailers' --log-file "$calls" \
     "http://$GRPC_ADDR$GRPC_PATH" >"$text" 2>&1 || { cat "$text" >&2; die "h2load failed"; }
   grpc_infer_counts "$OUT/h2load-$scenario-after.json"
@@ -495,12 +537,14 @@ print(json.dumps({"requests": done, "rps": round(succeeded / float(seconds), 2),
 PY
 )" || die "cannot read the h2load run (see $text)"
   if [[ "$keep" == record ]]; then
-    printf '{"scenario":"%s","server":"ml-api","path":"%s","tool":"h2load","connections":%d,"streams":%d,"records_per_request":1,"round":%s,"load_after":"%s","h2load":%s}\n' \
-      "$scenario" "$GRPC_PATH" "$conns" "$streams" "${ROUND:-null}" "$(loadavg)" "$line" >>"$RESULTS_JSONL"
+    printf '{"scenario":"%s","server":"ml-api","path":"%s","tool":"h2load","connections":%d,"streams":%d,"records_per_request":%d,"round":%s,"load_after":"%s","h2load":%s}\n' \
+      "$scenario" "$GRPC_PATH" "$conns" "$streams" "${H2LOAD_RECORDS:-1}" "${ROUND:-null}" "$(loadavg)" "$line" >>"$RESULTS_JSONL"
   fi
 }
 if want grpc-infer-raw paired; then
   "$GRPC_FRAME_BIN" encode "$GRPC_ADDR" "$MODEL" "$GRPC_FRAME" || die "cannot write the gRPC request frame"
+  "$GRPC_FRAME_BIN" encode "$GRPC_ADDR" "$MODEL" "$GRPC_ROWS_FRAME" "$TENSOR_ROWS" \
+    || die "cannot write the gRPC request frame of $TENSOR_ROWS rows"
   curl -sS --max-time 5 --http2-prior-knowledge -H 'content-type: application/grpc' \
     -H 'te: trailers' --data-binary "@$GRPC_FRAME" -D "$OUT/grpc-check-headers.txt" \
     -o /dev/null "http://$GRPC_ADDR$GRPC_PATH" || die "curl could not post the gRPC frame"
@@ -510,7 +554,8 @@ if want grpc-infer-raw paired; then
     || die "ModelInfer with the gRPC request frame failed"
   curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$V2_BODY" \
     "$BASE$V2_PATH" >"$OUT/v2-check.json" || die "POST $V2_PATH did not answer 200"
-  python3 - "$OUT/grpc-check.json" "$OUT/v2-check.json" <<'PY' || die "gRPC and V2 JSON answers differ"
+  same_outputs() {  # same_outputs GRPC-JSON V2-JSON: the same outputs, shapes and values
+  python3 - "$1" "$2" <<'PY' || die "gRPC and V2 JSON answers differ ($1, $2)"
 import json, sys
 grpc, rest = (json.load(open(p))["outputs"] for p in sys.argv[1:])
 by_name = {o["name"]: o for o in grpc}
@@ -520,6 +565,11 @@ for o in rest:
             or any(abs(x - y) > 1e-6 for x, y in zip(got["data"], o["data"])):
         sys.exit(f"output {o['name']}: gRPC {got} vs V2 JSON {o}")
 PY
+  }
+  same_outputs "$OUT/grpc-check.json" "$OUT/v2-check.json"
+  "$GRPC_FRAME_BIN" check "$GRPC_ADDR" "$GRPC_ROWS_FRAME" >"$OUT/grpc-rows-check.json" \
+    || die "ModelInfer with the gRPC request frame of $TENSOR_ROWS rows failed"
+  same_outputs "$OUT/grpc-rows-check.json" "$OUT/v2-rows-check.json"
   run_h2load warmup 64 "$WARMUP" discard
   if want grpc-infer-raw; then
     run_h2load grpc-infer-raw-channel 1 "$DURATION" record 64
@@ -546,10 +596,22 @@ if want paired; then
       grpc-infer-raw-channel)
         BASE="$ML_API_BASE" run_h2load paired-grpc-infer-raw-channel 1 "$PAIRED_DURATION" record 64 ;;
       grpc-infer-raw) BASE="$ML_API_BASE" run_h2load paired-grpc-infer-raw 64 "$PAIRED_DURATION" ;;
+      v2-infer-rows)
+        BASE="$ML_API_BASE" run_wrk paired-v2-infer-rows ml-api "$V2_PATH" 64 "$PAIRED_DURATION" \
+          "$V2_ROWS_BODY" "$TENSOR_ROWS" ;;
+      v2-infer-binary-rows)
+        BASE="$ML_API_BASE" WRK_CONTENT_TYPE=application/octet-stream \
+          WRK_HEADERS="Inference-Header-Content-Length: $V2_ROWS_HEADER_LENGTH" \
+          run_wrk paired-v2-infer-binary-rows ml-api "$V2_PATH" 64 "$PAIRED_DURATION" \
+          "$V2_ROWS_BINARY_BODY" "$TENSOR_ROWS" ;;
+      grpc-infer-raw-channel-rows)
+        BASE="$ML_API_BASE" H2LOAD_FRAME="$GRPC_ROWS_FRAME" H2LOAD_RECORDS="$TENSOR_ROWS" \
+          run_h2load paired-grpc-infer-raw-channel-rows 1 "$PAIRED_DURATION" record 64 ;;
     esac
   }
   # Each ml-api run between two baseline runs, which it is compared with.
-  PAIRED_KINDS=(predict v2-infer v2-infer-binary grpc-infer-raw-channel grpc-infer-raw)
+  PAIRED_KINDS=(predict v2-infer v2-infer-binary grpc-infer-raw-channel grpc-infer-raw
+    v2-infer-rows v2-infer-binary-rows grpc-infer-raw-channel-rows)
   for ((round = 1; round <= PAIRED_ROUNDS; round++)); do
     ROUND="$round" paired_run baseline
     for ((i = 0; i < ${#PAIRED_KINDS[@]}; i++)); do
@@ -592,7 +654,7 @@ TOOLS="$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2); $("$OHA" --version); $(h2lo
 STATUS=0
 export DEFAULT_READY_MS OFF_READY_MS BASELINE_READY_MS RSS_KB HWM_KB MAX_RPS HALF_RPS \
   LOAD_BEFORE LOAD_AFTER CPUS MACHINE_CPU MACHINE_MEM_KB VIRT TOOLS DURATION WARMUP \
-  RATE_DURATION MEMORY_REQUESTS ACCESS_LINES
+  RATE_DURATION MEMORY_REQUESTS ACCESS_LINES TENSOR_ROWS
 export PINNED="${#SERVER_PIN[@]}"
 python3 - "$RESULTS_JSONL" "$OUT/results.json" "$OUT/table.md" <<'PY' || STATUS=$?
 import json, os, platform, sys, time
@@ -654,6 +716,7 @@ for run in runs:
                               if b and run["tool"] == "wrk" and run["records_per_request"] == 1
                               else None)
 
+TENSOR_ROWS = int(E["TENSOR_ROWS"])
 LABELS = {
     "baseline": "baseline (bare axum, no model)",
     "predict-batch-off": "ml-api /predict, batching off",
@@ -674,6 +737,9 @@ LABELS = {
     "paired-v2-infer-binary": "ml-api V2 infer (binary tensors)",
     "paired-grpc-infer-raw": "ml-api gRPC ModelInfer (raw tensors)",
     "paired-grpc-infer-raw-channel": "ml-api gRPC ModelInfer (raw tensors), one channel x 64 streams",
+    "paired-v2-infer-rows": f"ml-api V2 infer (JSON tensors), {TENSOR_ROWS} rows/request",
+    "paired-v2-infer-binary-rows": f"ml-api V2 infer (binary tensors), {TENSOR_ROWS} rows/request",
+    "paired-grpc-infer-raw-channel-rows": f"ml-api gRPC ModelInfer (raw tensors), one channel x 64 streams, {TENSOR_ROWS} rows/request",
     "constant-rate": f"ml-api /predict, constant {env['half_rps']} req/s (oha)",
     "memory": "ml-api /predict, memory run (oha)",
 }
@@ -767,20 +833,24 @@ def v2json_target():
     return (v2json["pct_of_baseline"] >= 40,
             f"{v2json['result']['rps']:,.0f} req/s, {v2json['pct_of_baseline']:.0f} % of baseline")
 
-def v2bin_target():
+def v2bin_target(rows=""):
+    """V2 binary against V2 JSON: in the paired rounds, of one record or (rows="-rows") of
+    TENSOR_ROWS; else the single runs (one record)."""
     if PAIRED:
-        mid, _ = paired("paired-v2-infer-binary", "paired-v2-infer")
-        return (mid > 1.0, f"binary / JSON: {paired_detail('paired-v2-infer-binary', 'paired-v2-infer', 'x')}")
+        binary, json_ = f"paired-v2-infer-binary{rows}", f"paired-v2-infer{rows}"
+        mid, _ = paired(binary, json_)
+        return (mid > 1.0, f"binary / JSON: {paired_detail(binary, json_, 'x')}")
     v2bin, v2json = at("v2-infer-binary", 64)["result"], at("v2-infer", 64)["result"]
     return (v2bin["rps"] > v2json["rps"],
             f"{v2bin['rps']:,.0f} req/s binary vs {v2json['rps']:,.0f} JSON")
 
-def grpc_target(scenario, conns):
-    """gRPC raw (SCENARIO, driven over CONNS connections) against V2 JSON at 64 connections."""
+def grpc_target(scenario, conns, rows=""):
+    """gRPC raw (SCENARIO, driven over CONNS connections) against V2 JSON at 64 connections,
+    in the paired rounds of one record or (rows="-rows") of TENSOR_ROWS."""
     if PAIRED:
-        mid, _ = paired(f"paired-{scenario}", "paired-v2-infer")
-        return (mid > 1.0, f"gRPC raw (h2load) / V2 JSON (wrk): "
-                f"{paired_detail(f'paired-{scenario}', 'paired-v2-infer', 'x')}")
+        grpc, json_ = f"paired-{scenario}{rows}", f"paired-v2-infer{rows}"
+        mid, _ = paired(grpc, json_)
+        return (mid > 1.0, f"gRPC raw (h2load) / V2 JSON (wrk): {paired_detail(grpc, json_, 'x')}")
     grpc, v2json = at(scenario, conns)["result"], at("v2-infer", 64)["result"]
     return (grpc["rps"] > v2json["rps"],
             f"{grpc['rps']:,.0f} req/s gRPC raw (h2load) vs {v2json['rps']:,.0f} V2 JSON (wrk) "
@@ -815,12 +885,12 @@ CHECKS = [
      {"log-ab-default"}, log_target),
     ("V2 infer (JSON tensors) >= 40 % of baseline req/s (64 conns)",
      {"paired-v2-infer"} if PAIRED else {"baseline", "v2-infer"}, v2json_target),
-    ("V2 infer with binary tensors faster than with JSON tensors (64 conns)",
-     {"paired-v2-infer-binary"} if PAIRED else {"v2-infer", "v2-infer-binary"}, v2bin_target),
-    ("gRPC ModelInfer with raw tensors faster than V2 infer with JSON tensors (64 in flight: "
-     "one gRPC channel of 64 streams vs 64 HTTP/1.1 connections)",
-     {"paired-grpc-infer-raw-channel"} if PAIRED else {"v2-infer", "grpc-infer-raw-channel"},
-     lambda: grpc_target("grpc-infer-raw-channel", 1)),
+    (f"V2 infer with binary tensors faster than with JSON tensors ({TENSOR_ROWS} rows per "
+     "tensor, binary inputs and outputs as tritonclient sends them by default, 64 conns)",
+     {"paired-v2-infer-binary-rows"}, lambda: v2bin_target("-rows")),
+    (f"gRPC ModelInfer with raw tensors faster than V2 infer with JSON tensors ({TENSOR_ROWS} "
+     "rows per tensor; 64 in flight: one gRPC channel of 64 streams vs 64 HTTP/1.1 connections)",
+     {"paired-grpc-infer-raw-channel-rows"}, lambda: grpc_target("grpc-infer-raw-channel", 1, "-rows")),
     (f"p99 <= 5 ms at half the max rate ({env['half_rps']} of {env['max_rps']} req/s, constant rate)",
      {"constant-rate"}, rate_target),
     ("resident memory <= 64 MiB after >= 1,000,000 requests", {"memory"}, memory_target),
@@ -832,7 +902,13 @@ targets = [(name, *check()) for name, needs, check in CHECKS
            if needs <= ran and (needs or env["ready_ms"]["default"] is not None)]
 # Reported beside the targets, not targets themselves.
 INFO = [
-    ("gRPC raw over 64 connections of one stream each vs V2 JSON (64 conns)",
+    ("V2 binary vs V2 JSON, one record per request (24 tensors of one value: the binary body "
+     "is larger than the JSON one, nothing for the encoding to save)",
+     {"paired-v2-infer-binary"} if PAIRED else {"v2-infer", "v2-infer-binary"}, v2bin_target),
+    ("gRPC raw (one channel x 64 streams) vs V2 JSON (64 conns), one record per request",
+     {"paired-grpc-infer-raw-channel"} if PAIRED else {"v2-infer", "grpc-infer-raw-channel"},
+     lambda: grpc_target("grpc-infer-raw-channel", 1)),
+    ("gRPC raw over 64 connections of one stream each vs V2 JSON (64 conns), one record per request",
      {"paired-grpc-infer-raw"} if PAIRED else {"v2-infer", "grpc-infer-raw"},
      lambda: grpc_target("grpc-infer-raw", 64)),
 ]

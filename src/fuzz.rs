@@ -99,8 +99,9 @@ pub fn v2_request(data: &[u8]) {
         return;
     };
     let parse = |body, header_length: Option<&[u8]>| {
-        let (request, binary) =
-            crate::http::v2::parse_request(body, header_length, "fuzz", schema())?;
+        let crate::http::v2::Parsed {
+            request, binary, ..
+        } = crate::http::v2::parse_request(body, header_length, "fuzz", schema())?;
         // What the handler does next: the tensors into the model's columns.
         let _ = tensors::decode(schema(), "fuzz", &request.tensors(binary), MAX_RECORDS);
         Ok::<_, crate::http::v2::V2Error>(())

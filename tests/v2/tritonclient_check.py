@@ -85,11 +85,22 @@ for binary, records in ((False, with_income), (True, all_records)):
         expected = predict(records)
         gap = float(np.abs(probabilities.astype(np.float64) - expected).max())
         check(gap <= 1e-6, f"V2 equals /predict (binary inputs={binary}): max gap {gap}")
+        output = result.get_response()["outputs"][0]
+        if output_binary:
+            size = output.get("parameters", {}).get("binary_data_size")
+            check("data" not in output and size == 4 * 22 * len(records), f"binary output {output}")
+        else:
+            check("data" in output and "parameters" not in output, f"JSON output {output}")
         check(result.get_response()["id"] == "req-42", "request id echoed")
         check(result.get_response()["model_version"] == "1", "model version reported")
 
+# No output named: tritonclient asks for every output in binary (`binary_data_output`).
 versioned = client.infer("santander", tensors(metadata, with_income[:1], False), model_version="1")
 check(versioned.as_numpy("probabilities").shape == (1, 22), "versioned inference")
+output = versioned.get_response()["outputs"][0]
+check(output["parameters"]["binary_data_size"] == 88, f"binary by default {output}")
+gap = float(np.abs(versioned.as_numpy("probabilities").astype(np.float64) - predict(with_income[:1])).max())
+check(gap <= 1e-6, f"binary output equals /predict: max gap {gap}")
 
 for bad_call, what in (
     (lambda: client.infer("no-such-model", tensors(metadata, with_income[:1], False)), "unknown model"),

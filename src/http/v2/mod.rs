@@ -31,6 +31,7 @@ use crate::{
         tensors::{self, TensorError},
         ScoreError,
     },
+    spans,
 };
 
 /// Errors as the protocol shapes them: `{"error": "..."}`, 400 for a bad request.
@@ -304,7 +305,9 @@ pub async fn model_version_ready(
 /// Inference with V2 tensors (JSON, or the binary-data extension).
 #[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "v2", params(("name" = String, Path)),
     request_body(content = InferRequest, content_type = "application/json"),
-    responses((status = 200, body = InferResponse), (status = 400, description = "`{\"error\": ...}`"),
+    responses((status = 200, description = "The outputs; with the binary-data extension (`binary_data_output` or an output's `binary_data`), `application/octet-stream`: the JSON header (its length in `Inference-Header-Content-Length`), then the raw little-endian values",
+                content((InferResponse = "application/json"), ("application/octet-stream"))),
+              (status = 400, description = "`{\"error\": ...}`"),
               (status = 404, description = "`{\"error\": ...}`"), (status = 413, description = "Too large"),
               (status = 429, description = "Rate limited"), (status = 503, description = "Unavailable")))]
 pub async fn infer(
@@ -322,7 +325,9 @@ pub async fn infer(
 #[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "v2",
     params(("name" = String, Path), ("version" = String, Path)),
     request_body(content = InferRequest, content_type = "application/json"),
-    responses((status = 200, body = InferResponse), (status = 400, description = "`{\"error\": ...}`"),
+    responses((status = 200, description = "The outputs; with the binary-data extension (`binary_data_output` or an output's `binary_data`), `application/octet-stream`: the JSON header (its length in `Inference-Header-Content-Length`), then the raw little-endian values",
+                content((InferResponse = "application/json"), ("application/octet-stream"))),
+              (status = 400, description = "`{\"error\": ...}`"),
               (status = 404, description = "`{\"error\": ...}`"), (status = 413, description = "Too large"),
               (status = 429, description = "Rate limited"), (status = 503, description = "Unavailable")))]
 pub async fn infer_version(
@@ -345,7 +350,11 @@ async fn run(
     let header_length = headers
         .get("inference-header-content-length")
         .map(|value| value.as_bytes());
-    let (request, binary) = parse_request(body, header_length, &model.name, &model.schema)?;
+    let Parsed {
+        request,
+        binary,
+        binary_output,
+    } = parse_request(body, header_length, &model.name, &model.schema)?;
     let tensors = request.tensors(binary);
     let scorer = &state.scorer;
     let decoded = scorer
@@ -357,12 +366,50 @@ async fn run(
         .await
         .map_err(ApiError::from)?
         .scores;
-    Ok(encoded(|| InferResponse {
+    if !binary_output {
+        return Ok(encoded(|| InferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            id: request.id,
+            outputs: vec![tensor::output(&model.schema.output, scores, false).0],
+        }));
+    }
+    let _span = spans::stage(|| tracing::info_span!("encode")).entered();
+    let (output, raw) = tensor::output(&model.schema.output, scores, true);
+    let header = InferResponse {
         model_name: model.name.clone(),
         model_version: model.version.clone(),
         id: request.id,
-        outputs: vec![tensor::output(&model.schema.output, scores)],
-    }))
+        outputs: vec![output],
+    };
+    Ok(with_binary_data(&header, &raw))
+}
+
+/// A response under the binary-data extension: the JSON `header`, then the outputs' `raw`
+/// bytes, with the header's length in `Inference-Header-Content-Length`.
+fn with_binary_data(header: &InferResponse, raw: &[u8]) -> Response {
+    let mut body = Vec::with_capacity(256 + raw.len());
+    if let Err(error) = serde_json::to_writer(&mut body, header) {
+        // Unreachable for this struct (string keys, finite numbers only): a 500, never a panic.
+        let error = anyhow::Error::new(error).context("encoding the V2 response");
+        return ApiError::Internal(error).into_response();
+    }
+    let header_length = body.len();
+    body.extend_from_slice(raw);
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                axum::http::HeaderName::from_static("inference-header-content-length"),
+                axum::http::HeaderValue::from(header_length),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// A tensor the model cannot take, in the protocol's error shape.
@@ -373,16 +420,24 @@ fn tensor_error(error: TensorError) -> V2Error {
     }
 }
 
+/// An inference request as read from its body.
+pub struct Parsed<'b> {
+    pub request: InferRequest<'b>,
+    /// The bytes after the JSON header (empty without the binary-data extension).
+    pub binary: &'b [u8],
+    /// Whether the output is to be sent as raw bytes after a JSON header.
+    pub binary_output: bool,
+}
+
 /// Parses an inference request (JSON, or the binary-data extension when
-/// `Inference-Header-Content-Length` is `header_length`) for a model with `schema`: the
-/// request, and the bytes after its JSON header (empty without the extension). Pure (the
+/// `Inference-Header-Content-Length` is `header_length`) for a model with `schema`. Pure (the
 /// `v2` fuzz target calls it).
 pub fn parse_request<'b>(
     body: &'b [u8],
     header_length: Option<&[u8]>,
     model_name: &str,
     schema: &ModelSchema,
-) -> Result<(InferRequest<'b>, &'b [u8]), V2Error> {
+) -> Result<Parsed<'b>, V2Error> {
     // Binary-data extension: a JSON header of this length, then the tensors' raw bytes.
     let (json_part, binary) = match header_length {
         Some(value) => {
@@ -405,7 +460,12 @@ pub fn parse_request<'b>(
             )));
         }
     }
-    Ok((request, binary))
+    let binary_output = request.binary_output(&schema.output).map_err(bad_request)?;
+    Ok(Parsed {
+        request,
+        binary,
+        binary_output,
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde::{
     de::{SeqAccess, Visitor},
     Deserialize, Deserializer, Serialize,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 use smallvec::SmallVec;
 use utoipa::ToSchema;
 
@@ -45,8 +45,35 @@ pub struct InputTensor<'a> {
 pub struct RequestedOutput {
     pub name: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<OutputParameters>,
+}
+
+/// A requested output's parameters. Other keys are ignored, as the protocol allows.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct OutputParameters {
+    /// `true`: this output comes back as raw bytes after the JSON header (the binary-data
+    /// extension); overrides the request's `binary_data_output`.
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    pub binary_data: Option<Value>,
+    /// Triton's classification extension, which ml-api does not offer (refused).
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    pub classification: Option<Value>,
+    /// Triton's shared-memory extension, which ml-api does not offer (refused).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub shared_memory_region: Option<Value>,
+}
+
+/// The request's parameters. Other keys are ignored, as the protocol allows.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct RequestParameters {
+    /// `true`: every output comes back as raw bytes after the JSON header, unless its own
+    /// `binary_data` says otherwise (what `tritonclient` asks for when no output is named).
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    pub binary_data_output: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -59,8 +86,7 @@ pub struct InferRequest<'a> {
     #[serde(default)]
     pub outputs: Option<Vec<RequestedOutput>>,
     #[serde(default)]
-    #[schema(value_type = Object)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<RequestParameters>,
 }
 
 /// The inputs, in one allocation for up to [`INPUTS_CAPACITY`] tensors (a request carries one
@@ -97,13 +123,26 @@ pub struct OutputTensor {
     pub name: String,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
+    /// `{"binary_data_size": bytes}` when the values follow the JSON header as raw bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<OutputTensorParameters>,
     // FP32 scores, written as the doubles they widen to (as before: byte-identical JSON).
-    #[serde(serialize_with = "widened")]
-    #[schema(value_type = Vec<f64>)]
-    pub data: Vec<f32>,
+    // Absent when the values are sent as raw bytes.
+    #[serde(serialize_with = "widened", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<f64>>)]
+    pub data: Option<Vec<f32>>,
 }
 
-fn widened<S: serde::Serializer>(values: &[f32], serializer: S) -> Result<S::Ok, S::Error> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputTensorParameters {
+    pub binary_data_size: usize,
+}
+
+fn widened<S: serde::Serializer>(
+    values: &Option<Vec<f32>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let values = values.as_deref().unwrap_or_default();
     serializer.collect_seq(values.iter().map(|&v| f64::from(v)))
 }
 
@@ -152,12 +191,68 @@ impl InferRequest<'_> {
     }
 }
 
-/// Scores as the single output tensor `name`, `[N, K]`.
-pub fn output(name: &str, scores: Scores) -> OutputTensor {
-    OutputTensor {
+/// Scores as the single output tensor `name`, `[N, K]`: in its JSON `data`, or (`binary`)
+/// described by the header and returned as the raw little-endian bytes that follow it.
+pub fn output(name: &str, scores: Scores, binary: bool) -> (OutputTensor, Vec<u8>) {
+    let shape = vec![scores.rows, scores.width];
+    let (parameters, data, raw) = if binary {
+        let raw: Vec<u8> = scores.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let parameters = OutputTensorParameters {
+            binary_data_size: raw.len(),
+        };
+        (Some(parameters), None, raw)
+    } else {
+        (None, Some(scores.values), Vec::new())
+    };
+    let tensor = OutputTensor {
         name: name.to_owned(),
         datatype: "FP32",
-        shape: vec![scores.rows, scores.width],
-        data: scores.values,
+        shape,
+        parameters,
+        data,
+    };
+    (tensor, raw)
+}
+
+impl InferRequest<'_> {
+    /// Whether the model's output `output` is to come back as raw bytes (the binary-data
+    /// extension): its own `binary_data` if the request names it, else the request's
+    /// `binary_data_output`, else no. Refuses parameters of extensions ml-api does not offer,
+    /// and values that are not booleans.
+    pub fn binary_output(&self, output: &str) -> Result<bool, String> {
+        fn flag(value: &Option<Value>, field: impl Fn() -> String) -> Result<Option<bool>, String> {
+            match value {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Bool(flag)) => Ok(Some(*flag)),
+                Some(other) => Err(format!("{} must be true or false, not {other}", field())),
+            }
+        }
+        let mut binary = match &self.parameters {
+            Some(parameters) => flag(&parameters.binary_data_output, || {
+                "parameters.binary_data_output".to_owned()
+            })?,
+            None => None,
+        }
+        .unwrap_or(false);
+        for (index, requested) in self.outputs.iter().flatten().enumerate() {
+            let Some(parameters) = &requested.parameters else {
+                continue;
+            };
+            if parameters.classification.is_some() {
+                return Err(format!(
+                    "outputs[{index}].parameters.classification: the classification extension is not supported; ask for `{output}` and rank the scores"
+                ));
+            }
+            if parameters.shared_memory_region.is_some() {
+                return Err(format!(
+                    "outputs[{index}].parameters.shared_memory_region: the shared-memory extension is not supported; use binary_data"
+                ));
+            }
+            let field = || format!("outputs[{index}].parameters.binary_data");
+            if let Some(flag) = flag(&parameters.binary_data, field)? {
+                binary = flag;
+            }
+        }
+        Ok(binary)
     }
 }

@@ -48,7 +48,9 @@ fn outcome(body: &[u8], header_length: Option<usize>) -> String {
     let header_length = header_length.map(|n| n.to_string());
     let header_length = header_length.as_deref().map(str::as_bytes);
     let error = |e: V2Error| format!("{} {}", e.0.status().as_u16(), message(&e.0));
-    let (request, binary) = match parse_request(body, header_length, "m", schema()) {
+    let Parsed {
+        request, binary, ..
+    } = match parse_request(body, header_length, "m", schema()) {
         Ok(parsed) => parsed,
         Err(e) => return error(e),
     };
@@ -350,5 +352,61 @@ fn binary_tensors_are_cut_from_the_body_in_input_order() {
     assert_eq!(
         outcome(b"{}", Some(3)),
         "400 malformed JSON: Inference-Header-Content-Length exceeds the body"
+    );
+}
+
+#[test]
+fn outputs_come_back_as_raw_bytes_only_when_asked_with_a_boolean() {
+    let age = tensor("age", "FP32", "[1]", r#", "data": [1]"#);
+    let choice = |rest: &str| {
+        let body = format!(r#"{{"inputs": [{age}]{rest}}}"#);
+        let parsed = parse_request(body.as_bytes(), None, "m", schema());
+        match parsed {
+            Ok(parsed) => format!("binary {}", parsed.binary_output),
+            Err(e) => format!("{} {}", e.0.status().as_u16(), message(&e.0)),
+        }
+    };
+    let output = |parameters: &str| {
+        format!(r#", "outputs": [{{"name": "probabilities", "parameters": {parameters}}}]"#)
+    };
+    // JSON unless asked: by the request (as tritonclient does when it names no output), or by
+    // the output itself, which wins over the request.
+    assert_eq!(choice(""), "binary false");
+    assert_eq!(
+        choice(r#", "outputs": [{"name": "probabilities"}]"#),
+        "binary false"
+    );
+    assert_eq!(
+        choice(r#", "parameters": {"binary_data_output": true}"#),
+        "binary true"
+    );
+    assert_eq!(
+        choice(r#", "parameters": {"binary_data_output": null, "priority": 1}"#),
+        "binary false"
+    );
+    assert_eq!(choice(&output(r#"{"binary_data": true}"#)), "binary true");
+    assert_eq!(
+        choice(&format!(
+            r#"{}, "parameters": {{"binary_data_output": true}}"#,
+            output(r#"{"binary_data": false}"#)
+        )),
+        "binary false"
+    );
+    // Anything else is refused with the field that is wrong.
+    assert_eq!(
+        choice(r#", "parameters": {"binary_data_output": "yes"}"#),
+        r#"400 malformed JSON: parameters.binary_data_output must be true or false, not "yes""#
+    );
+    assert_eq!(
+        choice(&output(r#"{"binary_data": 1}"#)),
+        "400 malformed JSON: outputs[0].parameters.binary_data must be true or false, not 1"
+    );
+    assert_eq!(
+        choice(&output(r#"{"classification": 3}"#)),
+        "400 malformed JSON: outputs[0].parameters.classification: the classification extension is not supported; ask for `probabilities` and rank the scores"
+    );
+    assert_eq!(
+        choice(&output(r#"{"shared_memory_region": "r", "binary_data": false}"#)),
+        "400 malformed JSON: outputs[0].parameters.shared_memory_region: the shared-memory extension is not supported; use binary_data"
     );
 }
