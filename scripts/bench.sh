@@ -311,24 +311,31 @@ if want predict-batch-off; then
 fi
 
 # 2b. The drift histograms' cost, A/B: two servers side by side on the server CPU, default
-#     flags and `--drift false`, driven in turn (3 rounds at 64 connections) so that a change
-#     in the machine's load hits both alike; the medians are compared.
+#     flags and `--drift false`, driven in turn (3 rounds at 64 connections, the order swapped
+#     from round to round) so that a change in the machine's load hits both alike; the
+#     medians are compared.
 if want drift-ab; then
   start_server drift-off "${ML_API[@]}" --drift false
   OFF_PID="$SERVER_PID" OFF_BASE="$BASE"
   start_server drift-on "${ML_API[@]}"
   ON_PID="$SERVER_PID" ON_BASE="$BASE"
   for base in "$OFF_BASE" "$ON_BASE"; do BASE="$base" run_wrk warmup drift-ab /predict 64 "$WARMUP" "$SEED" 1 discard; done
+  drift_run() {  # drift_run on|off
+    case "$1" in
+      on) BASE="$ON_BASE" run_wrk drift-ab-on ml-api-drift-ab /predict 64 "$AB_DURATION" "$SEED" 1 ;;
+      off) BASE="$OFF_BASE" run_wrk drift-ab-off ml-api-drift-ab /predict 64 "$AB_DURATION" "$SEED" 1 ;;
+    esac
+  }
   for round in 1 2 3; do
-    BASE="$ON_BASE" run_wrk drift-ab-on ml-api-drift-ab /predict 64 "$AB_DURATION" "$SEED" 1
-    BASE="$OFF_BASE" run_wrk drift-ab-off ml-api-drift-ab /predict 64 "$AB_DURATION" "$SEED" 1
+    if ((round % 2)); then drift_run on; drift_run off; else drift_run off; drift_run on; fi
   done
   SERVER_PID="$ON_PID"; stop_server
   SERVER_PID="$OFF_PID"; stop_server
 fi
 
 # 2c. The logs' cost, A/B/C in the same way: default flags (access log on, every request),
-#     `--access-log false`, and `RUST_LOG=warn` (logging off: no info lines, no request span).
+#     `--access-log false`, and `RUST_LOG=warn` (logging off: no info lines, no request span);
+#     each takes each place in the order once over the 3 rounds.
 if want log-ab; then
   start_server log-default "${ML_API[@]}"
   LOG_ON_PID="$SERVER_PID" LOG_ON_BASE="$BASE"
@@ -341,10 +348,16 @@ if want log-ab; then
   for base in "$LOG_ON_BASE" "$ACCESS_OFF_BASE" "$LOG_OFF_BASE"; do
     BASE="$base" run_wrk warmup log-ab /predict 64 "$WARMUP" "$SEED" 1 discard
   done
-  for round in 1 2 3; do
-    BASE="$LOG_ON_BASE" run_wrk log-ab-default ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1
-    BASE="$ACCESS_OFF_BASE" run_wrk log-ab-access-off ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1
-    BASE="$LOG_OFF_BASE" run_wrk log-ab-off ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1
+  log_run() {  # log_run default|access-off|off
+    case "$1" in
+      default) BASE="$LOG_ON_BASE" run_wrk log-ab-default ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1 ;;
+      access-off) BASE="$ACCESS_OFF_BASE" run_wrk log-ab-access-off ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1 ;;
+      off) BASE="$LOG_OFF_BASE" run_wrk log-ab-off ml-api-log-ab /predict 64 "$AB_DURATION" "$SEED" 1 ;;
+    esac
+  }
+  LOG_KINDS=(default access-off off)
+  for round in 0 1 2; do
+    for i in 0 1 2; do log_run "${LOG_KINDS[(i + round) % 3]}"; done
   done
   ACCESS_LINES="$(grep -c '"ml_api::access"' "$OUT/server-log-default.log" || true)"
   for pid in "$LOG_ON_PID" "$ACCESS_OFF_PID" "$LOG_OFF_PID"; do SERVER_PID="$pid"; stop_server; done
