@@ -101,11 +101,7 @@ pub fn datatype(element: ElementType) -> &'static str {
 /// A tensor's elements, checked for count, readable one by one.
 enum View<'a> {
     Typed(Elements<'a>),
-    RawFixed {
-        datatype: &'a str,
-        bytes: &'a [u8],
-        size: usize,
-    },
+    RawFixed { kind: Fixed, bytes: &'a [u8] },
     RawBytes(SmallVec<[&'a [u8]; 1]>),
 }
 
@@ -155,11 +151,10 @@ impl View<'_> {
                 JsonScalar::Object(object) => return Some(Item::Json(object)),
             },
             Self::Typed(Elements::Raw(_) | Elements::Unreadable(_)) => return None,
-            Self::RawFixed {
-                datatype,
-                bytes,
-                size,
-            } => raw_scalar(datatype, bytes.get(i * size..(i + 1) * size)?)?,
+            Self::RawFixed { kind, bytes } => {
+                let size = kind.size();
+                kind.read(bytes.get(i * size..(i + 1) * size)?)?
+            }
             Self::RawBytes(items) => Scalar::Bytes(items.get(i)?),
         };
         Some(Item::Scalar(scalar))
@@ -178,7 +173,7 @@ impl View<'_> {
             Self::Typed(Elements::Text(v)) => v.len(),
             Self::Typed(Elements::Json(v)) => v.len(),
             Self::Typed(Elements::Raw(_) | Elements::Unreadable(_)) => 0,
-            Self::RawFixed { bytes, size, .. } => bytes.len() / size,
+            Self::RawFixed { kind, bytes } => bytes.len() / kind.size(),
             Self::RawBytes(items) => items.len(),
         }
     }
@@ -187,32 +182,77 @@ impl View<'_> {
 /// Bytes per element of a fixed-size datatype in raw (binary) tensor contents.
 pub fn element_size(datatype: &str) -> Option<usize> {
     Some(match datatype {
-        "BOOL" | "UINT8" | "INT8" => 1,
-        "UINT16" | "INT16" | "FP16" => 2,
-        "UINT32" | "INT32" | "FP32" => 4,
-        "UINT64" | "INT64" | "FP64" => 8,
-        _ => return None,
+        "FP16" => 2,
+        other => Fixed::of(other)?.size(),
     })
 }
 
-fn raw_scalar<'a>(datatype: &str, b: &[u8]) -> Option<Scalar<'a>> {
-    let bytes8 = || -> Option<[u8; 8]> { b.try_into().ok() };
-    let bytes4 = || -> Option<[u8; 4]> { b.try_into().ok() };
-    let bytes2 = || -> Option<[u8; 2]> { b.try_into().ok() };
-    Some(match datatype {
-        "BOOL" => Scalar::Bool(*b.first()? != 0),
-        "UINT8" => Scalar::UInt(u64::from(*b.first()?)),
-        "INT8" => Scalar::Int(i64::from(*b.first()? as i8)),
-        "UINT16" => Scalar::UInt(u64::from(u16::from_le_bytes(bytes2()?))),
-        "INT16" => Scalar::Int(i64::from(i16::from_le_bytes(bytes2()?))),
-        "UINT32" => Scalar::UInt(u64::from(u32::from_le_bytes(bytes4()?))),
-        "INT32" => Scalar::Int(i64::from(i32::from_le_bytes(bytes4()?))),
-        "UINT64" => Scalar::UInt(u64::from_le_bytes(bytes8()?)),
-        "INT64" => Scalar::Int(i64::from_le_bytes(bytes8()?)),
-        "FP32" => Scalar::Float(f64::from(f32::from_le_bytes(bytes4()?))),
-        "FP64" => Scalar::Float(f64::from_le_bytes(bytes8()?)),
-        _ => return None,
-    })
+/// A fixed-size datatype ml-api reads from raw tensor contents, resolved from its name once
+/// per tensor rather than once per element.
+#[derive(Debug, Clone, Copy)]
+enum Fixed {
+    Bool,
+    UInt8,
+    Int8,
+    UInt16,
+    Int16,
+    UInt32,
+    Int32,
+    UInt64,
+    Int64,
+    Fp32,
+    Fp64,
+}
+
+impl Fixed {
+    /// The datatype named `datatype`; `None` for BYTES, FP16 (no element type of ml-api's
+    /// takes it) and unknown names.
+    fn of(datatype: &str) -> Option<Self> {
+        Some(match datatype {
+            "BOOL" => Self::Bool,
+            "UINT8" => Self::UInt8,
+            "INT8" => Self::Int8,
+            "UINT16" => Self::UInt16,
+            "INT16" => Self::Int16,
+            "UINT32" => Self::UInt32,
+            "INT32" => Self::Int32,
+            "UINT64" => Self::UInt64,
+            "INT64" => Self::Int64,
+            "FP32" => Self::Fp32,
+            "FP64" => Self::Fp64,
+            _ => return None,
+        })
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Self::Bool | Self::UInt8 | Self::Int8 => 1,
+            Self::UInt16 | Self::Int16 => 2,
+            Self::UInt32 | Self::Int32 | Self::Fp32 => 4,
+            Self::UInt64 | Self::Int64 | Self::Fp64 => 8,
+        }
+    }
+
+    /// The element in `b` (little-endian), or `None` unless `b` is one element long.
+    fn read<'a>(self, b: &[u8]) -> Option<Scalar<'a>> {
+        let bytes8 = || -> Option<[u8; 8]> { b.try_into().ok() };
+        let bytes4 = || -> Option<[u8; 4]> { b.try_into().ok() };
+        let bytes2 = || -> Option<[u8; 2]> { b.try_into().ok() };
+        let byte = || -> Option<u8> { <[u8; 1]>::try_from(b).ok().map(|[b]| b) };
+        Some(match self {
+            Self::Bool => Scalar::Bool(byte()? != 0),
+            Self::UInt8 => Scalar::UInt(u64::from(byte()?)),
+            Self::Int8 => Scalar::Int(i64::from(byte()? as i8)),
+            Self::UInt16 => Scalar::UInt(u64::from(u16::from_le_bytes(bytes2()?))),
+            Self::Int16 => Scalar::Int(i64::from(i16::from_le_bytes(bytes2()?))),
+            Self::UInt32 => Scalar::UInt(u64::from(u32::from_le_bytes(bytes4()?))),
+            Self::Int32 => Scalar::Int(i64::from(i32::from_le_bytes(bytes4()?))),
+            Self::UInt64 => Scalar::UInt(u64::from_le_bytes(bytes8()?)),
+            Self::Int64 => Scalar::Int(i64::from_le_bytes(bytes8()?)),
+            Self::Fp32 => Scalar::Float(f64::from(f32::from_le_bytes(bytes4()?))),
+            Self::Fp64 => Scalar::Float(f64::from_le_bytes(bytes8()?)),
+        })
+    }
 }
 
 /// The elements of raw `BYTES` contents: each a 4-byte little-endian length, then that many
@@ -247,14 +287,13 @@ fn raw_view<'a>(datatype: &'a str, bytes: &'a [u8]) -> Result<View<'a>, String> 
             bytes.len()
         ));
     }
-    if bytes.len() >= size && raw_scalar(datatype, &bytes[..size]).is_none() {
-        return Err(unsupported()); // FP16: no element type of ml-api's takes it
+    match Fixed::of(datatype) {
+        Some(kind) => Ok(View::RawFixed { kind, bytes }),
+        // FP16: no element type of ml-api's takes it. Without elements there is nothing to
+        // read, and the count check decides, as it always did.
+        None if bytes.is_empty() => Ok(View::Typed(Elements::Raw(bytes))),
+        None => Err(unsupported()),
     }
-    Ok(View::RawFixed {
-        datatype,
-        bytes,
-        size,
-    })
 }
 
 fn malformed(message: String) -> TensorError {
