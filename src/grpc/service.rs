@@ -156,7 +156,8 @@ impl Inference {
             .scores;
         let shape = vec![scores.rows as i64, scores.width as i64];
         let (contents, raw_output_contents) = if raw {
-            let bytes: Vec<u8> = scores.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut bytes = Vec::new();
+            tensors::extend_raw_fp32(&mut bytes, &scores.values);
             (None, vec![Bytes::from(bytes)])
         } else {
             let contents = InferTensorContents {

@@ -255,6 +255,15 @@ impl Fixed {
     }
 }
 
+/// Appends FP32 `values` as raw tensor contents (little-endian), as gRPC's
+/// `raw_output_contents` and REST's binary-data extension carry them.
+pub fn extend_raw_fp32(out: &mut Vec<u8>, values: &[f32]) {
+    out.reserve(size_of_val(values));
+    for value in values {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
 /// The elements of raw `BYTES` contents: each a 4-byte little-endian length, then that many
 /// bytes (gRPC `raw_input_contents` and REST's binary-data extension alike).
 pub fn bytes_elements(bytes: &[u8]) -> Result<SmallVec<[&[u8]; 1]>, String> {

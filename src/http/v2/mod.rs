@@ -366,36 +366,31 @@ async fn run(
         .await
         .map_err(ApiError::from)?
         .scores;
-    if !binary_output {
-        return Ok(encoded(|| InferResponse {
-            model_name: model.name.clone(),
-            model_version: model.version.clone(),
-            id: request.id,
-            outputs: vec![tensor::output(&model.schema.output, scores, false).0],
-        }));
-    }
-    let _span = spans::stage(|| tracing::info_span!("encode")).entered();
-    let (output, raw) = tensor::output(&model.schema.output, scores, true);
-    let header = InferResponse {
+    let (output, raw) = tensor::output(&model.schema.output, scores, binary_output);
+    let response = InferResponse {
         model_name: model.name.clone(),
         model_version: model.version.clone(),
         id: request.id,
         outputs: vec![output],
     };
-    Ok(with_binary_data(&header, &raw))
+    Ok(match raw {
+        None => encoded(|| response),
+        Some(values) => with_binary_data(&response, &values),
+    })
 }
 
-/// A response under the binary-data extension: the JSON `header`, then the outputs' `raw`
-/// bytes, with the header's length in `Inference-Header-Content-Length`.
-fn with_binary_data(header: &InferResponse, raw: &[u8]) -> Response {
-    let mut body = Vec::with_capacity(256 + raw.len());
+/// A response under the binary-data extension: the JSON `header`, then the output's `raw`
+/// values as little-endian bytes, with the header's length in `Inference-Header-Content-Length`.
+fn with_binary_data(header: &InferResponse, raw: &[f32]) -> Response {
+    let _span = spans::stage(|| tracing::info_span!("encode")).entered();
+    let mut body = Vec::with_capacity(256 + size_of_val(raw));
     if let Err(error) = serde_json::to_writer(&mut body, header) {
-        // Unreachable for this struct (string keys, finite numbers only): a 500, never a panic.
+        // Unreachable for this struct (string keys, no floats in binary mode): a 500, never a panic.
         let error = anyhow::Error::new(error).context("encoding the V2 response");
         return ApiError::Internal(error).into_response();
     }
     let header_length = body.len();
-    body.extend_from_slice(raw);
+    tensors::extend_raw_fp32(&mut body, raw);
     (
         [
             (

@@ -191,18 +191,18 @@ impl InferRequest<'_> {
     }
 }
 
-/// Scores as the single output tensor `name`, `[N, K]`: in its JSON `data`, or (`binary`)
-/// described by the header and returned as the raw little-endian bytes that follow it.
-pub fn output(name: &str, scores: Scores, binary: bool) -> (OutputTensor, Vec<u8>) {
+/// Scores as the single output tensor `name`, `[N, K]`: with the values in its JSON `data`,
+/// or (`binary`) with only their size, the values handed back to follow the JSON header as
+/// raw bytes.
+pub fn output(name: &str, scores: Scores, binary: bool) -> (OutputTensor, Option<Vec<f32>>) {
     let shape = vec![scores.rows, scores.width];
     let (parameters, data, raw) = if binary {
-        let raw: Vec<u8> = scores.values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let parameters = OutputTensorParameters {
-            binary_data_size: raw.len(),
+            binary_data_size: size_of_val(scores.values.as_slice()),
         };
-        (Some(parameters), None, raw)
+        (Some(parameters), None, Some(scores.values))
     } else {
-        (None, Some(scores.values), Vec::new())
+        (None, Some(scores.values), None)
     };
     let tensor = OutputTensor {
         name: name.to_owned(),
