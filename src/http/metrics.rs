@@ -45,7 +45,7 @@ impl HttpMetrics {
             registry,
             IntGauge::new(
                 "ml_api_http_requests_in_flight",
-                "HTTP requests being served now.",
+                "HTTP requests being served now, not counting the scrape that reads this.",
             )?,
         )?;
         let rate_limited = registered(

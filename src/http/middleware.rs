@@ -109,6 +109,7 @@ where
         // `--max-dataset-bytes` instead.
         let is_upload = method == Method::POST && req.uri().path() == "/datasets";
         let deadline = (!is_upload).then(|| tokio::time::sleep(observer.state.request_timeout));
+        let in_flight = InFlight::start(observer.clone(), !is_scrape(&route));
         let inner = match &span {
             Some(span) => span.in_scope(|| self.inner.call(req)),
             None => self.inner.call(req),
@@ -122,7 +123,7 @@ where
                 route,
                 request_id,
                 span,
-                in_flight: InFlight::start(observer.clone()),
+                in_flight,
             }),
         }
     }
@@ -143,19 +144,36 @@ fn request_id(req: &mut Request) -> HeaderValue {
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Counts a request in `ml_api_http_requests_in_flight` until it is answered or dropped.
-struct InFlight(Arc<Observer>);
+/// Whether the request is a Prometheus scrape. A scrape is not counted in
+/// `ml_api_http_requests_in_flight`: it would always read itself (an idle server would show
+/// 1), and two Prometheus servers scraping at once would read each other.
+fn is_scrape(route: &Option<MatchedPath>) -> bool {
+    route
+        .as_ref()
+        .is_some_and(|route| route.as_str() == "/metrics")
+}
+
+/// Counts a request in `ml_api_http_requests_in_flight` (when `counted`) until it is answered
+/// or dropped.
+struct InFlight {
+    observer: Arc<Observer>,
+    counted: bool,
+}
 
 impl InFlight {
-    fn start(observer: Arc<Observer>) -> Self {
-        observer.state.http_metrics.in_flight.inc();
-        Self(observer)
+    fn start(observer: Arc<Observer>, counted: bool) -> Self {
+        if counted {
+            observer.state.http_metrics.in_flight.inc();
+        }
+        Self { observer, counted }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.state.http_metrics.in_flight.dec();
+        if self.counted {
+            self.observer.state.http_metrics.in_flight.dec();
+        }
     }
 }
 
@@ -174,7 +192,7 @@ impl Pending {
     /// metrics, the failure's log line on a 5xx, the access line.
     fn answered(self, mut response: Response) -> Response {
         let latency = self.started.elapsed();
-        let observer = &self.in_flight.0;
+        let observer = &self.in_flight.observer;
         response
             .headers_mut()
             .entry(X_REQUEST_ID)
@@ -236,7 +254,7 @@ where
             Poll::Pending => match this.deadline.as_mut().as_pin_mut().map(|d| d.poll(cx)) {
                 Some(Poll::Ready(())) => {
                     ApiError::Timeout(this.request.as_ref().map_or(Duration::ZERO, |request| {
-                        request.in_flight.0.state.request_timeout
+                        request.in_flight.observer.state.request_timeout
                     }))
                     .into_response()
                 }
