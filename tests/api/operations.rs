@@ -36,7 +36,8 @@ async fn metrics_count_requests_inference_and_model_loading() {
         "ml_api_http_requests_total{method=\"POST\",route=\"/predict\",status=\"200\"} 3",
         "ml_api_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
         "ml_api_http_request_duration_seconds_bucket{method=\"POST\",route=\"/predict\",status=\"200\",le=",
-        "ml_api_http_requests_in_flight 1",
+        // The scrape does not count itself.
+        "ml_api_http_requests_in_flight 0",
         "ml_api_inference_duration_seconds_count{model=\"santander\"}",
         "ml_api_inference_batch_size_count{model=\"santander\"}",
         "ml_api_predictions_total{model=\"santander\"} 3",
@@ -164,9 +165,9 @@ async fn the_autoscaling_signal_integrates_requests_in_inference_and_returns_to_
 async fn a_request_abandoned_by_its_client_leaves_the_in_flight_gauge() {
     use tokio::io::AsyncWriteExt;
     let app = spawn_app().await;
-    // The scrape that reads the gauge is itself in flight: 1 is "nothing else".
+    // The scrape that reads the gauge does not count itself: an idle server reads 0.
     let gauge = "ml_api_http_requests_in_flight ";
-    assert_eq!(app.metric(gauge).await, Some(1.0));
+    assert_eq!(app.metric(gauge).await, Some(0.0));
 
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     stream
@@ -176,9 +177,9 @@ async fn a_request_abandoned_by_its_client_leaves_the_in_flight_gauge() {
         )
         .await
         .unwrap();
-    wait_for_gauge(&app, gauge, 2.0).await;
-    drop(stream);
     wait_for_gauge(&app, gauge, 1.0).await;
+    drop(stream);
+    wait_for_gauge(&app, gauge, 0.0).await;
     app.stop().await;
 }
 
