@@ -16,6 +16,7 @@ pub mod load;
 pub mod records;
 pub mod scan;
 pub mod store;
+pub mod tokens;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

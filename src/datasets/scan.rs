@@ -1,5 +1,6 @@
-//! Reading data sets: CSV through the `csv` crate (RFC 4180, any line ends, a header line),
-//! Parquet through the `parquet` crate. Synchronous: callers run it on a blocking thread.
+//! Reading data sets: CSV through the `csv` crate (RFC 4180, any line ends, a header line;
+//! blocks without quotes are split by `simd-csv`, see [`super::tokens`]), Parquet through the
+//! `parquet` crate. Synchronous: callers run it on a blocking thread.
 //!
 //! CSV types are inferred as a user expects: a column is a number column when its first
 //! present cell is a number (every later present cell must then be one too: a cell that is
@@ -16,6 +17,7 @@ use std::{
 use super::{
     blocks::{Block, BlockReader},
     columnar::{self, ColumnarWriter, RowGroup},
+    tokens::{self, CsvRecords, Records, Split},
     ColumnInfo, ColumnType, DatasetError,
 };
 
@@ -193,7 +195,7 @@ fn csv_error(error: csv::Error) -> DatasetError {
 }
 
 /// A `csv` error in a block that starts on line `first_line` of the stream.
-fn csv_error_at(error: csv::Error, first_line: u64) -> DatasetError {
+pub(super) fn csv_error_at(error: csv::Error, first_line: u64) -> DatasetError {
     let line = error
         .position()
         .map(|p| first_line + p.line().saturating_sub(1));
@@ -323,9 +325,13 @@ pub fn summarize_csv(
         copy.write(parsed.group);
     };
     let group = copy.empty_group(width, FIRST_BLOCK_RECORDS);
-    let parsed = parse_rows(&mut reader, 1, &names, &mut kinds, group)?;
+    let parsed = parse_rows(
+        &mut CsvRecords::new(reader, &first.bytes, 1),
+        &names,
+        &mut kinds,
+        group,
+    )?;
     take(parsed, &mut copy);
-    drop(reader);
     drop(first);
 
     let group_rows = columnar::rows_per_group(width);
@@ -364,10 +370,7 @@ pub fn summarize_csv(
                 let (names, known) = (names.clone(), known.clone());
                 rayon::spawn(move || {
                     let mut kinds = Kinds::clone(&known);
-                    let mut reader = block_reader(&block.bytes, false);
-                    let parsed =
-                        parse_rows(&mut reader, block.first_line, &names, &mut kinds, group);
-                    drop(reader);
+                    let parsed = parse_block(&block, &names, &mut kinds, group);
                     let _ = send.send(parsed.map(|parsed| (parsed, block.bytes)));
                 });
                 pending.push_back(receiver);
@@ -380,9 +383,7 @@ pub fn summarize_csv(
                 }
             }
             None => {
-                let mut reader = block_reader(&block.bytes, false);
-                let parsed = parse_rows(&mut reader, block.first_line, &names, &mut kinds, group)?;
-                drop(reader);
+                let parsed = parse_block(&block, &names, &mut kinds, group)?;
                 blocks.recycle(block.bytes);
                 take(parsed, &mut copy);
             }
@@ -423,34 +424,50 @@ pub fn summarize_csv(
     })
 }
 
-/// Parses the rows of one block (whose first line is `first_line` of the stream) into
-/// `group`, inferring the type of columns that have none yet.
+/// Parses the rows of a block after the first into `group` with the faster tokenizer that
+/// reads it as the `csv` crate would ([`tokens`]).
+fn parse_block(
+    block: &Block,
+    names: &[String],
+    kinds: &mut Kinds,
+    group: RowGroup,
+) -> Result<Parsed, DatasetError> {
+    if tokens::splits_like_csv(&block.bytes) {
+        parse_rows(
+            &mut Split::new(&block.bytes, block.first_line),
+            names,
+            kinds,
+            group,
+        )
+    } else {
+        let reader = block_reader(&block.bytes, false);
+        parse_rows(
+            &mut CsvRecords::new(reader, &block.bytes, block.first_line),
+            names,
+            kinds,
+            group,
+        )
+    }
+}
+
+/// Parses the rows of one block into `group`, inferring the type of columns that have none
+/// yet.
 fn parse_rows(
-    reader: &mut csv::Reader<&[u8]>,
-    first_line: u64,
+    records: &mut impl Records,
     names: &[String],
     kinds: &mut Kinds,
     mut group: RowGroup,
 ) -> Result<Parsed, DatasetError> {
     let mut missing = vec![0u64; names.len()];
-    let mut record = csv::ByteRecord::new();
-    let line_of = |record: &csv::ByteRecord| {
-        first_line + record.position().map_or(1, csv::Position::line) - 1
-    };
-    loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(error) => return Err(csv_error_at(error, first_line)),
-        }
-        let line = line_of(&record);
-        if record.len() != names.len() {
-            if record.len() == 1 && record.get(0).is_some_and(|c| c.is_empty()) {
+    while records.next_record()? {
+        if records.width() != names.len() {
+            if records.width() == 1 && records.cells().all(<[u8]>::is_empty) {
                 continue; // a blank line
             }
-            return Err(shape_error(line, record.len(), names.len()));
+            return Err(shape_error(records.line(), records.width(), names.len()));
         }
-        for ((j, cell), kind) in record.iter().enumerate().zip(kinds.iter_mut()) {
+        // `records.line()` is asked only when an error or a first present cell needs it.
+        for ((j, cell), kind) in records.cells().enumerate().zip(kinds.iter_mut()) {
             // The common case first: a number in a number column (ASCII, so valid UTF-8).
             if matches!(kind, Some((ColumnType::Number, _))) {
                 if let Some(value) = number(cell) {
@@ -468,14 +485,14 @@ fn parse_rows(
             match kind {
                 None => match number(cell) {
                     Some(value) => {
-                        *kind = Some((ColumnType::Number, line));
+                        *kind = Some((ColumnType::Number, records.line()));
                         group.number(j, value);
                         continue;
                     }
-                    None => *kind = Some((ColumnType::String, line)),
+                    None => *kind = Some((ColumnType::String, records.line())),
                 },
                 Some((ColumnType::Number, first)) => {
-                    let name = names.get(j).map_or("", String::as_str);
+                    let (line, name) = (records.line(), names.get(j).map_or("", String::as_str));
                     let shown = String::from_utf8_lossy(trim(cell));
                     return Err(DatasetError::invalid(
                         format!("line {line}, column `{name}`"),
@@ -490,7 +507,7 @@ fn parse_rows(
                 Some((ColumnType::String, _)) => {}
             }
             if std::str::from_utf8(cell).is_err() {
-                let name = names.get(j).map_or("", String::as_str);
+                let (line, name) = (records.line(), names.get(j).map_or("", String::as_str));
                 return Err(DatasetError::invalid(
                     format!("line {line}, column `{name}`"),
                     "encoding",

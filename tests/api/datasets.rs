@@ -477,15 +477,16 @@ async fn bad_rows_and_bad_types_get_422_naming_line_and_column_and_leave_nothing
     app.stop().await;
 }
 
-/// A CSV of `rows` rows in which every 997th `note` is a quoted field holding a newline (and
-/// a quoted quote), and row `bad` (1-based), if any, has `x` = `oops`; with the line that
-/// row starts on.
-fn quoted_csv(rows: usize, bad: Option<usize>) -> (String, u64) {
-    let mut csv = String::from("id,note,x,y\n");
+/// A CSV of `rows` rows whose lines end with `eol`, in which (when `quoted`) every 997th
+/// `note` is a quoted field holding a newline (and a quoted quote), and row `bad` (1-based),
+/// if any, has `x` = `oops`; with the line that row starts on. Every 1,000th row is followed
+/// by a blank line.
+fn rows_csv(rows: usize, bad: Option<usize>, quoted: bool, eol: &str) -> (String, u64) {
+    let mut csv = format!("id,note,x,y{eol}");
     let mut line = 2u64;
     let mut bad_line = 0;
     for i in 1..=rows {
-        let note = if i % 997 == 0 {
+        let note = if quoted && i % 997 == 0 {
             "\"two\nlines, \"\"quoted\"\"\""
         } else {
             "plain"
@@ -496,37 +497,53 @@ fn quoted_csv(rows: usize, bad: Option<usize>) -> (String, u64) {
         } else {
             format!("{}.5", i % 100)
         };
-        csv.push_str(&format!("{i},{note},{x},{}\n", i % 2));
-        line += if i % 997 == 0 { 2 } else { 1 };
+        csv.push_str(&format!("{i},{note},{x},{}{eol}", i % 2));
+        line += if quoted && i % 997 == 0 { 2 } else { 1 };
+        if i % 1000 == 0 {
+            csv.push_str(eol);
+            line += 1;
+        }
     }
     (csv, bad_line)
 }
 
 #[tokio::test]
-async fn a_bad_cell_far_past_quoted_newlines_gets_422_naming_its_line_and_column() {
+async fn a_bad_cell_far_down_gets_422_naming_its_line_and_column() {
     let dir = store_dir();
     let app = app_with_store(&dir, None).await;
     // 200,000 rows: several blocks parsed in parallel after the first (see
-    // `datasets::blocks`), with newlines inside quoted fields all along.
+    // `datasets::blocks`), with blank lines all along; newlines inside quoted fields (blocks
+    // the `csv` crate reads) or none (blocks `simd-csv` splits, see `datasets::tokens`), with
+    // `\n` or `\r\n` line ends.
     let rows = 200_000;
-    let (csv, _) = quoted_csv(rows, None);
-    let response = upload(
-        &app.client,
-        &app.url("/datasets"),
-        "text/csv",
-        false,
-        csv.into_bytes(),
-    )
-    .await;
-    assert_eq!(response.status(), 201);
-    let record: Value = response.json().await.unwrap();
-    assert_eq!(record["rows"], rows);
-    assert_eq!(record["columns"][1]["type"], "string");
-    assert_eq!(record["columns"][2]["type"], "number");
+    // Both good CSVs read to the same rows and column types.
+    for (quoted, eol) in [(true, "\n"), (false, "\r\n")] {
+        let (csv, _) = rows_csv(rows, None, quoted, eol);
+        let response = upload(
+            &app.client,
+            &app.url("/datasets"),
+            "text/csv",
+            false,
+            csv.into_bytes(),
+        )
+        .await;
+        assert_eq!(response.status(), 201, "quoted {quoted}, {eol:?}");
+        let record: Value = response.json().await.unwrap();
+        assert_eq!(record["rows"], rows);
+        assert_eq!(record["columns"][1]["type"], "string");
+        assert_eq!(record["columns"][2]["type"], "number");
+    }
 
-    for gzipped in [false, true] {
-        let (csv, line) = quoted_csv(rows, Some(150_001));
-        assert!(line > 150_001, "the quoted newlines move the line on");
+    let shapes = [
+        (true, "\n", false),
+        (true, "\n", true),
+        (false, "\n", false),
+        (false, "\r\n", false),
+        (false, "\r\n", true),
+    ];
+    for (quoted, eol, gzipped) in shapes {
+        let (csv, line) = rows_csv(rows, Some(150_001), quoted, eol);
+        assert!(line > 150_001, "the blank lines move the line on");
         let body = if gzipped {
             gzip(csv.as_bytes())
         } else {
@@ -545,7 +562,7 @@ async fn a_bad_cell_far_past_quoted_newlines_gets_422_naming_its_line_and_column
         assert_eq!(
             detail["field"],
             format!("line {line}, column `x`"),
-            "{body}"
+            "quoted {quoted}, {eol:?}, gzip {gzipped}: {body}"
         );
         assert_eq!(detail["reason"], "type", "{body}");
         let message = detail["message"].as_str().unwrap_or_default();
@@ -554,8 +571,8 @@ async fn a_bad_cell_far_past_quoted_newlines_gets_422_naming_its_line_and_column
             "{body}"
         );
     }
-    // Only the good upload's file is left.
-    wait_until_empty_but(&dir, 1).await;
+    // Only the two good uploads' files are left.
+    wait_until_empty_but(&dir, 2).await;
     app.stop().await;
 }
 
