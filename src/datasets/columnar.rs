@@ -106,6 +106,7 @@ impl RowGroup {
         self.rows
     }
 
+    #[inline(always)]
     pub fn number(&mut self, column: usize, value: f64) {
         match self.buffers.get_mut(column) {
             Some(Buffer::Numbers(values)) => values.push(value),
@@ -140,6 +141,7 @@ impl RowGroup {
     }
 
     /// A present cell's level, once the column has levels.
+    #[inline(always)]
     fn present(&mut self, column: usize) {
         if let Some(defs) = self.defs.get_mut(column).filter(|d| !d.is_empty()) {
             defs.push(1);

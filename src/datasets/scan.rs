@@ -56,6 +56,7 @@ pub fn is_missing(cell: &[u8]) -> bool {
 /// `str::parse::<f64>` takes (`1`, `-2.5`, `+.5`, `1e-3`; `fast_float2` parses them to the
 /// same, correctly rounded, values several times faster). Plain decimals of at most 15
 /// digits (what CSV writers mostly print) take [`short_decimal`] first.
+#[inline(always)]
 pub fn number(cell: &[u8]) -> Option<f64> {
     let cell = trim(cell);
     match short_decimal(cell) {
