@@ -40,6 +40,16 @@ pub fn splits_like_csv(block: &[u8]) -> bool {
         .all(|at| block[at] == b'\r' && block.get(at + 1).is_none_or(|&next| next == b'\n'))
 }
 
+/// The blank lines (`\n` and `\r` bytes) at the start of `bytes`, which both readers skip
+/// before a record.
+fn blank_lines(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .position(|&b| b != b'\n' && b != b'\r')
+        .unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
 /// A quote-free block, split by `simd-csv`.
 pub struct Split<'b> {
     bytes: &'b [u8],
@@ -74,11 +84,7 @@ impl Records for Split<'_> {
     fn next_record(&mut self) -> Result<bool, DatasetError> {
         let before = self.reader.position() as usize;
         // The reader skips blank lines before a record; the record starts after them.
-        let skipped = self.bytes[before..]
-            .iter()
-            .take_while(|&&b| b == b'\n' || b == b'\r')
-            .count();
-        self.start = before + skipped;
+        self.start = before + blank_lines(&self.bytes[before..]).len();
         Ok(self.reader.read_byte_record(&mut self.record))
     }
 
@@ -139,15 +145,11 @@ impl Records for CsvRecords<'_> {
             return self.first_line;
         };
         // The crate's position is where it began to read, before the blank lines it skips.
-        let blank = self
+        let rest = self
             .bytes
             .get(position.byte() as usize..)
             .unwrap_or_default();
-        let skipped = blank
-            .iter()
-            .take_while(|&&b| b == b'\n' || b == b'\r')
-            .filter(|&&b| b == b'\n')
-            .count();
+        let skipped = memchr::memchr_iter(b'\n', blank_lines(rest)).count();
         self.first_line + position.line() - 1 + skipped as u64
     }
 }
