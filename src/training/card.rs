@@ -133,13 +133,13 @@ fn example(job: &TrainingJob) -> Value {
     Value::Object(record)
 }
 
-/// The feature contract of the training rows (`rows`: their indices), with the share of rows
-/// the fitted model gives to each of its `width` output columns.
-pub fn contract(job: &TrainingJob, rows: &[usize], winners: &[usize], width: usize) -> Contract {
+/// The profile of each feature over the training rows (`rows`: their indices): the fields
+/// of the model's contract. It does not depend on the fit, so a training job computes it
+/// while the optimiser runs.
+pub fn field_profiles(job: &TrainingJob, rows: &[usize]) -> Vec<(String, FieldContract)> {
     use rayon::prelude::*;
     // One feature per task.
-    let fields = job
-        .features
+    job.features
         .par_iter()
         .zip(&job.columns)
         .map(|(name, column)| {
@@ -158,11 +158,21 @@ pub fn contract(job: &TrainingJob, rows: &[usize], winners: &[usize], width: usi
             };
             (name.clone(), field)
         })
-        .collect();
+        .collect()
+}
+
+/// The feature contract of `rows` training rows: the fields' profiles, with the share of rows
+/// the fitted model gives to each of its `width` output columns.
+pub fn contract(
+    fields: Vec<(String, FieldContract)>,
+    rows: usize,
+    winners: &[usize],
+    width: usize,
+) -> Contract {
     Contract {
         policy: ContractPolicy::default(),
-        fields,
+        fields: fields.into_iter().collect(),
         predictions: Some(contract::winner_shares(winners, width)),
-        samples: rows.len() as u64,
+        samples: rows as u64,
     }
 }

@@ -1,6 +1,6 @@
 //! Fitting one logistic regression (binary or multinomial) on the encoded training rows.
 
-use super::design::Matrix;
+use super::design::Design;
 use super::objective::{Labels, Objective};
 use super::optimize::{self, Outcome, Settings};
 use super::params::{Params, Penalty};
@@ -44,7 +44,7 @@ pub fn balanced(classes_of_rows: &[usize], k: usize) -> Vec<f64> {
 
 /// Minimises the objective of `params` over `x`; `progress` gets (iteration, objective).
 pub fn fit(
-    x: &Matrix,
+    x: &Design<'_>,
     labels: Labels<'_>,
     weights: &[f64],
     params: &Params,
@@ -86,7 +86,7 @@ pub fn fit(
             "the objective became infinite or NaN; try standardize: true or a smaller C".to_owned(),
         ));
     }
-    let (coef, intercept) = outcome.theta.split_at(k * x.cols);
+    let (coef, intercept) = outcome.theta.split_at(k * x.cols());
     Ok(Fitted {
         coef: coef.to_vec(),
         intercept: intercept.to_vec(),

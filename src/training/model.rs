@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::data::FeatureValues;
-use super::design::{self, Encoder, Matrix};
-use super::objective::{dot, sigmoid, softmax};
+use super::design::{self, Design, Encoder, Matrix};
+use super::objective::{axpy, sigmoid, softmax};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,42 +33,60 @@ impl LinearModel {
         self.encoders.iter().map(Encoder::width).sum()
     }
 
-    /// One row of output probabilities per design-matrix row.
-    /// Probabilities of every row of `x`, one row each (`[1 − p, p]` for binary).
-    pub fn proba_matrix(&self, x: &Matrix) -> Matrix {
+    /// Probabilities of every row of `x`, one row each (`[1 − p, p]` for binary). Rows in
+    /// blocks on all cores, each block in chunks whose `z = b + Σⱼ Wⱼ·xⱼ` is summed column by
+    /// column (as the loss is); each row's numbers do not depend on the blocks.
+    pub fn proba_matrix(&self, x: &Design<'_>) -> Matrix {
         use rayon::prelude::*;
+        const BLOCK_ROWS: usize = 4096;
+        const CHUNK_ROWS: usize = 256;
         let d = self.width();
+        let k = self.intercept.len();
         let cols = match self.kind {
             ModelKind::Binary => 2,
-            _ => self.intercept.len(),
+            _ => k,
         };
         let mut data = vec![0.0; x.rows * cols];
-        // Rows in blocks on all cores; each row's numbers do not depend on the blocks.
-        data.par_chunks_mut(cols.max(1) * 4096)
-            .zip(x.data.par_chunks(x.cols.max(1) * 4096))
-            .for_each(|(out, rows)| {
-                let mut z = vec![0.0; self.intercept.len()];
-                for (p, row) in out
-                    .chunks_exact_mut(cols.max(1))
-                    .zip(rows.chunks_exact(x.cols.max(1)))
-                {
-                    for (c, (zc, b)) in z.iter_mut().zip(&self.intercept).enumerate() {
-                        *zc = dot(row, self.coef.get(c * d..(c + 1) * d).unwrap_or(&[])) + b;
+        data.par_chunks_mut(cols.max(1) * BLOCK_ROWS)
+            .enumerate()
+            .for_each(|(block, out)| {
+                // z class by class: `z[c * CHUNK_ROWS + i]`.
+                let mut z = vec![0.0; k * CHUNK_ROWS];
+                let mut row = vec![0.0; k];
+                for (chunk, out) in out.chunks_mut(cols.max(1) * CHUNK_ROWS).enumerate() {
+                    let start = block * BLOCK_ROWS + chunk * CHUNK_ROWS;
+                    let n = out.len() / cols.max(1);
+                    for (c, (zc, &b)) in z
+                        .chunks_exact_mut(CHUNK_ROWS)
+                        .zip(&self.intercept)
+                        .enumerate()
+                    {
+                        let zc = zc.get_mut(..n).unwrap_or_default();
+                        zc.fill(b);
+                        let coef = self.coef.get(c * d..(c + 1) * d).unwrap_or_default();
+                        for (column, &w) in x.columns.iter().zip(coef) {
+                            axpy(w, column.get(start..start + n).unwrap_or_default(), zc);
+                        }
                     }
-                    match self.kind {
-                        ModelKind::Binary => {
-                            let pos = sigmoid(z.first().copied().unwrap_or(0.0));
-                            if let [neg, one] = p {
-                                *neg = 1.0 - pos;
-                                *one = pos;
+                    for (i, p) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+                        for (c, v) in row.iter_mut().enumerate() {
+                            *v = z.get(c * CHUNK_ROWS + i).copied().unwrap_or(0.0);
+                        }
+                        match self.kind {
+                            ModelKind::Binary => {
+                                let pos = sigmoid(row.first().copied().unwrap_or(0.0));
+                                if let [neg, one] = p {
+                                    *neg = 1.0 - pos;
+                                    *one = pos;
+                                }
                             }
-                        }
-                        ModelKind::Multinomial => {
-                            p.iter_mut().zip(&z).for_each(|(p, v)| *p = *v);
-                            softmax(p);
-                        }
-                        ModelKind::MultiLabel => {
-                            p.iter_mut().zip(&z).for_each(|(p, &v)| *p = sigmoid(v));
+                            ModelKind::Multinomial => {
+                                p.iter_mut().zip(&row).for_each(|(p, v)| *p = *v);
+                                softmax(p);
+                            }
+                            ModelKind::MultiLabel => {
+                                p.iter_mut().zip(&row).for_each(|(p, &v)| *p = sigmoid(v));
+                            }
                         }
                     }
                 }

@@ -9,7 +9,7 @@
 //! Parameters are laid out as `[W (k rows × d, row-major), b (k)]`: `k = K` classes for the
 //! multinomial loss `logsumexp(z) − z_y`, `k = 1` for the binary loss `log(1 + eᶻ) − y·z`.
 
-use super::design::Matrix;
+use super::design::Design;
 
 /// What each training row is labelled.
 pub enum Labels<'a> {
@@ -20,7 +20,7 @@ pub enum Labels<'a> {
 }
 
 pub struct Objective<'a> {
-    pub x: &'a Matrix,
+    pub x: &'a Design<'a>,
     pub labels: Labels<'a>,
     /// Per-row sample weights (class weights folded in).
     pub weights: &'a [f64],
@@ -39,12 +39,12 @@ impl Objective<'_> {
     }
 
     pub fn n_params(&self) -> usize {
-        self.k() * (self.x.cols + 1)
+        self.k() * (self.x.cols() + 1)
     }
 
     /// The penalised parameters are the first `n_penalized` (W, not b).
     pub fn n_penalized(&self) -> usize {
-        self.k() * self.x.cols
+        self.k() * self.x.cols()
     }
 
     /// Smooth objective value; writes its gradient into `grad`. Rows are split into blocks
@@ -52,7 +52,7 @@ impl Objective<'_> {
     /// depend on the thread count.
     pub fn value_grad(&self, theta: &[f64], grad: &mut [f64]) -> f64 {
         use rayon::prelude::*;
-        let d = self.x.cols;
+        let d = self.x.cols();
         let k = self.k();
         let (w, _) = theta.split_at(k * d);
         let total: f64 = self.weights.iter().sum();
@@ -83,11 +83,13 @@ impl Objective<'_> {
         loss + 0.5 * self.l2 * dot(w, w)
     }
 
-    /// The weighted loss of rows `range`; adds their gradient to `grad`. Binary: row by row,
-    /// `z = x·w + b`, one `exp` for the loss and residual, `∇w += r·x`. Multinomial: rows in
-    /// chunks of [`CHUNK_ROWS`] (small enough to stay in cache between the two products),
-    /// `Z = X·Wᵀ` as one matrix product, each row of `Z` turned into its loss and residuals
-    /// in place (one `exp` per class), then `∇W += Rᵀ·X` as a second matrix product.
+    /// The weighted loss of rows `range`; adds their gradient to `grad`. Rows go in chunks of
+    /// [`CHUNK_ROWS`], small enough that a chunk of every column stays in cache between the
+    /// two products. Binary, over the columns: `z = b + Σⱼ wⱼ·xⱼ` (one `axpy` per column),
+    /// one `exp` per row for its loss and residual `r`, then `∇wⱼ += xⱼ·r` (one `dot` per
+    /// column). Multinomial: the chunk copied into a row-major block (the operand a matrix
+    /// product packs fastest), `Z = X·Wᵀ`, each row of `Z` turned into its loss and
+    /// residuals in place (one `exp` per class), then `∇W += Rᵀ·X`.
     fn block(
         &self,
         theta: &[f64],
@@ -96,24 +98,35 @@ impl Objective<'_> {
         grad: &mut [f64],
     ) -> f64 {
         use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2};
-        let d = self.x.cols;
+        let d = self.x.cols();
         let k = self.k();
         let (w, b) = theta.split_at(k * d);
         let (gw, gb) = grad.split_at_mut(k * d);
+        let mut loss = 0.0;
         if let Labels::Binary(y) = self.labels {
-            // One coefficient row: a matrix product would spend its time packing `X`.
             let b = b.first().copied().unwrap_or(0.0);
-            let mut loss = 0.0;
-            for i in range {
-                let row = self.x.row(i);
-                let scale = self.weights.get(i).copied().unwrap_or(0.0) * inv;
-                let mut z = [dot(row, w) + b];
-                loss += binary_residual(&mut z, y.get(i) == Some(&true), scale);
-                let [r] = z;
-                axpy(r, row, gw);
-                if let Some(g) = gb.first_mut() {
-                    *g += r;
+            let mut z = vec![0.0; CHUNK_ROWS];
+            let mut start = range.start;
+            while start < range.end {
+                let end = (start + CHUNK_ROWS).min(range.end);
+                let z = z.get_mut(..end - start).unwrap_or_default();
+                z.fill(b);
+                for (column, &wj) in self.x.columns.iter().zip(w) {
+                    axpy(wj, column.get(start..end).unwrap_or_default(), z);
                 }
+                let labels = y.get(start..end).unwrap_or_default();
+                let weights = self.weights.get(start..end).unwrap_or_default();
+                for ((zi, &yi), &weight) in z.iter_mut().zip(labels).zip(weights) {
+                    loss += binary_residual(std::slice::from_mut(zi), yi, weight * inv);
+                }
+                // z now holds the rows' residuals: accumulate the gradient.
+                for (column, g) in self.x.columns.iter().zip(gw.iter_mut()) {
+                    *g += dot(column.get(start..end).unwrap_or_default(), z);
+                }
+                if let Some(g) = gb.first_mut() {
+                    *g += z.iter().sum::<f64>();
+                }
+                start = end;
             }
             return loss;
         }
@@ -123,16 +136,17 @@ impl Objective<'_> {
         ) else {
             return 0.0;
         };
-        let mut loss = 0.0;
+        let mut rows = vec![0.0; CHUNK_ROWS * d];
         let mut z = vec![0.0; CHUNK_ROWS * k];
         let mut start = range.start;
         while start < range.end {
             let end = (start + CHUNK_ROWS).min(range.end);
             let n = end - start;
-            let rows = self.x.data.get(start * d..end * d).unwrap_or_default();
+            let rows = rows.get_mut(..n * d).unwrap_or_default();
+            self.x.fill_rows(start..end, rows);
             let z = z.get_mut(..n * k).unwrap_or_default();
             let (Ok(x), Ok(mut zm)) = (
-                ArrayView2::from_shape((n, d), rows),
+                ArrayView2::from_shape((n, d), &*rows),
                 ArrayViewMut2::from_shape((n, k), &mut *z),
             ) else {
                 return loss;
@@ -212,7 +226,7 @@ pub fn softmax(z: &mut [f64]) -> f64 {
     max + sum.ln()
 }
 
-/// Rows of one matrix product in [`Objective::block`].
+/// Rows of one chunk in [`Objective::block`].
 const CHUNK_ROWS: usize = 256;
 
 /// Rows per block of the parallel loss and gradient.
@@ -263,6 +277,23 @@ pub fn sigmoid(z: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// The design matrix of row-major `data`.
+    fn design(rows: usize, cols: usize, data: &[f64]) -> Design<'static> {
+        Design {
+            rows,
+            columns: (0..cols)
+                .map(|j| {
+                    data.iter()
+                        .skip(j)
+                        .step_by(cols)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .into()
+                })
+                .collect(),
+        }
+    }
+
     /// One row's loss and residuals agree with the textbook formulas, also far out where a
     /// naive `exp` would overflow.
     #[test]
@@ -303,7 +334,7 @@ mod tests {
         let data: Vec<f64> = (0..rows * cols)
             .map(|i| ((i * 7919) % 1000) as f64 / 250.0 - 2.0)
             .collect();
-        let x = Matrix { rows, cols, data };
+        let x = design(rows, cols, &data);
         let weights: Vec<f64> = (0..rows).map(|i| 0.5 + (i % 3) as f64).collect();
         let yb: Vec<bool> = (0..rows).map(|i| i % 5 < 2).collect();
         let ym: Vec<usize> = (0..rows).map(|i| (i * 31) % 4).collect();
@@ -321,7 +352,7 @@ mod tests {
             let value = f.value_grad(&theta, &mut grad);
             let total: f64 = weights.iter().sum();
             let (mut want, mut want_grad) = (0.0, vec![0.0; theta.len()]);
-            for (i, row) in x.iter_rows().enumerate() {
+            for (i, row) in data.chunks_exact(cols).enumerate() {
                 let z: Vec<f64> = (0..k)
                     .map(|c| {
                         row.iter()
@@ -360,11 +391,7 @@ mod tests {
     /// The analytic gradient agrees with central differences.
     #[test]
     fn gradient_matches_finite_differences() {
-        let x = Matrix {
-            rows: 4,
-            cols: 2,
-            data: vec![1.0, 2.0, -1.0, 0.5, 0.3, -2.0, 2.0, 1.0],
-        };
+        let x = design(4, 2, &[1.0, 2.0, -1.0, 0.5, 0.3, -2.0, 2.0, 1.0]);
         let weights = [1.0, 2.0, 0.5, 1.0];
         let yb = [true, false, true, false];
         let ym = [0, 2, 1, 2];
