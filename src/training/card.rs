@@ -1,5 +1,7 @@
 //! The model card and ONNX graph of a fitted model.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Map, Value};
 
 use super::data::{ClassValue, FeatureValues, Target};
@@ -136,7 +138,7 @@ fn example(job: &TrainingJob) -> Value {
 /// The profile of each feature over the training rows (`rows`: their indices): the fields
 /// of the model's contract. It does not depend on the fit, so a training job computes it
 /// while the optimiser runs.
-pub fn field_profiles(job: &TrainingJob, rows: &[usize]) -> Vec<(String, FieldContract)> {
+pub fn field_profiles(job: &TrainingJob, rows: &[usize]) -> BTreeMap<String, FieldContract> {
     use rayon::prelude::*;
     // One feature per task.
     job.features
@@ -164,14 +166,14 @@ pub fn field_profiles(job: &TrainingJob, rows: &[usize]) -> Vec<(String, FieldCo
 /// The feature contract of `rows` training rows: the fields' profiles, with the share of rows
 /// the fitted model gives to each of its `width` output columns.
 pub fn contract(
-    fields: Vec<(String, FieldContract)>,
+    fields: BTreeMap<String, FieldContract>,
     rows: usize,
     winners: &[usize],
     width: usize,
 ) -> Contract {
     Contract {
         policy: ContractPolicy::default(),
-        fields: fields.into_iter().collect(),
+        fields,
         predictions: Some(contract::winner_shares(winners, width)),
         samples: rows as u64,
     }

@@ -35,12 +35,6 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    pub fn row(&self, i: usize) -> &[f64] {
-        self.data
-            .get(i * self.cols..(i + 1) * self.cols)
-            .unwrap_or(&[])
-    }
-
     pub fn iter_rows(&self) -> impl Iterator<Item = &[f64]> {
         self.data.chunks_exact(self.cols.max(1))
     }

@@ -126,122 +126,10 @@ pub fn train_in_phases(
     // The features' profiles (the contract's fields) do not depend on the fit: they are
     // computed on the other cores while the optimiser runs (the fit's loss and gradient are
     // memory-bound; the profiles mostly read columns already in cache).
-    let mut fields = Vec::new();
+    let mut fields = Default::default();
     let fitted = rayon::in_place_scope(|scope| {
         scope.spawn(|_| fields = card::field_profiles(job, &train_rows));
-        Ok(match &job.target {
-            Target::Classes { values, .. } => {
-                let classes = distinct_classes(train_rows.iter().filter_map(|&i| values.get(i)));
-                if classes.len() < 2 {
-                    return Err(TrainingError::Degenerate(format!(
-                        "the training rows hold one class only ({}); a classifier needs two or more",
-                        classes.first().map(ClassValue::label).unwrap_or_default()
-                    )));
-                }
-                let index = |i: &usize| values.get(*i).and_then(|v| classes.binary_search(v).ok());
-                if let Some(missing) = eval_rows.iter().find(|i| index(i).is_none()) {
-                    let label = values
-                        .get(*missing)
-                        .map(ClassValue::label)
-                        .unwrap_or_default();
-                    return Err(TrainingError::Degenerate(format!(
-                        "class `{label}` has no training rows after the split; use `stratify: true` or a smaller `test_size`"
-                    )));
-                }
-                let y: Vec<usize> = train_rows.iter().filter_map(index).collect();
-                let class_weights = match &params.class_weight {
-                    None => vec![1.0; classes.len()],
-                    Some(ClassWeight::Balanced) => fit::balanced(&y, classes.len()),
-                    Some(ClassWeight::Map(map)) => classes
-                        .iter()
-                        .map(|c| map.get(&c.label()).copied().unwrap_or(1.0))
-                        .collect(),
-                };
-                let weights = fit::row_weights(&y, &class_weights);
-                let binary = classes.len() == 2;
-                let flags: Vec<bool> = y.iter().map(|&c| c == 1).collect();
-                let labels = if binary {
-                    Labels::Binary(&flags)
-                } else {
-                    Labels::Multinomial(&y, classes.len())
-                };
-                let fitted = fit::fit(&x, labels, &weights, params, &mut |iteration, loss| {
-                    progress(Progress { iteration, loss })
-                })?;
-                let model = LinearModel {
-                    kind: if binary {
-                        ModelKind::Binary
-                    } else {
-                        ModelKind::Multinomial
-                    },
-                    encoders: encoders.clone(),
-                    coef: fitted.coef,
-                    intercept: fitted.intercept,
-                };
-                let truth: Vec<usize> = eval_rows.iter().filter_map(index).collect();
-                let proba = model.proba_matrix(eval_x);
-                let scores = metrics::classes(&truth, &proba, classes.len());
-                (model, classes, scores, vec![fitted.outcome], proba)
-            }
-            Target::MultiLabel { names, values } => {
-                let mut coef = Vec::new();
-                let mut intercept = Vec::new();
-                let mut outcomes = Vec::new();
-                let mut offset = 0;
-                for (name, flags) in names.iter().zip(values) {
-                    let y: Vec<bool> = train_rows
-                        .iter()
-                        .map(|&i| flags.get(i).copied().unwrap_or(false))
-                        .collect();
-                    if y.iter().all(|f| *f) || y.iter().all(|f| !*f) {
-                        return Err(TrainingError::Degenerate(format!(
-                            "label `{name}` has one value only in the training rows; each label needs both 0 and 1"
-                        )));
-                    }
-                    let classes: Vec<usize> = y.iter().map(|&f| usize::from(f)).collect();
-                    let class_weights = match params.class_weight {
-                        Some(ClassWeight::Balanced) => fit::balanced(&classes, 2),
-                        _ => vec![1.0, 1.0],
-                    };
-                    let weights = fit::row_weights(&classes, &class_weights);
-                    let fitted = fit::fit(
-                        &x,
-                        Labels::Binary(&y),
-                        &weights,
-                        params,
-                        &mut |iteration, loss| {
-                            progress(Progress {
-                                iteration: offset + iteration,
-                                loss,
-                            })
-                        },
-                    )?;
-                    offset += fitted.outcome.iterations;
-                    coef.extend(fitted.coef);
-                    intercept.extend(fitted.intercept);
-                    outcomes.push(fitted.outcome);
-                }
-                let model = LinearModel {
-                    kind: ModelKind::MultiLabel,
-                    encoders: encoders.clone(),
-                    coef,
-                    intercept,
-                };
-                let truth: Vec<Vec<bool>> = values
-                    .iter()
-                    .map(|flags| {
-                        eval_rows
-                            .iter()
-                            .map(|&i| flags.get(i).copied().unwrap_or(false))
-                            .collect()
-                    })
-                    .collect();
-                let proba = model.proba_matrix(eval_x);
-                let scores = metrics::multi_label(names, &truth, &proba);
-                let labels = names.iter().map(|n| ClassValue::Str(n.clone())).collect();
-                (model, labels, scores, outcomes, proba)
-            }
-        })
+        fit_target(job, &encoders, &x, &train_rows, eval_x, eval_rows, progress)
     });
     let (model, class_values, scores, outcomes, eval_proba) = fitted?;
     let converged = outcomes.iter().all(|o| o.converged);
@@ -282,6 +170,144 @@ pub fn train_in_phases(
     let contract = card::contract(fields, train_rows.len(), &winners, class_values.len());
     phase(Phase::Exporting);
     Ok(card::finish(job, model, &class_values, metrics, contract))
+}
+
+/// What [`fit_target`] gives: the model, its class values (label names for multi-label), its
+/// scores on the evaluation rows, how each optimiser run ended, and the evaluation rows'
+/// probabilities.
+type FittedTarget = (
+    LinearModel,
+    Vec<ClassValue>,
+    metrics::Scores,
+    Vec<optimize::Outcome>,
+    design::Matrix,
+);
+
+/// Fits the job's target on `x` (the design matrix of the rows `train_rows`) and scores the
+/// model on `eval_x` (of the rows `eval_rows`).
+fn fit_target(
+    job: &TrainingJob,
+    encoders: &[design::Encoder],
+    x: &design::Design<'_>,
+    train_rows: &[usize],
+    eval_x: &design::Design<'_>,
+    eval_rows: &[usize],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<FittedTarget, TrainingError> {
+    let params = &job.params;
+    Ok(match &job.target {
+        Target::Classes { values, .. } => {
+            let classes = distinct_classes(train_rows.iter().filter_map(|&i| values.get(i)));
+            if classes.len() < 2 {
+                return Err(TrainingError::Degenerate(format!(
+                    "the training rows hold one class only ({}); a classifier needs two or more",
+                    classes.first().map(ClassValue::label).unwrap_or_default()
+                )));
+            }
+            let index = |i: &usize| values.get(*i).and_then(|v| classes.binary_search(v).ok());
+            if let Some(missing) = eval_rows.iter().find(|i| index(i).is_none()) {
+                let label = values
+                    .get(*missing)
+                    .map(ClassValue::label)
+                    .unwrap_or_default();
+                return Err(TrainingError::Degenerate(format!(
+                "class `{label}` has no training rows after the split; use `stratify: true` or a smaller `test_size`"
+            )));
+            }
+            let y: Vec<usize> = train_rows.iter().filter_map(index).collect();
+            let class_weights = match &params.class_weight {
+                None => vec![1.0; classes.len()],
+                Some(ClassWeight::Balanced) => fit::balanced(&y, classes.len()),
+                Some(ClassWeight::Map(map)) => classes
+                    .iter()
+                    .map(|c| map.get(&c.label()).copied().unwrap_or(1.0))
+                    .collect(),
+            };
+            let weights = fit::row_weights(&y, &class_weights);
+            let binary = classes.len() == 2;
+            let flags: Vec<bool> = y.iter().map(|&c| c == 1).collect();
+            let labels = if binary {
+                Labels::Binary(&flags)
+            } else {
+                Labels::Multinomial(&y, classes.len())
+            };
+            let fitted = fit::fit(x, labels, &weights, params, &mut |iteration, loss| {
+                progress(Progress { iteration, loss })
+            })?;
+            let model = LinearModel {
+                kind: if binary {
+                    ModelKind::Binary
+                } else {
+                    ModelKind::Multinomial
+                },
+                encoders: encoders.to_vec(),
+                coef: fitted.coef,
+                intercept: fitted.intercept,
+            };
+            let truth: Vec<usize> = eval_rows.iter().filter_map(index).collect();
+            let proba = model.proba_matrix(eval_x);
+            let scores = metrics::classes(&truth, &proba, classes.len());
+            (model, classes, scores, vec![fitted.outcome], proba)
+        }
+        Target::MultiLabel { names, values } => {
+            let mut coef = Vec::new();
+            let mut intercept = Vec::new();
+            let mut outcomes = Vec::new();
+            let mut offset = 0;
+            for (name, flags) in names.iter().zip(values) {
+                let y: Vec<bool> = train_rows
+                    .iter()
+                    .map(|&i| flags.get(i).copied().unwrap_or(false))
+                    .collect();
+                if y.iter().all(|f| *f) || y.iter().all(|f| !*f) {
+                    return Err(TrainingError::Degenerate(format!(
+                    "label `{name}` has one value only in the training rows; each label needs both 0 and 1"
+                )));
+                }
+                let classes: Vec<usize> = y.iter().map(|&f| usize::from(f)).collect();
+                let class_weights = match params.class_weight {
+                    Some(ClassWeight::Balanced) => fit::balanced(&classes, 2),
+                    _ => vec![1.0, 1.0],
+                };
+                let weights = fit::row_weights(&classes, &class_weights);
+                let fitted = fit::fit(
+                    x,
+                    Labels::Binary(&y),
+                    &weights,
+                    params,
+                    &mut |iteration, loss| {
+                        progress(Progress {
+                            iteration: offset + iteration,
+                            loss,
+                        })
+                    },
+                )?;
+                offset += fitted.outcome.iterations;
+                coef.extend(fitted.coef);
+                intercept.extend(fitted.intercept);
+                outcomes.push(fitted.outcome);
+            }
+            let model = LinearModel {
+                kind: ModelKind::MultiLabel,
+                encoders: encoders.to_vec(),
+                coef,
+                intercept,
+            };
+            let truth: Vec<Vec<bool>> = values
+                .iter()
+                .map(|flags| {
+                    eval_rows
+                        .iter()
+                        .map(|&i| flags.get(i).copied().unwrap_or(false))
+                        .collect()
+                })
+                .collect();
+            let proba = model.proba_matrix(eval_x);
+            let scores = metrics::multi_label(names, &truth, &proba);
+            let labels = names.iter().map(|n| ClassValue::Str(n.clone())).collect();
+            (model, labels, scores, outcomes, proba)
+        }
+    })
 }
 
 /// The distinct values of `values`, sorted. A set of borrowed values that clones each class

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::FeatureValues;
 use super::design::{self, Design, Encoder, Matrix};
-use super::objective::{axpy, sigmoid, softmax};
+use super::objective::{linear, sigmoid, softmax};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,12 +61,8 @@ impl LinearModel {
                         .zip(&self.intercept)
                         .enumerate()
                     {
-                        let zc = zc.get_mut(..n).unwrap_or_default();
-                        zc.fill(b);
                         let coef = self.coef.get(c * d..(c + 1) * d).unwrap_or_default();
-                        for (column, &w) in x.columns.iter().zip(coef) {
-                            axpy(w, column.get(start..start + n).unwrap_or_default(), zc);
-                        }
+                        linear(x, start, coef, b, zc.get_mut(..n).unwrap_or_default());
                     }
                     for (i, p) in out.chunks_exact_mut(cols.max(1)).enumerate() {
                         for (c, v) in row.iter_mut().enumerate() {

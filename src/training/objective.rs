@@ -110,10 +110,7 @@ impl Objective<'_> {
             while start < range.end {
                 let end = (start + CHUNK_ROWS).min(range.end);
                 let z = z.get_mut(..end - start).unwrap_or_default();
-                z.fill(b);
-                for (column, &wj) in self.x.columns.iter().zip(w) {
-                    axpy(wj, column.get(start..end).unwrap_or_default(), z);
-                }
+                linear(self.x, start, w, b, z);
                 let labels = y.get(start..end).unwrap_or_default();
                 let weights = self.weights.get(start..end).unwrap_or_default();
                 for ((zi, &yi), &weight) in z.iter_mut().zip(labels).zip(weights) {
@@ -260,6 +257,15 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     }
     let [l0, l1, l2, l3, l4, l5, l6, l7] = lanes;
     ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)) + tail
+}
+
+/// `z = b + X·w` for the rows `start..start + z.len()` of `x`: one `axpy` per column.
+pub fn linear(x: &Design<'_>, start: usize, w: &[f64], b: f64, z: &mut [f64]) {
+    z.fill(b);
+    let rows = start..start + z.len();
+    for (column, &wj) in x.columns.iter().zip(w) {
+        axpy(wj, column.get(rows.clone()).unwrap_or_default(), z);
+    }
 }
 
 /// `y += a·x`
