@@ -406,7 +406,7 @@ fi
 if want predict batch32 v2-infer v2-infer-binary grpc-infer-raw paired constant-rate memory; then
 start_server default "${ML_API[@]}"
 DEFAULT_READY_MS="$READY_MS"
-SERVER_UNDER_TEST_PID="$SERVER_PID"
+SERVER_UNDER_TEST_PID="$SERVER_PID" SERVER_UNDER_TEST_LOG="$SERVER_LOG"
 curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$SEED" \
   "$BASE/predict" | grep -q '"predictions"' || die "POST /predict with the seed did not answer 200"
 # The seed record as V2 JSON tensors: one [1, 1] tensor per model input, named and typed as
@@ -685,7 +685,7 @@ print(int(max(r["wrk"]["rps"] for r in runs if r["scenario"] == "predict")))
 PY
 )"
 HALF_RPS=$((MAX_RPS / 2))
-ML_API_BASE="$BASE" ML_API_PID="$SERVER_PID" ML_API_LOG="$SERVER_LOG"
+ML_API_BASE="$BASE" ML_API_PID="$SERVER_PID" ML_API_LOG="$SERVER_UNDER_TEST_LOG"
 start_server rate-baseline "$BASELINE_BIN" "{addr}"
 RATE_BASELINE_BASE="$BASE"
 BASE="$RATE_BASELINE_BASE" run_wrk warmup rate-baseline /predict 64 "$WARMUP" "$SEED" 1 discard
