@@ -51,7 +51,7 @@
 #
 # Environment:
 #   BENCH_WARMUP=5s  BENCH_DURATION=15s   wrk durations (warm-up, each measured run)
-#   BENCH_RATE_RUNS=3  BENCH_RATE_DURATION=20s   the constant-rate (oha -q) rounds, each run
+#   BENCH_RATE_RUNS=3  BENCH_RATE_DURATION=20s   the constant-rate (oha -q) runs, and each one's length
 #   BENCH_AB_DURATION=10s                 each run of the drift A/B
 #   BENCH_PAIRED_ROUNDS=7  BENCH_PAIRED_DURATION=3s   the paired rounds (step 4b)
 #   BENCH_TENSOR_ROWS=32                  rows per tensor of the second V2/gRPC shape (step 4b)
