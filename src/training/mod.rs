@@ -211,8 +211,8 @@ fn fit_target(
                     .map(ClassValue::label)
                     .unwrap_or_default();
                 return Err(TrainingError::Degenerate(format!(
-                "class `{label}` has no training rows after the split; use `stratify: true` or a smaller `test_size`"
-            )));
+                    "class `{label}` has no training rows after the split; use `stratify: true` or a smaller `test_size`"
+                )));
             }
             let y: Vec<usize> = train_rows.iter().filter_map(index).collect();
             let class_weights = match &params.class_weight {
@@ -261,8 +261,8 @@ fn fit_target(
                     .collect();
                 if y.iter().all(|f| *f) || y.iter().all(|f| !*f) {
                     return Err(TrainingError::Degenerate(format!(
-                    "label `{name}` has one value only in the training rows; each label needs both 0 and 1"
-                )));
+                        "label `{name}` has one value only in the training rows; each label needs both 0 and 1"
+                    )));
                 }
                 let classes: Vec<usize> = y.iter().map(|&f| usize::from(f)).collect();
                 let class_weights = match params.class_weight {
