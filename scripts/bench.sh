@@ -194,20 +194,37 @@ SERVER_LOG=""
 BASE=""
 READY_MS=""
 
-stop_server() {
-  [[ -n "$SERVER_PID" ]] || return 0
-  if kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
+stop_server() {  # stop_server [PID]: the current server (SERVER_PID), or PID
+  local pid="${1:-$SERVER_PID}"
+  [[ -n "$pid" ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 100); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
+      kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null || true
   fi
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
+  wait "$pid" 2>/dev/null || true
+  [[ "$pid" != "$SERVER_PID" ]] || SERVER_PID=""
 }
-trap stop_server EXIT
+
+# start_beside NAME: starts the bare baseline beside the current (default) server, both on
+# the server CPU and driven one at a time, and warms it up. BESIDE_BASE is its URL; BASE,
+# SERVER_PID, SERVER_LOG and GRPC_ADDR still name the default server. stop_beside stops it.
+BESIDE_PID="" BESIDE_BASE=""
+start_beside() {
+  local base="$BASE" pid="$SERVER_PID" log="$SERVER_LOG" grpc="$GRPC_ADDR"
+  start_server "$1" "$BASELINE_BIN" "{addr}"
+  BESIDE_BASE="$BASE" BESIDE_PID="$SERVER_PID"
+  BASE="$base" SERVER_PID="$pid" SERVER_LOG="$log" GRPC_ADDR="$grpc"
+  BASE="$BESIDE_BASE" run_wrk warmup "$1" /predict 64 "$WARMUP" "$SEED" 1 discard
+}
+stop_beside() {
+  stop_server "$BESIDE_PID"
+  BESIDE_PID="" BESIDE_BASE=""
+}
+trap 'stop_server "$BESIDE_PID"; stop_server' EXIT
 trap 'exit 130' INT TERM
 
 # start_server NAME CMD... : starts CMD pinned to the server CPU (with `{addr}` replaced by a
@@ -406,7 +423,7 @@ fi
 if want predict batch32 v2-infer v2-infer-binary grpc-infer-raw paired constant-rate memory; then
 start_server default "${ML_API[@]}"
 DEFAULT_READY_MS="$READY_MS"
-SERVER_UNDER_TEST_PID="$SERVER_PID" SERVER_UNDER_TEST_LOG="$SERVER_LOG"
+SERVER_UNDER_TEST_PID="$SERVER_PID"
 curl -fsS --max-time 5 -H 'Content-Type: application/json' --data-binary "@$SEED" \
   "$BASE/predict" | grep -q '"predictions"' || die "POST /predict with the seed did not answer 200"
 # The seed record as V2 JSON tensors: one [1, 1] tensor per model input, named and typed as
@@ -628,33 +645,29 @@ fi
 
 # 4b. Paired rounds (see the top of this file): the baseline beside the default server.
 if want paired; then
-  ML_API_BASE="$BASE" ML_API_PID="$SERVER_PID" ML_API_GRPC_ADDR="$GRPC_ADDR"
-  start_server paired-baseline "$BASELINE_BIN" "{addr}"
-  PAIRED_BASELINE_BASE="$BASE" PAIRED_BASELINE_PID="$SERVER_PID"
-  GRPC_ADDR="$ML_API_GRPC_ADDR"
-  BASE="$PAIRED_BASELINE_BASE" run_wrk warmup paired-baseline /predict 64 "$WARMUP" "$SEED" 1 discard
+  start_beside paired-baseline
   paired_run() {  # paired_run KIND: one run of the round
     case "$1" in
-      baseline) BASE="$PAIRED_BASELINE_BASE" run_wrk paired-baseline baseline /predict 64 "$PAIRED_DURATION" "$SEED" 1 ;;
-      predict) BASE="$ML_API_BASE" run_wrk paired-predict ml-api /predict 64 "$PAIRED_DURATION" "$SEED" 1 ;;
-      v2-infer) BASE="$ML_API_BASE" run_wrk paired-v2-infer ml-api "$V2_PATH" 64 "$PAIRED_DURATION" "$V2_BODY" 1 ;;
+      baseline) BASE="$BESIDE_BASE" run_wrk paired-baseline baseline /predict 64 "$PAIRED_DURATION" "$SEED" 1 ;;
+      predict) run_wrk paired-predict ml-api /predict 64 "$PAIRED_DURATION" "$SEED" 1 ;;
+      v2-infer) run_wrk paired-v2-infer ml-api "$V2_PATH" 64 "$PAIRED_DURATION" "$V2_BODY" 1 ;;
       v2-infer-binary)
-        BASE="$ML_API_BASE" WRK_CONTENT_TYPE=application/octet-stream \
+        WRK_CONTENT_TYPE=application/octet-stream \
           WRK_HEADERS="Inference-Header-Content-Length: $V2_HEADER_LENGTH" \
           run_wrk paired-v2-infer-binary ml-api "$V2_PATH" 64 "$PAIRED_DURATION" "$V2_BINARY_BODY" 1 ;;
       grpc-infer-raw-channel)
-        BASE="$ML_API_BASE" run_h2load paired-grpc-infer-raw-channel 1 "$PAIRED_DURATION" record 64 ;;
-      grpc-infer-raw) BASE="$ML_API_BASE" run_h2load paired-grpc-infer-raw 64 "$PAIRED_DURATION" ;;
+        run_h2load paired-grpc-infer-raw-channel 1 "$PAIRED_DURATION" record 64 ;;
+      grpc-infer-raw) run_h2load paired-grpc-infer-raw 64 "$PAIRED_DURATION" ;;
       v2-infer-rows)
-        BASE="$ML_API_BASE" run_wrk paired-v2-infer-rows ml-api "$V2_PATH" 64 "$PAIRED_DURATION" \
+        run_wrk paired-v2-infer-rows ml-api "$V2_PATH" 64 "$PAIRED_DURATION" \
           "$V2_ROWS_BODY" "$TENSOR_ROWS" ;;
       v2-infer-binary-rows)
-        BASE="$ML_API_BASE" WRK_CONTENT_TYPE=application/octet-stream \
+        WRK_CONTENT_TYPE=application/octet-stream \
           WRK_HEADERS="Inference-Header-Content-Length: $V2_ROWS_HEADER_LENGTH" \
           run_wrk paired-v2-infer-binary-rows ml-api "$V2_PATH" 64 "$PAIRED_DURATION" \
           "$V2_ROWS_BINARY_BODY" "$TENSOR_ROWS" ;;
       grpc-infer-raw-channel-rows)
-        BASE="$ML_API_BASE" H2LOAD_FRAME="$GRPC_ROWS_FRAME" H2LOAD_RECORDS="$TENSOR_ROWS" \
+        H2LOAD_FRAME="$GRPC_ROWS_FRAME" H2LOAD_RECORDS="$TENSOR_ROWS" \
           run_h2load paired-grpc-infer-raw-channel-rows 1 "$PAIRED_DURATION" record 64 ;;
     esac
   }
@@ -668,8 +681,7 @@ if want paired; then
       ROUND="$round" paired_run baseline
     done
   done
-  stop_server
-  BASE="$ML_API_BASE" SERVER_PID="$ML_API_PID"
+  stop_beside
 fi
 
 # Constant rate at half of the highest /predict (default flags) rate measured above, in
@@ -685,20 +697,16 @@ print(int(max(r["wrk"]["rps"] for r in runs if r["scenario"] == "predict")))
 PY
 )"
 HALF_RPS=$((MAX_RPS / 2))
-ML_API_BASE="$BASE" ML_API_PID="$SERVER_PID" ML_API_LOG="$SERVER_UNDER_TEST_LOG"
-start_server rate-baseline "$BASELINE_BIN" "{addr}"
-RATE_BASELINE_BASE="$BASE"
-BASE="$RATE_BASELINE_BASE" run_wrk warmup rate-baseline /predict 64 "$WARMUP" "$SEED" 1 discard
+start_beside rate-baseline
 for ((round = 1; round <= RATE_RUNS; round++)); do
-  log_from="$(stat -c %s "$ML_API_LOG")"
-  BASE="$ML_API_BASE" ROUND="$round" run_oha constant-rate ml-api /predict 64 "$SEED" \
+  log_from="$(stat -c %s "$SERVER_LOG")"
+  ROUND="$round" run_oha constant-rate ml-api /predict 64 "$SEED" \
     -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
-  server_latency "$ML_API_LOG" "$log_from"
-  BASE="$RATE_BASELINE_BASE" ROUND="$round" run_oha constant-rate-baseline baseline /predict 64 \
+  server_latency "$SERVER_LOG" "$log_from"
+  BASE="$BESIDE_BASE" ROUND="$round" run_oha constant-rate-baseline baseline /predict 64 \
     "$SEED" -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
 done
-stop_server
-BASE="$ML_API_BASE" SERVER_PID="$ML_API_PID" SERVER_LOG="$ML_API_LOG"
+stop_beside
 fi
 
 # Memory: at least 1,000,000 more requests, then the server's resident set.
