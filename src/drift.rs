@@ -6,7 +6,8 @@
 //! [`PSI_FLOOR`] so an empty bin does not make it infinite. The usual reading: below 0.1 no
 //! shift, 0.1–0.2 moderate, above 0.2 a shift worth acting on.
 //!
-//! The hot path only increments atomic counters (no lock, no allocation): the window is a ring
+//! The hot path only increments atomic counters (no lock; a request's bins are noted while its
+//! contract is checked, in a buffer on the stack up to 32 values): the window is a ring
 //! of `slots` time slots; a slot whose epoch has passed is zeroed by the first request that
 //! lands in it again. A request racing that reset may lose its counts, which a monitoring
 //! statistic can afford. PSI is computed when read (`/metrics`, `GET /models/{name}/drift`).
@@ -17,13 +18,10 @@ use std::{
 };
 
 use serde::Serialize;
+use smallvec::SmallVec;
 use utoipa::ToSchema;
 
-use crate::model::{
-    batch::argmax,
-    contract::{for_each_number, numeric_bin, Bins, CompiledContract, CompiledField},
-    Column, FeatureBatch, Scores,
-};
+use crate::model::{batch::argmax, contract::CompiledContract, FeatureBatch, Scores};
 
 /// Smallest share used in the PSI sum.
 pub const PSI_FLOOR: f64 = 1e-4;
@@ -57,6 +55,11 @@ pub struct DriftMonitor {
     counts: Box<[AtomicU64]>,
     epochs: Box<[AtomicU64]>,
 }
+
+/// A request's feature bins, gathered while its contract is checked and counted only once
+/// it is served ([`DriftMonitor::commit`]): a slot's counter per value.
+#[derive(Debug, Default)]
+pub struct Tally(SmallVec<[usize; 32]>);
 
 /// Where a request's features were counted.
 #[derive(Debug, Clone, Copy)]
@@ -152,20 +155,28 @@ impl DriftMonitor {
     /// Counts a validated batch's features; the answer's predictions go to the same slot
     /// ([`Self::observe_predictions`]), so one request reads the clock once.
     pub fn observe(&self, contract: &CompiledContract, batch: &FeatureBatch) -> Observed {
+        let mut tally = Tally::default();
+        contract.check_binned(batch, 0, |field, bin| self.tally(&mut tally, field, bin));
+        self.commit(batch.rows, &tally)
+    }
+
+    /// Notes that a value of schema field `field` fell in its bin `bin`
+    /// ([`CompiledContract::check_binned`]), to be counted by [`Self::commit`].
+    pub fn tally(&self, tally: &mut Tally, field: usize, bin: usize) {
+        if let Some(Some(histogram)) = self.features.get(field) {
+            let last = histogram.reference.len() - 1;
+            tally.0.push(histogram.offset + bin.min(last));
+        }
+    }
+
+    /// Counts a served request's `rows` and its tallied features in the current slot; its
+    /// predictions go to the same slot ([`Self::observe_predictions`]).
+    pub fn commit(&self, rows: usize, tally: &Tally) -> Observed {
         let at = self.current_slot();
         let slot = self.counters(at.slot);
-        slot[0].fetch_add(batch.rows as u64, Relaxed);
-        for ((histogram, field), column) in self
-            .features
-            .iter()
-            .zip(&contract.fields)
-            .zip(&batch.columns)
-        {
-            let (Some(histogram), Some(field)) = (histogram, field) else {
-                continue;
-            };
-            let bins = &slot[histogram.offset..histogram.offset + histogram.reference.len()];
-            count_column(field, column, bins);
+        slot[0].fetch_add(rows as u64, Relaxed);
+        for &counter in &tally.0 {
+            slot[counter].fetch_add(1, Relaxed);
         }
         at
     }
@@ -232,31 +243,6 @@ impl DriftMonitor {
     }
 }
 
-fn count_column(field: &CompiledField, column: &Column, bins: &[AtomicU64]) {
-    let last = bins.len() - 1;
-    let bump = |bin: usize| bins[bin.min(last)].fetch_add(1, Relaxed);
-    match (&field.bins, column) {
-        (Bins::Categorical { index, .. }, Column::String(values)) => {
-            for v in values {
-                bump(index.get(v).copied().unwrap_or(last));
-            }
-        }
-        (Bins::Boolean, Column::Bool(values)) => {
-            for &v in values {
-                bump(usize::from(v));
-            }
-        }
-        (Bins::Numeric { edges }, column) => for_each_number(column, |_, v| {
-            bump(if v.is_nan() {
-                last
-            } else {
-                numeric_bin(edges, v)
-            });
-        }),
-        _ => {}
-    }
-}
-
 /// Population stability index of `actual` against `expected` shares.
 pub fn psi(actual: &[f64], expected: &[f64]) -> f64 {
     actual
@@ -275,7 +261,7 @@ mod tests {
     use crate::model::{
         contract::{Contract, FieldContract},
         schema::{ElementType, InputSpec, ModelSchema, OutputSpec},
-        ModelCard,
+        Column, ModelCard,
     };
 
     fn setup(window_ms: u64) -> (CompiledContract, DriftMonitor, ModelSchema) {

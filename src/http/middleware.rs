@@ -108,7 +108,11 @@ where
         // A data set upload takes as long as its bytes take to arrive; it is bounded by
         // `--max-dataset-bytes` instead.
         let is_upload = method == Method::POST && req.uri().path() == "/datasets";
-        let deadline = (!is_upload).then(|| tokio::time::sleep(observer.state.request_timeout));
+        let deadline = (!is_upload).then(|| {
+            tokio::time::sleep_until(
+                tokio::time::Instant::from_std(started) + observer.state.request_timeout,
+            )
+        });
         let in_flight = InFlight::start(observer.clone(), !is_scrape(&route));
         let inner = match &span {
             Some(span) => span.in_scope(|| self.inner.call(req)),
@@ -199,13 +203,10 @@ impl Pending {
             .or_insert(self.request_id.clone());
         let status = response.status();
         let route = route_label(&self.route);
-        let labels = [self.method.as_str(), route, status.as_str()];
-        let metrics = &observer.state.http_metrics;
-        metrics.requests.with_label_values(&labels).inc();
-        metrics
-            .duration
-            .with_label_values(&labels)
-            .observe(latency.as_secs_f64());
+        observer
+            .state
+            .http_metrics
+            .answered(&self.method, route, status, latency.as_secs_f64());
         let request = RequestLine {
             method: self.method.as_str(),
             route,

@@ -30,12 +30,30 @@ use crate::{
 
 struct Job {
     batch: FeatureBatch,
-    reply: oneshot::Sender<Result<Scores, InferenceError>>,
+    reply: oneshot::Sender<Reply>,
     /// The submitting request's span: the parent of the job's stage spans.
     span: tracing::Span,
     /// Open from submission until a thread takes the job (with batching: once the thread
     /// has gathered the job's group).
     queue_wait: tracing::Span,
+}
+
+/// A job's answer, with the input the thread is done with. The input's values were allocated
+/// on the request's thread: freed there too, they take the allocator's thread-local path
+/// instead of being handed back across threads one value at a time.
+struct Reply {
+    result: Result<Scores, InferenceError>,
+    /// The request's own batch (emptied by a merge) and, with one job of a merged run, the
+    /// merged batch that took its values.
+    spent: [Option<FeatureBatch>; 2],
+}
+
+impl Job {
+    /// Answers the job, handing back its input (and `merged`) to be freed by the caller.
+    fn answer(self, result: Result<Scores, InferenceError>, merged: Option<FeatureBatch>) {
+        let spent = [Some(self.batch), merged];
+        let _ = self.reply.send(Reply { result, spent });
+    }
 }
 
 pub struct InferencePool {
@@ -89,7 +107,9 @@ impl InferencePool {
             TrySendError::Disconnected(_) => InferenceError::Stopped,
         })?;
         self.metrics.queue_depth.set(self.queue.len() as i64);
-        answer.await.map_err(|_| InferenceError::Stopped)?
+        let Reply { result, spent } = answer.await.map_err(|_| InferenceError::Stopped)?;
+        drop(spent);
+        result
     }
 }
 
@@ -153,8 +173,9 @@ fn run_merged(model: &str, backend: &mut dyn Backend, mut group: Vec<Job>, metri
     match result {
         Ok(scores) => {
             let parts = batcher::split(&scores, rows);
+            let mut merged = Some(batch);
             for (job, part) in group.into_iter().zip(parts) {
-                let _ = job.reply.send(Ok(part));
+                job.answer(Ok(part), merged.take());
             }
         }
         Err(_) => {
@@ -170,7 +191,7 @@ fn run_merged(model: &str, backend: &mut dyn Backend, mut group: Vec<Job>, metri
 fn run_each_alone(model: &str, backend: &mut dyn Backend, group: Vec<Job>, metrics: &ModelMetrics) {
     for job in group {
         let result = run_alone(model, backend, &job, metrics);
-        let _ = job.reply.send(result);
+        job.answer(result, None);
     }
 }
 

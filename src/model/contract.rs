@@ -580,9 +580,22 @@ fn in_precision(element: ElementType, edges: &[f64], fractions: &[f64]) -> (Vec<
 impl CompiledContract {
     /// Every departure of `batch` from the contract (at most `limit`).
     pub fn check(&self, batch: &FeatureBatch, limit: usize) -> Vec<Violation> {
+        self.check_binned(batch, limit, |_, _| {})
+    }
+
+    /// [`Self::check`], also telling `bin(field, bin)` which histogram bin of the field each
+    /// value falls in (the last bin: nulls, unseen categories), so drift counts a request in
+    /// the same pass, each category looked up once.
+    pub fn check_binned(
+        &self,
+        batch: &FeatureBatch,
+        limit: usize,
+        mut bin: impl FnMut(usize, usize),
+    ) -> Vec<Violation> {
         let mut out = Vec::new();
         for (index, (field, column)) in self.fields.iter().zip(&batch.columns).enumerate() {
             let Some(field) = field else { continue };
+            let last = field.len().saturating_sub(1);
             let mut push = |row: usize, reason: &'static str, action: Action, message: String| {
                 if out.len() < limit {
                     out.push(Violation {
@@ -595,24 +608,44 @@ impl CompiledContract {
                 }
             };
             match (column, &field.bins) {
-                (Column::String(values), Bins::Categorical { index, .. }) => {
+                (Column::String(values), Bins::Categorical { index: known, .. }) => {
                     for (row, v) in values.iter().enumerate() {
-                        if !index.contains_key(v.as_str()) {
-                            push(
-                                row,
-                                "category",
-                                self.policy.category,
-                                format!(
-                                    "`{v}` was never seen in training ({} known categories)",
-                                    index.len()
-                                ),
-                            );
+                        if let Some(&category) = known.get(v.as_str()) {
+                            bin(index, category.min(last));
+                            continue;
                         }
+                        bin(index, last);
+                        push(
+                            row,
+                            "category",
+                            self.policy.category,
+                            format!(
+                                "`{v}` was never seen in training ({} known categories)",
+                                known.len()
+                            ),
+                        );
+                    }
+                }
+                (Column::Bool(values), Bins::Boolean) => {
+                    for &v in values {
+                        bin(index, usize::from(v).min(last));
                     }
                 }
                 (Column::Bool(_), _) | (Column::String(_), _) => {}
-                (numeric, _) => {
+                (numeric, bins) => {
+                    let edges = match bins {
+                        Bins::Numeric { edges } => Some(edges),
+                        _ => None,
+                    };
                     for_each_number(numeric, |row, v| {
+                        if let Some(edges) = edges {
+                            let at = if v.is_nan() {
+                                last
+                            } else {
+                                numeric_bin(edges, v)
+                            };
+                            bin(index, at.min(last));
+                        }
                         if v.is_nan() {
                             if !field.nullable {
                                 push(

@@ -79,8 +79,9 @@ pub struct Field {
     pub nullable: bool,
     /// Categories in the card's order (for documentation).
     pub categories: Vec<String>,
-    /// Set only when unknown categories are rejected.
-    pub allowed: Option<HashSet<String>>,
+    /// Set only when unknown categories are rejected; looked up for every string a request
+    /// sends, hence foldhash (the categories come from the model's own card).
+    pub allowed: Option<HashSet<String, foldhash::fast::RandomState>>,
 }
 
 #[derive(Debug, Clone)]

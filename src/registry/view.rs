@@ -20,22 +20,31 @@ use super::RegistryEvent;
 /// by id before its cache entry is dropped.
 const TOMBSTONES: usize = 4096;
 
+/// Hash maps keyed by names and ids this process chose or read from its own registry:
+/// foldhash, as `model::contract` uses, since every request looks its model up here.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<T> = HashSet<T, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub struct AliasView {
-    aliases: RwLock<HashMap<String, Uuid>>,
-    deleted: RwLock<(HashSet<Uuid>, VecDeque<Uuid>)>,
+    /// Model name, then alias: a lookup by `(&str, &str)` allocates nothing.
+    aliases: RwLock<Map<String, Map<String, Uuid>>>,
+    deleted: RwLock<(Set<Uuid>, VecDeque<Uuid>)>,
     /// Bumped by every change notification: a full re-read that started before a change
     /// must not overwrite it.
     changes: AtomicU64,
 }
 
-fn key(name: &str, alias: &str) -> String {
-    format!("{name}/{alias}")
+fn point(aliases: &mut Map<String, Map<String, Uuid>>, name: &str, alias: &str, id: Uuid) {
+    aliases
+        .entry(name.to_owned())
+        .or_default()
+        .insert(alias.to_owned(), id);
 }
 
 impl AliasView {
     pub fn get(&self, name: &str, alias: &str) -> Option<Uuid> {
-        self.aliases.read().ok()?.get(&key(name, alias)).copied()
+        self.aliases.read().ok()?.get(name)?.get(alias).copied()
     }
 
     pub fn is_deleted(&self, id: Uuid) -> bool {
@@ -60,17 +69,17 @@ impl AliasView {
         if self.changes.load(Ordering::SeqCst) != generation {
             return false;
         }
-        *aliases = all
-            .iter()
-            .map(|(name, alias, id)| (key(name, alias), *id))
-            .collect();
+        aliases.clear();
+        for (name, alias, id) in all {
+            point(&mut aliases, name, alias, *id);
+        }
         true
     }
 
     /// Records one alias read from the backing store.
     pub fn learn(&self, name: &str, alias: &str, id: Uuid) {
         if let Ok(mut aliases) = self.aliases.write() {
-            aliases.insert(key(name, alias), id);
+            point(&mut aliases, name, alias, id);
         }
     }
 
@@ -79,13 +88,16 @@ impl AliasView {
         match event {
             RegistryEvent::AliasMoved { name, alias, id } => {
                 if let Ok(mut aliases) = self.aliases.write() {
-                    aliases.insert(key(name, alias), *id);
+                    point(&mut aliases, name, alias, *id);
                     self.changes.fetch_add(1, Ordering::SeqCst);
                 }
             }
             RegistryEvent::Deleted { id, .. } => {
                 if let Ok(mut aliases) = self.aliases.write() {
-                    aliases.retain(|_, target| target != id);
+                    for by_alias in aliases.values_mut() {
+                        by_alias.retain(|_, target| target != id);
+                    }
+                    aliases.retain(|_, by_alias| !by_alias.is_empty());
                     self.changes.fetch_add(1, Ordering::SeqCst);
                 }
                 if let Ok(mut deleted) = self.deleted.write() {

@@ -27,6 +27,7 @@ use std::{
 };
 
 use lru::LruCache;
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -104,6 +105,8 @@ pub struct Catalog {
     registry: Arc<dyn ModelRegistry>,
     inference: InferenceConfig,
     metrics: ServingMetrics,
+    /// `ml_api_model_cache_events_total{event="hit"}`, counted on every request.
+    cache_hits: IntCounter,
     settings: CatalogSettings,
     /// The loaded model of each pin, by pinned reference; never evicted.
     pinned: RwLock<HashMap<ModelRef, Arc<LoadedModel>>>,
@@ -129,6 +132,7 @@ impl Catalog {
         Arc::new(Self {
             registry,
             inference,
+            cache_hits: metrics.model_cache.with_label_values(&["hit"]),
             metrics,
             settings,
             pinned: RwLock::default(),
@@ -414,7 +418,7 @@ impl Catalog {
             Some(model) => model,
             None => self.cache.lock().ok()?.get(&id).cloned()?,
         };
-        self.metrics.model_cache.with_label_values(&["hit"]).inc();
+        self.cache_hits.inc();
         Some(model)
     }
 

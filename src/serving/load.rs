@@ -4,11 +4,12 @@
 
 use std::{
     path::Path,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context};
+use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -45,6 +46,8 @@ pub struct LoadedModel {
     /// Sliding-window histograms of served features, for drift (with a contract only).
     pub drift: Option<DriftMonitor>,
     pool: InferencePool,
+    /// The scorer's `ml_api_predictions_total{model}` of this model, looked up once.
+    pub(super) predictions: OnceLock<IntCounter>,
 }
 
 impl LoadedModel {
@@ -192,6 +195,7 @@ impl LoadedModel {
             contract,
             drift,
             pool,
+            predictions: OnceLock::new(),
         };
         warm_up(&model, workers).await?;
 

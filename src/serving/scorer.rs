@@ -19,6 +19,7 @@ use super::{
     tensors::{self, Tensor, TensorError},
 };
 use crate::{
+    drift::{DriftMonitor, Observed, Tally},
     inference::InferenceError,
     model::{
         contract::{Action, CompiledContract},
@@ -225,14 +226,11 @@ impl Scorer {
             started,
         } = decoded;
         let decoded = Instant::now();
-        if let Some(contract) = &model.contract {
-            self.enforce_contract(model, contract, &batch, is_batch)?;
-        }
-        let observed = match (&model.drift, &model.contract) {
-            (Some(drift), Some(contract)) => Some((drift, drift.observe(contract, &batch))),
-            _ => None,
-        };
         let rows = batch.rows;
+        let observed = match &model.contract {
+            Some(contract) => self.enforce_contract(model, contract, &batch, is_batch)?,
+            None => None,
+        };
         let validated = Instant::now();
         let scores = infer(model, batch).await?;
         let inferred = Instant::now();
@@ -244,9 +242,9 @@ impl Scorer {
         if let Some(shadow) = &self.shadow {
             shadow.offer(via, model, records, &scores, timings.infer);
         }
-        self.metrics
+        model
             .predictions
-            .with_label_values(&[&model.name])
+            .get_or_init(|| self.metrics.predictions.with_label_values(&[&model.name]))
             .inc_by(rows as u64);
         if let Some((drift, at)) = observed {
             drift.observe_predictions(at, &scores);
@@ -257,16 +255,26 @@ impl Scorer {
     /// Checks a decoded batch against the model's contract: departures under a `reject`
     /// policy refuse the request with the same field errors as a schema error; under `warn`
     /// they are served, counted and logged. Both are counted by feature, reason and action.
-    fn enforce_contract(
+    /// A request that is served is counted for drift, in the same pass over its values.
+    fn enforce_contract<'m>(
         &self,
-        model: &LoadedModel,
+        model: &'m LoadedModel,
         contract: &CompiledContract,
         batch: &FeatureBatch,
         is_batch: bool,
-    ) -> Result<(), ScoreError> {
-        let violations = contract.check(batch, decode::MAX_REPORTED_ERRORS);
+    ) -> Result<Option<(&'m DriftMonitor, Observed)>, ScoreError> {
+        let mut tally = Tally::default();
+        let violations = match &model.drift {
+            Some(drift) => contract.check_binned(batch, decode::MAX_REPORTED_ERRORS, |f, bin| {
+                drift.tally(&mut tally, f, bin)
+            }),
+            None => contract.check(batch, decode::MAX_REPORTED_ERRORS),
+        };
+        let served = |tally: &Tally| {
+            (model.drift.as_ref()).map(|drift| (drift, drift.commit(batch.rows, tally)))
+        };
         let Some(first) = violations.first() else {
-            return Ok(());
+            return Ok(served(&tally));
         };
         let feature_name = |index: usize| model.schema.fields.get(index).map(|f| f.name.as_str());
         let mut errors = Vec::new();
@@ -301,7 +309,7 @@ impl Scorer {
             first = %first.message,
             "served a request outside the model's contract (policy: warn)"
         );
-        Ok(())
+        Ok(served(&tally))
     }
 
     fn count_rejected(&self, model: &str, errors: &[FieldError]) {

@@ -11,7 +11,7 @@ use std::{marker::PhantomData, sync::Arc};
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -80,6 +80,26 @@ pub fn message(error: &ApiError) -> String {
 
 /// The raw request body, with the body-limit rejection in the protocol's error shape.
 pub struct Body(Bytes);
+
+/// The binary-data extension's `Inference-Header-Content-Length`, if sent: the one header
+/// inference reads (axum's `HeaderMap` extractor would copy them all).
+pub struct HeaderLength(Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HeaderLength {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get("inference-header-content-length")
+                .cloned(),
+        ))
+    }
+}
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = V2Error;
@@ -313,12 +333,12 @@ pub async fn model_version_ready(
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    HeaderLength(header_length): HeaderLength,
     Body(body): Body,
 ) -> Result<Response, V2Error> {
-    let model = resolve(&state, &name, None).await?;
     let via = ModelRef::parse(&name);
-    run(&state, &model, Some(&via), &headers, &body).await
+    let model = state.catalog.get(&via).await.map_err(ApiError::from)?;
+    run(&state, &model, Some(&via), header_length.as_ref(), &body).await
 }
 
 /// Inference at a registry version.
@@ -333,23 +353,21 @@ pub async fn infer(
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
+    HeaderLength(header_length): HeaderLength,
     Body(body): Body,
 ) -> Result<Response, V2Error> {
     let model = resolve(&state, &name, Some(&version)).await?;
-    run(&state, &model, None, &headers, &body).await
+    run(&state, &model, None, header_length.as_ref(), &body).await
 }
 
 async fn run(
     state: &AppState,
     model: &LoadedModel,
     via: Option<&ModelRef>,
-    headers: &HeaderMap,
+    header_length: Option<&HeaderValue>,
     body: &[u8],
 ) -> Result<Response, V2Error> {
-    let header_length = headers
-        .get("inference-header-content-length")
-        .map(|value| value.as_bytes());
+    let header_length = header_length.map(HeaderValue::as_bytes);
     let Parsed {
         request,
         binary,
@@ -368,8 +386,8 @@ async fn run(
         .scores;
     let (output, raw) = tensor::output(&model.schema.output, scores, binary_output);
     let response = InferResponse {
-        model_name: model.name.clone(),
-        model_version: model.version.clone(),
+        model_name: &model.name,
+        model_version: &model.version,
         id: request.id,
         outputs: vec![output],
     };
@@ -381,7 +399,7 @@ async fn run(
 
 /// A response under the binary-data extension: the JSON `header`, then the output's `raw`
 /// values as little-endian bytes, with the header's length in `Inference-Header-Content-Length`.
-fn with_binary_data(header: &InferResponse, raw: &[f32]) -> Response {
+fn with_binary_data(header: &InferResponse<'_>, raw: &[f32]) -> Response {
     let _span = spans::stage(|| tracing::info_span!("encode")).entered();
     let mut body = Vec::with_capacity(256 + size_of_val(raw));
     if let Err(error) = serde_json::to_writer(&mut body, header) {

@@ -119,8 +119,9 @@ fn inputs<'de: 'a, 'a, D: Deserializer<'de>>(
 const INPUTS_CAPACITY: usize = 32;
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OutputTensor {
-    pub name: String,
+pub struct OutputTensor<'a> {
+    #[schema(value_type = String)]
+    pub name: &'a str,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
     /// `{"binary_data_size": bytes}` when the values follow the JSON header as raw bytes.
@@ -147,12 +148,14 @@ fn widened<S: serde::Serializer>(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct InferResponse {
-    pub model_name: String,
-    pub model_version: String,
+pub struct InferResponse<'a> {
+    #[schema(value_type = String)]
+    pub model_name: &'a str,
+    #[schema(value_type = String)]
+    pub model_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    pub outputs: Vec<OutputTensor>,
+    pub outputs: Vec<OutputTensor<'a>>,
 }
 
 /// The V2 datatype ml-api reports for a graph input.
@@ -194,7 +197,7 @@ impl InferRequest<'_> {
 /// Scores as the single output tensor `name`, `[N, K]`: with the values in its JSON `data`,
 /// or (`binary`) with only their size, the values handed back to follow the JSON header as
 /// raw bytes.
-pub fn output(name: &str, scores: Scores, binary: bool) -> (OutputTensor, Option<Vec<f32>>) {
+pub fn output(name: &str, scores: Scores, binary: bool) -> (OutputTensor<'_>, Option<Vec<f32>>) {
     let shape = vec![scores.rows, scores.width];
     let (parameters, data, raw) = if binary {
         let parameters = OutputTensorParameters {
@@ -205,7 +208,7 @@ pub fn output(name: &str, scores: Scores, binary: bool) -> (OutputTensor, Option
         (None, Some(scores.values), None)
     };
     let tensor = OutputTensor {
-        name: name.to_owned(),
+        name,
         datatype: "FP32",
         shape,
         parameters,
