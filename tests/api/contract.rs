@@ -152,6 +152,36 @@ async fn training_records_a_contract_and_every_route_enforces_it() {
         .metric(r#"ml_api_validation_failures_total{action="reject",feature="colour",model="contracted",reason="category"}"#)
         .await;
     assert_eq!(rejected, Some(4.0));
+
+    // The drift window holds what was served, counted in the contract's bins: the warned
+    // record (`x` above every edge, a known colour), none of the refused ones.
+    let drift: Value = app
+        .get("/models/contracted/drift")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(drift["samples"], 1, "{drift}");
+    let actual = |feature: &str| -> Vec<f64> {
+        let features = drift["features"].as_array().unwrap();
+        let entry = features.iter().find(|f| f["feature"] == feature).unwrap();
+        let shares = entry["actual"].as_array().unwrap();
+        shares.iter().map(|share| share.as_f64().unwrap()).collect()
+    };
+    let x = actual("x");
+    assert_eq!(x.len(), 11, "ten value bins, then nulls: {x:?}");
+    assert_eq!(x[9], 1.0, "{x:?}");
+    let colour = actual("colour");
+    assert_eq!(
+        colour.len(),
+        4,
+        "three colours, then unseen ones: {colour:?}"
+    );
+    assert_eq!(colour.iter().sum::<f64>(), 1.0, "{colour:?}");
+    assert_eq!(
+        colour[3], 0.0,
+        "the refused `purple` is not counted: {colour:?}"
+    );
     app.stop().await;
 }
 
