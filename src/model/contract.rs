@@ -585,7 +585,8 @@ impl CompiledContract {
 
     /// [`Self::check`], also telling `bin(field, bin)` which histogram bin of the field each
     /// value falls in (the last bin: nulls, unseen categories), so drift counts a request in
-    /// the same pass, each category looked up once.
+    /// the same pass, each category looked up once. The receiver bounds the index where it
+    /// uses it (the drift monitor's `tally`).
     pub fn check_binned(
         &self,
         batch: &FeatureBatch,
@@ -611,7 +612,7 @@ impl CompiledContract {
                 (Column::String(values), Bins::Categorical { index: known, .. }) => {
                     for (row, v) in values.iter().enumerate() {
                         if let Some(&category) = known.get(v.as_str()) {
-                            bin(index, category.min(last));
+                            bin(index, category);
                             continue;
                         }
                         bin(index, last);
@@ -628,7 +629,7 @@ impl CompiledContract {
                 }
                 (Column::Bool(values), Bins::Boolean) => {
                     for &v in values {
-                        bin(index, usize::from(v).min(last));
+                        bin(index, usize::from(v));
                     }
                 }
                 (Column::Bool(_), _) | (Column::String(_), _) => {}
@@ -644,7 +645,7 @@ impl CompiledContract {
                             } else {
                                 numeric_bin(edges, v)
                             };
-                            bin(index, at.min(last));
+                            bin(index, at);
                         }
                         if v.is_nan() {
                             if !field.nullable {

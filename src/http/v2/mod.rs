@@ -336,8 +336,8 @@ pub async fn infer(
     HeaderLength(header_length): HeaderLength,
     Body(body): Body,
 ) -> Result<Response, V2Error> {
+    let model = resolve(&state, &name, None).await?;
     let via = ModelRef::parse(&name);
-    let model = state.catalog.get(&via).await.map_err(ApiError::from)?;
     run(&state, &model, Some(&via), header_length.as_ref(), &body).await
 }
 
