@@ -10,6 +10,11 @@
 //!   for this long is closed (keep-alive included).
 //! - **Body read** (`--body-read-timeout`): a request's body must arrive within this time
 //!   after its head; a slower one is answered 408 and the connection closed.
+//! - **No Nagle delay** (`TCP_NODELAY`): what hyper writes goes out at once. With Nagle's
+//!   algorithm on, a small write waits while earlier bytes are unacknowledged, and a client
+//!   that delays its ACKs (40 ms on Linux) stalls it: an h2c request or settings frame, or
+//!   the last partial segment of a response larger than one segment. The gRPC listener does
+//!   the same (`src/grpc/mod.rs`).
 //! - **Lingering close**: when a connection ends after a response (a 413 answered before the
 //!   body was read, say), the write side is shut first and what the client still sends is
 //!   read and discarded for a bounded time, as nginx does, so a client that sends its whole
@@ -155,6 +160,10 @@ async fn connection(
     closing: CancellationToken,
     permit: OwnedSemaphorePermit,
 ) {
+    if let Err(error) = stream.set_nodelay(true) {
+        // The connection still works, with Nagle's delays; the peer may already be gone.
+        tracing::debug!(%error, %remote, "cannot turn off Nagle's algorithm (TCP_NODELAY)");
+    }
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         stream: Some(stream),

@@ -278,6 +278,44 @@ async fn read_response(stream: &mut TcpStream) -> (String, Value) {
     .expect("a response within the deadline")
 }
 
+/// The server's end of the connection `client` opened, found by its two addresses among this
+/// process's open descriptors (the server runs in the test's process), as a duplicate.
+fn server_end(client: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let (ours, theirs) = (client.local_addr().ok()?, client.peer_addr().ok()?);
+    std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let fd: RawFd = entry.file_name().to_str()?.parse().ok()?;
+            // SAFETY: the descriptor is only duplicated (F_DUPFD_CLOEXEC). Should another test
+            // close it meanwhile, the duplication fails, or the duplicate is some other file,
+            // which the address check below turns away.
+            let copy = unsafe { BorrowedFd::borrow_raw(fd) }
+                .try_clone_to_owned()
+                .ok()?;
+            let socket = std::net::TcpStream::from(copy);
+            (socket.local_addr().ok()? == theirs && socket.peer_addr().ok()? == ours)
+                .then_some(socket)
+        })
+}
+
+/// Nagle's algorithm holds a small write while earlier bytes are unacknowledged, and a client
+/// may delay its ACK by 40 ms: an h2c request stalled so about one time in three, and so can
+/// the last segment of a response larger than one. Every accepted connection turns it off.
+#[tokio::test]
+async fn accepted_connections_send_without_nagles_delay() {
+    let app = edge_app(|_| {}).await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connects");
+    let (head, _) = exchange(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let server = server_end(&stream).expect("the server's end of the connection");
+    assert!(server.nodelay().expect("TCP_NODELAY read"), "Nagle on");
+    // The client's end keeps the system default (Nagle on): the option is read per socket.
+    assert!(!stream.nodelay().expect("TCP_NODELAY read"));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_keep_alive_connection_is_closed_at_the_idle_timeout_after_its_last_response() {
     let app = edge_app(|http| http.idle_timeout = Duration::from_secs(1)).await;
