@@ -27,7 +27,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use axum::{
     routing::{get, post},
-    serve::ListenerExt,
     Json, Router,
 };
 use serde::{Deserialize, Serialize};
@@ -117,10 +116,6 @@ fn main() -> std::io::Result<()> {
         .block_on(async move {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             eprintln!("bench_baseline listening on {}", listener.local_addr()?);
-            // As ml-api's connections (src/http/server.rs): no Nagle delay on small writes.
-            let listener = listener.tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
             axum::serve(listener, app).await
         })
 }

@@ -300,19 +300,37 @@ fn server_end(client: &TcpStream) -> Option<std::net::TcpStream> {
         })
 }
 
-/// Nagle's algorithm holds a small write while earlier bytes are unacknowledged, and a client
-/// may delay its ACK by 40 ms: an h2c request stalled so about one time in three, and so can
-/// the last segment of a response larger than one. Every accepted connection turns it off.
+/// Nagle's algorithm holds a small write while an earlier one is unacknowledged, and a client
+/// may delay its ACK by 40 ms: HTTP/2 writes small frames one after another, and about one h2c
+/// request in three stalled so. A connection that opens with the HTTP/2 preface turns it off;
+/// an HTTP/1.1 one, whose response is a single write, keeps the cheaper default.
 #[tokio::test]
-async fn accepted_connections_send_without_nagles_delay() {
+async fn h2c_connections_send_without_nagles_delay_and_http1_keeps_the_default() {
     let app = edge_app(|_| {}).await;
-    let mut stream = TcpStream::connect(app.addr).await.expect("connects");
-    let (head, _) = exchange(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await;
+
+    let mut http1 = TcpStream::connect(app.addr).await.expect("connects");
+    let (head, _) = exchange(&mut http1, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let server = server_end(&stream).expect("the server's end of the connection");
-    assert!(server.nodelay().expect("TCP_NODELAY read"), "Nagle on");
-    // The client's end keeps the system default (Nagle on): the option is read per socket.
-    assert!(!stream.nodelay().expect("TCP_NODELAY read"));
+    let server = server_end(&http1).expect("the server's end of the HTTP/1.1 connection");
+    assert!(
+        !server.nodelay().expect("TCP_NODELAY read"),
+        "HTTP/1.1: Nagle off"
+    );
+
+    // The preface, then an empty SETTINGS frame; the server answers with its own SETTINGS.
+    let mut h2c = TcpStream::connect(app.addr).await.expect("connects");
+    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface written");
+    let mut frame_header = [0u8; 9];
+    tokio::time::timeout(DEADLINE, h2c.read_exact(&mut frame_header))
+        .await
+        .expect("an answer within the deadline")
+        .expect("the server's first frame");
+    assert_eq!(frame_header[3], 0x04, "a SETTINGS frame: {frame_header:?}");
+    let server = server_end(&h2c).expect("the server's end of the h2c connection");
+    assert!(server.nodelay().expect("TCP_NODELAY read"), "h2c: Nagle on");
+    drop((http1, h2c));
     app.stop().await;
 }
 
