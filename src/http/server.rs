@@ -515,3 +515,55 @@ async fn linger(mut stream: TcpStream, _slot: OwnedSemaphorePermit) {
     };
     let _ = tokio::time::timeout(LINGER_TOTAL, discard).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's IO over a real loopback socket, and the client's end.
+    async fn watched() -> (Watched, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let io = Watched {
+            stream: Some(stream),
+            activity: Arc::new(Activity::new()),
+            permit: None,
+            preface: Some(0),
+        };
+        (io, client)
+    }
+
+    fn nodelay(io: &Watched) -> bool {
+        io.stream.as_ref().unwrap().nodelay().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_turns_nagle_off_even_when_it_arrives_a_byte_at_a_time() {
+        let (mut io, _client) = watched().await;
+        for (i, byte) in b"PRI * HTTP/2.0\r\n".iter().enumerate() {
+            io.sniff(&[*byte]);
+            assert_eq!(nodelay(&io), i >= 3, "after {} bytes", i + 1);
+        }
+        assert_eq!(io.preface, None, "decided");
+    }
+
+    #[tokio::test]
+    async fn http1_keeps_nagle_on_and_is_decided_at_its_first_different_byte() {
+        for (start, decided) in [
+            (&b"POST /predict HTTP/1.1"[..], true),
+            (b"PUT /models/a/aliases/b", true),
+            (b"GET /healthz", true),
+            (b"PRIX", true),
+            (b"PRI", false),
+            (b"P", false),
+        ] {
+            let (mut io, _client) = watched().await;
+            io.sniff(start);
+            assert!(!nodelay(&io), "{start:?}");
+            assert_eq!(io.preface.is_none(), decided, "{start:?}");
+        }
+    }
+}
