@@ -184,9 +184,8 @@ with open(out, "w") as f:
 PY
 
 # --- servers -------------------------------------------------------------------------------
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/lib/ports.sh
+source scripts/lib/ports.sh
 
 SERVER_PID=""
 SERVER_ENV=()
@@ -233,8 +232,7 @@ start_server() {
   local name="$1"
   shift
   local port grpc_port
-  port="$(free_port)"
-  grpc_port="$(free_port)"
+  free_ports port grpc_port
   BASE="http://127.0.0.1:$port"
   GRPC_ADDR="127.0.0.1:$grpc_port"
   SERVER_LOG="$OUT/server-$name.log"

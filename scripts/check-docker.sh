@@ -321,9 +321,9 @@ mkdir -p "$root/etc/ssl/certs"
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
 echo 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$root/etc/passwd"
 echo 'nonroot:x:65532:' >"$root/etc/group"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port="$(free_port)"
-grpc_port="$(free_port)"   # not the image's 8001: another server on this host may hold it
+# shellcheck source=lib/ports.sh
+source scripts/lib/ports.sh
+free_ports port grpc_port   # not the image's 8001: another server on this host may hold it
 # The mount script: the image's files bound in, then the root made read-only, /tmp a tmpfs.
 mounts="$(python3 - "$plan" "$root" "$bin" <<'PY'
 import json, os, shlex, sys

@@ -340,18 +340,19 @@ print(f"check-observability: docker-compose.yml: compose-spec schema and cross-r
       f"({len(services)} services)")
 PY
 
-port() { free_port; }
 NG="$WORK/nginx"
 # deploy/nginx/nginx.conf with the compose hosts, port and /tmp rewritten for loopback (both
 # upstream entries on the one test replica's port).
 render_nginx_for() { render_nginx "$NG" "$2" "$1" "$1"; }   # APP_PORT NGINX_PORT
-DEAD_PORT="$(port)"; NGINX_PORT="$(port)"
+free_ports DEAD_PORT NGINX_PORT
+declare -A NAME_OF=()   # the long-running processes, by PID: for the report of a failed wait
+started() { PIDS+=("$1"); NAME_OF[$1]="$2"; }   # PID NAME
 render_nginx_for "$DEAD_PORT" "$NGINX_PORT"   # replicas on a port where nothing listens
 nginx -t -q -p "$NG" -c "$NG/nginx.conf" -e stderr || fail "nginx -t on deploy/nginx/nginx.conf"
 # With every replica down, nginx answers in ml-api's error shape (503 unavailable, Retry-After).
 nginx -p "$NG" -c "$NG/nginx.conf" -e stderr -g 'daemon off;' >"$WORK/nginx-dead.log" 2>&1 &
 NGINX_PID=$!
-PIDS+=("$NGINX_PID")
+PIDS+=("$NGINX_PID")   # stopped below, on purpose: not NAME_OF's
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break; sleep 0.1; done
 got="$(curl -sS -D "$WORK/dead.headers" -o "$WORK/dead.body" -w '%{http_code}' -H 'Content-Type: application/json' \
   --data @tests/fixtures/seed_request.json "http://127.0.0.1:$NGINX_PORT/predict")"
@@ -365,40 +366,43 @@ wait "$NGINX_PID" 2>/dev/null || true
 say "nginx: deploy/nginx/nginx.conf passes nginx -t; with no replica up it answers 503 unavailable (JSON, Retry-After)"
 
 # 5. Live ------------------------------------------------------------------------------------
-REDIS_PORT="$(port)"; EXPORTER_PORT="$(port)"; WORKER_PORT="$(port)"; PROM_PORT="$(port)"
-B_REDIS_PORT="$(port)"; B_EXPORTER_PORT="$(port)"; B_WORKER_PORT="$(port)"; B_PORT="$(port)"; REF_PORT="$(port)"
+free_ports REDIS_PORT EXPORTER_PORT WORKER_PORT PROM_PORT REF_PORT \
+  B_REDIS_PORT B_EXPORTER_PORT B_WORKER_PORT B_PORT B_GRPC_PORT
 start_redis redis "$REDIS_PORT" "$WORK/redis" "$WORK/redis.log"   # also in PIDS
 REDIS_PID=$SPAWNED_PID
+NAME_OF[$REDIS_PID]="A's redis-server"
 prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$REDIS_PORT" \
   -web.listen-address "127.0.0.1:$EXPORTER_PORT" >"$WORK/exporter.log" 2>&1 &
-PIDS+=($!)
+started $! "A's redis_exporter"
 
 # Release B: its own Redis and exporter (started before A's variables are exported).
 start_redis redis-b "$B_REDIS_PORT" "$WORK/redis-b" "$WORK/redis-b.log"
+NAME_OF[$SPAWNED_PID]="B's redis-server"
 prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$B_REDIS_PORT" \
   -web.listen-address "127.0.0.1:$B_EXPORTER_PORT" >"$WORK/exporter-b.log" 2>&1 &
-PIDS+=($!)
+started $! "B's redis_exporter"
 
 export ML_API_REGISTRY=redis ML_API_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" ML_API_REDIS_PREFIX=obs
 export ML_API_DRIFT_MIN_SAMPLES=5   # the drift gauges appear after this check's few rows
 source scripts/lib/test-server.sh
 start_test_server              # the debug `ml-api serve`: BASE_URL, SERVER_PID, RUN_DIR
+NAME_OF[$SERVER_PID]="A's ml-api serve"
 trap cleanup EXIT              # (start_test_server set its own trap; ours also stops it)
 BIN="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
 "$BIN" --log-format json worker --metrics-addr "127.0.0.1:$WORKER_PORT" --name obs-worker \
   >"$WORK/worker.log" 2>&1 &
-PIDS+=($!)
+started $! "A's ml-api worker"
 APP_PORT="${BASE_URL##*:}"
 # Release B's predictor and worker: the same binary, B's Redis.
-ML_API_REDIS_URL="redis://127.0.0.1:$B_REDIS_PORT" "$BIN" --log-format json serve --addr "127.0.0.1:$B_PORT" --grpc-addr 127.0.0.1:0 \
+ML_API_REDIS_URL="redis://127.0.0.1:$B_REDIS_PORT" "$BIN" --log-format json serve --addr "127.0.0.1:$B_PORT" --grpc-addr "127.0.0.1:$B_GRPC_PORT" \
   --rate-limit false >"$WORK/serve-b.log" 2>&1 &
-PIDS+=($!)
+started $! "B's ml-api serve"
 ML_API_REDIS_URL="redis://127.0.0.1:$B_REDIS_PORT" "$BIN" --log-format json worker \
   --metrics-addr "127.0.0.1:$B_WORKER_PORT" --name obs-worker-b >"$WORK/worker-b.log" 2>&1 &
-PIDS+=($!)
+started $! "B's ml-api worker"
 render_nginx_for "$APP_PORT" "$NGINX_PORT"
 nginx -p "$NG" -c "$NG/nginx.conf" -e stderr -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
-PIDS+=($!)
+started $! "nginx"
 
 # One Prometheus for both releases, every second, with the target labels a ServiceMonitor gives
 # (namespace, pod; job = the Service name, the same in both releases) and both releases' rules;
@@ -429,20 +433,33 @@ PY
 promtool check config "$WORK/prometheus.yml" >/dev/null
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
-PIDS+=($!)
+started $! "Prometheus (both releases)"
 prometheus --config.file="$WORK/prometheus-ref.yml" --storage.tsdb.path="$WORK/tsdb-ref" \
   --web.listen-address="127.0.0.1:$REF_PORT" --log.level=warn >"$WORK/prometheus-ref.log" 2>&1 &
-PIDS+=($!)
+started $! "Prometheus (reference)"
 PROM="http://127.0.0.1:$PROM_PORT"
 REF="http://127.0.0.1:$REF_PORT"
 NGX="http://127.0.0.1:$NGINX_PORT"
 
 value_on() { curl -fsS --get "$1/api/v1/query" --data-urlencode "query=$2" | jq -r '.data.result[0].value[1] // empty'; }
 query() { value_on "$PROM" "$1"; }
+# What went wrong, printed after the logs' tails so that a truncated CI log still shows it: the
+# processes that are no longer running, and what each Prometheus says of each of its targets.
+report() {
+  local pid url
+  for pid in "${!NAME_OF[@]}"; do
+    kill -0 "$pid" 2>/dev/null || echo "check-observability: ${NAME_OF[$pid]} (PID $pid) is not running" >&2
+  done
+  for url in "$PROM" "$REF"; do
+    curl -sS --max-time 5 "$url/api/v1/targets" 2>&1 | jq -r --arg url "$url" '.data.activeTargets[]
+      | "check-observability: \($url) scrapes \(.labels.namespace // "-")/\(.labels.job) at \(.scrapeUrl): \(.health) \(.lastError)"' >&2 \
+      || echo "check-observability: Prometheus $url does not answer" >&2
+  done
+}
 wait_for() { # DESCRIPTION SECONDS COMMAND...
   local what="$1" deadline=$((SECONDS + $2)); shift 2
   until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || { tail -n 20 "$WORK"/*.log "$RUN_DIR/server.log" >&2; fail "timed out waiting for $what"; }
+    ((SECONDS < deadline)) || { tail -n 20 "$WORK"/*.log "$RUN_DIR/server.log" >&2; report; fail "timed out waiting for $what"; }
     sleep 0.2
   done
 }
@@ -451,6 +468,7 @@ wait_for "the worker" 20 curl -fsS "http://127.0.0.1:$WORKER_PORT/healthz"
 wait_for "release B's worker" 20 curl -fsS "http://127.0.0.1:$B_WORKER_PORT/healthz"
 wait_for "release B's replica" 60 curl -fsS "http://127.0.0.1:$B_PORT/readyz"
 wait_for "nginx" 10 curl -fsS "$NGX/healthz"
+wait_for "both Prometheus servers to start" 30 curl -fsS "$PROM/-/ready" "$REF/-/ready"
 wait_for "both Prometheus servers to scrape all their targets (7 and 3)" 30 targets_up
 say "live: two releases (Redis, redis_exporter, ml-api serve + worker each; nginx in front of A) and two Prometheus servers up"
 
@@ -685,6 +703,7 @@ B_REDIS_EXPR="$(alert_expr RedisDown team-b)"
   || fail "MlApiRegistryUnavailable or RedisDown fire while Redis is up"
 kill "$REDIS_PID"
 wait "$REDIS_PID" 2>/dev/null || true
+unset "NAME_OF[$REDIS_PID]"   # stopped on purpose
 # The first sample of a new series is its baseline for increase(): two 503s, scraped, then
 # four more.
 for _ in 1 2; do expect 503 POST /models "${JSON[@]}" --data @train.json; done

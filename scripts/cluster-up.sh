@@ -88,19 +88,14 @@ ok=0
 on_exit() { ((ok)) || { say "start-up failed: stopping what was started (logs in $LOG_DIR)" >&2; scripts/cluster-down.sh >&2 || true; }; }
 trap on_exit EXIT
 
-REDIS_PORT="$(free_port)"
-NGINX_PORT="$(free_port)"
-WORKER_PORT="$(free_port)"
-EXPORTER_PORT="$(free_port)"
-PROM_PORT="$(free_port)"
-REPLICA_PORTS=""
-for _ in $(seq 1 "$REPLICAS"); do REPLICA_PORTS+="$(free_port) "; done
-REPLICA_PORTS="${REPLICA_PORTS% }"
 # gRPC: each replica's own port, nginx's h2c listener in front (grpc_pass).
-GRPC_PORT="$(free_port)"
-REPLICA_GRPC_PORTS=""
-for _ in $(seq 1 "$REPLICAS"); do REPLICA_GRPC_PORTS+="$(free_port) "; done
-REPLICA_GRPC_PORTS="${REPLICA_GRPC_PORTS% }"
+free_ports REDIS_PORT NGINX_PORT WORKER_PORT EXPORTER_PORT PROM_PORT GRPC_PORT
+REPLICA_PORTS="" REPLICA_GRPC_PORTS=""
+for _ in $(seq 1 "$REPLICAS"); do
+  free_ports http_port grpc_port
+  REPLICA_PORTS+="$http_port " REPLICA_GRPC_PORTS+="$grpc_port "
+done
+REPLICA_PORTS="${REPLICA_PORTS% }" REPLICA_GRPC_PORTS="${REPLICA_GRPC_PORTS% }"
 ADMIN_API_KEY="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
 
 start_redis redis "$REDIS_PORT" "$CLUSTER_DIR/redis" "$LOG_DIR/redis.log"

@@ -115,7 +115,7 @@ trap cleanup_b EXIT
 mkdir -p "$LOG_DIR"
 say "B: cold starts of the Lambda function at $CPU_SHARE CPU ($MEMORY_MB MB)"
 cold_b="$(python3 loadtest/lambda_ab.py coldstart lambda "$ML_API_BIN" "$COLD_STARTS" "$(replica_cgroup 0)" "$CARGO_LAMBDA")"
-port="$(free_port)"
+free_ports port
 spawn emulator "$LOG_DIR/emulator.log" "$CARGO_LAMBDA" lambda watch --only-lambda-apis -A 127.0.0.1 -P "$port"
 emulator_pid="$SPAWNED_PID"
 deadline=$((SECONDS + 60))

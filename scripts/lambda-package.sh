@@ -60,7 +60,9 @@ CARGO_LAMBDA=.tools/venv-lambda/bin/cargo-lambda
 if [[ -x "$CARGO_LAMBDA" ]]; then
   task="$stage/task"
   mkdir -p "$task" && unzip -q "$ZIP" -d "$task"
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  # shellcheck source=lib/ports.sh
+  source scripts/lib/ports.sh
+  free_ports port
   "$CARGO_LAMBDA" lambda watch --only-lambda-apis -A 127.0.0.1 -P "$port" >"$stage/emulator.log" 2>&1 &
   emulator=$!
   trap 'kill "$emulator" ${function:+"$function"} 2>/dev/null || true; rm -rf "$stage"' EXIT

@@ -43,7 +43,7 @@ export CHECK_EVERY=1
 RESULTS="$CLUSTER_DIR/results"
 mkdir -p "$RESULTS"
 OUT="$RESULTS/rolling-restart-$(date -u +%Y%m%dT%H%M%SZ)"
-K6_API_PORT="$(free_port)"
+free_ports K6_API_PORT
 NGINX_LOG="$LOG_DIR/nginx.log"
 nginx_from=$(( $(wc -l <"$NGINX_LOG") + 1 ))
 

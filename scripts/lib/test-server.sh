@@ -6,10 +6,12 @@ start_test_server() {
   local bin="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
   [[ -x "$bin" ]] || cargo build --locked
   RUN_DIR="$(mktemp -d)"
-  local port
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  local port grpc_port
+  # shellcheck source=ports.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
+  free_ports port grpc_port
   BASE_URL="http://127.0.0.1:$port"
-  GRPC_ADDR="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  GRPC_ADDR="127.0.0.1:$grpc_port"
   "$bin" --log-format json serve --addr "127.0.0.1:$port" --grpc-addr "$GRPC_ADDR" --rate-limit false \
     --dataset-store "$RUN_DIR/datasets" >"$RUN_DIR/server.log" 2>&1 &
   SERVER_PID=$!

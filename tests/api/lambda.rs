@@ -20,7 +20,7 @@ use tokio::{
 
 use crate::{
     helpers::{assert_error, repo_path, seed_record, spawn_app},
-    redis_server::free_port,
+    ports::free_port,
 };
 
 /// The function's name: cargo-lambda checks it against the manifest's binaries.

@@ -12,6 +12,7 @@ mod import;
 mod lambda;
 mod nginx;
 mod operations;
+mod ports;
 mod predict;
 mod process;
 mod quotas;

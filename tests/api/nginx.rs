@@ -3,13 +3,12 @@
 //! same renderer as the local cluster's. Stopped by PID when dropped.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::helpers::repo_path;
+use crate::{helpers::repo_path, ports::free_port};
 
 pub struct Nginx {
     pub port: u16,
@@ -17,13 +16,6 @@ pub struct Nginx {
     pub grpc_port: Option<u16>,
     dir: PathBuf,
     child: Child,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 fn binary() -> PathBuf {

@@ -2,11 +2,12 @@
 //! by PID when dropped.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use crate::ports::free_port;
 
 pub struct RedisServer {
     pub port: u16,
@@ -14,13 +15,6 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Extra `redis-server` arguments (e.g. `--replicaof`).
     extra: Vec<String>,
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 impl RedisServer {

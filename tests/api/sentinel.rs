@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::{
     child::ServerProcess,
     helpers::{repo_path, seed_record},
-    redis_server::{free_port, RedisServer},
+    ports::free_port,
+    redis_server::RedisServer,
     upload::tiny_form,
 };
 
