@@ -2,13 +2,14 @@
 # rate limiting off) on a free loopback port, gRPC on another, and waits until it is ready.
 # Sets BASE_URL, GRPC_ADDR (host:port), SERVER_PID and RUN_DIR; stops the server by PID and
 # removes RUN_DIR on exit.
+# shellcheck source=ports.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
+
 start_test_server() {
   local bin="${ML_API_BIN:-${CARGO_TARGET_DIR:-target}/debug/ml-api}"
   [[ -x "$bin" ]] || cargo build --locked
   RUN_DIR="$(mktemp -d)"
   local port grpc_port
-  # shellcheck source=ports.sh
-  source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
   free_ports port grpc_port
   BASE_URL="http://127.0.0.1:$port"
   GRPC_ADDR="127.0.0.1:$grpc_port"
