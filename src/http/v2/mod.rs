@@ -4,6 +4,7 @@
 //! goes through the same validation, metrics, rate limiting and tracing as `/predict`.
 
 pub mod routes;
+pub mod scan;
 pub mod tensor;
 
 use std::{marker::PhantomData, sync::Arc};
@@ -463,8 +464,13 @@ pub fn parse_request<'b>(
         }
         None => (body, &[][..]),
     };
-    let request: InferRequest<'b> = from_json_bytes(json_part, PhantomData)
-        .map_err(|e| bad_request(format!("invalid inference request: {e}")))?;
+    // The common shape by the fast path; anything else, and every error, by serde_json.
+    let fast = std::str::from_utf8(json_part).ok().and_then(scan::request);
+    let request: InferRequest<'b> = match fast {
+        Some(request) => request,
+        None => from_json_bytes(json_part, PhantomData)
+            .map_err(|e| bad_request(format!("invalid inference request: {e}")))?,
+    };
     if let Some(outputs) = &request.outputs {
         if let Some(unknown) = outputs.iter().find(|o| o.name != schema.output) {
             return Err(bad_request(format!(

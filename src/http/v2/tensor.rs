@@ -116,7 +116,7 @@ fn inputs<'de: 'a, 'a, D: Deserializer<'de>>(
 }
 
 /// Tensors room is made for before the first is read.
-const INPUTS_CAPACITY: usize = 32;
+pub(super) const INPUTS_CAPACITY: usize = 32;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OutputTensor<'a> {
