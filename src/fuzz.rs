@@ -106,19 +106,22 @@ pub fn v2_request(data: &[u8]) {
         let _ = tensors::decode(schema(), "fuzz", &request.tensors(binary), MAX_RECORDS);
         Ok::<_, crate::http::v2::V2Error>(())
     };
-    if let Ok(text) = std::str::from_utf8(rest) {
-        // The fast path reads a body as serde_json does, or leaves it to serde_json.
-        crate::http::v2::scan::agrees_with_serde_json(text);
-    }
-    let _ = if mode % 2 == 0 {
-        parse(rest, None)
+    let (body, length) = if mode % 2 == 0 {
+        (rest, None)
     } else {
         let Some((length, body)) = rest.split_at_checked(2) else {
             return;
         };
-        let length = u16::from_le_bytes([length[0], length[1]]).to_string();
-        parse(body, Some(length.as_bytes()))
+        (body, Some(u16::from_le_bytes([length[0], length[1]])))
     };
+    // The JSON part, as `parse_request` cuts it: the fast path reads it as serde_json does,
+    // or leaves it to serde_json.
+    let json = body.get(..length.map_or(body.len(), usize::from));
+    if let Some(text) = json.and_then(|json| std::str::from_utf8(json).ok()) {
+        crate::http::v2::scan::agrees_with_serde_json(text);
+    }
+    let length = length.map(|length| length.to_string());
+    let _ = parse(body, length.as_deref().map(str::as_bytes));
 }
 
 /// `POST /models` with the `csv` shape: the CSV text, with `y` as the target column.

@@ -295,6 +295,7 @@ pub fn agrees_with_serde_json(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::training::split::SplitMix64;
 
     /// The one-row request `make bench` sends, as tritonclient shapes it.
     const TRITON_ROW: &str = r#"{"id":"bench","inputs":[{"name":"sexo","shape":[1,1],"datatype":"BYTES","data":["V"]},{"name":"age","shape":[1,1],"datatype":"INT64","data":[56]},{"name":"renta","shape":[1,1],"datatype":"FP64","data":[87218.1]},{"name":"ind_empleado","shape":[1,1],"datatype":"BOOL","data":[false]}]}"#;
@@ -351,26 +352,17 @@ mod tests {
         }
     }
 
-    /// A deterministic generator (splitmix64) for the mutations below.
-    fn next(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     #[test]
     fn no_mutation_of_a_request_is_read_differently_by_the_fast_path() {
         const BYTES: &[u8] = br#"{}[]",:-+.0123456789eE tfalsenul\/"#;
-        let mut state = 15;
+        let mut rng = SplitMix64::new(15);
         let (mut tried, mut taken) = (0, 0);
         for _ in 0..20_000 {
             let mut body = TRITON_ROW.as_bytes().to_vec();
-            for _ in 0..1 + next(&mut state) % 3 {
-                let at = (next(&mut state) % body.len() as u64) as usize;
-                let byte = BYTES[(next(&mut state) % BYTES.len() as u64) as usize];
-                match next(&mut state) % 3 {
+            for _ in 0..1 + rng.next_u64() % 3 {
+                let at = (rng.next_u64() % body.len() as u64) as usize;
+                let byte = BYTES[(rng.next_u64() % BYTES.len() as u64) as usize];
+                match rng.next_u64() % 3 {
                     0 => drop(body.remove(at)),
                     1 => body.insert(at, byte),
                     _ => body[at] = byte,
