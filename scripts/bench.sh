@@ -29,7 +29,10 @@
 #     sees HTTP statuses and not grpc-status); BENCH_RATE_RUNS constant-rate runs
 #     (oha `-q`, latency correction) at half the highest /predict rate, each followed by the
 #     bare baseline at the same rate (the load generator's and the host's share of the p99),
-#     with the server-side latencies of each from its access lines; then at least
+#     with the server-side latencies of each from its access lines, and how busy each
+#     server was (its CPU time over the run, from /proc/PID/stat) and the host's steal time
+#     (/proc/stat): half the highest rate is not half of the CPU, since a request costs more
+#     CPU when fewer arrive together (docs/performance.md); then at least
 #     1,000,000 more requests (oha `-n`) and VmRSS/VmHWM from /proc;
 #  4b. `paired`: the ratios the targets compare, measured in rounds. The baseline runs beside
 #     the default server (both on the server CPU, only one driven at a time); each of
@@ -295,17 +298,43 @@ run_wrk() {
 }
 
 # run_oha SCENARIO SERVER PATH CONNECTIONS BODY OHA-ARGS... : one oha run, JSON kept.
+# With CPU_OF=PID, the run also records the CPU time that process used during it and the
+# host's steal time (`"cpu"`): how busy the server was at the rate, and how much of the
+# machine the hypervisor took back.
 run_oha() {
   local scenario="$1" server="$2" path="$3" conns="$4" body="$5"
   shift 5
-  local json="$OUT/oha-$scenario-c$conns.json"
+  local json="$OUT/oha-$scenario-c$conns.json" cpu_before="" cpu="null"
   log "oha: $scenario, $conns connections, $*"
+  [[ -n "${CPU_OF:-}" ]] && cpu_before="$(cpu_sample "$CPU_OF")"
   "${CLIENT_PIN[@]}" "$OHA" --no-tui --output-format json -c "$conns" -m POST \
     -H 'Content-Type: application/json' -D "$body" "$@" "$BASE$path" >"$json" \
     || die "oha failed (see $json)"
-  printf '{"scenario":"%s","server":"%s","path":"%s","tool":"oha","connections":%d,"records_per_request":1,"round":%s,"load_after":"%s","oha_args":"%s","oha":%s}\n' \
-    "$scenario" "$server" "$path" "$conns" "${ROUND:-null}" "$(loadavg)" "$*" "$(tr -d '\n' <"$json")" \
+  [[ -n "$cpu_before" ]] && cpu="$(cpu_used "$cpu_before" "$(cpu_sample "$CPU_OF")")"
+  printf '{"scenario":"%s","server":"%s","path":"%s","tool":"oha","connections":%d,"records_per_request":1,"round":%s,"load_after":"%s","oha_args":"%s","cpu":%s,"oha":%s}\n' \
+    "$scenario" "$server" "$path" "$conns" "${ROUND:-null}" "$(loadavg)" "$*" "$cpu" "$(tr -d '\n' <"$json")" \
     >>"$RESULTS_JSONL"
+}
+
+# cpu_sample PID: "<ns since boot> <PID's user+system ticks> <host steal ticks> <host ticks>"
+# (ticks of USER_HZ, all CPUs summed for the host).
+cpu_sample() {
+  printf '%s %s %s\n' "$(date +%s%N)" \
+    "$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat")" \
+    "$(awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat)"
+}
+
+# cpu_used BEFORE AFTER: the JSON object run_oha records (the server's CPU seconds, the
+# share of one CPU they are over the wall time, the host's steal share).
+cpu_used() {
+python3 - "$1" "$2" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+(ns0, p0, s0, t0), (ns1, p1, s1, t1) = ([int(x) for x in a.split()] for a in sys.argv[1:3])
+hz, wall = int(sys.argv[3]), (ns1 - ns0) / 1e9
+print(json.dumps({"wall_s": round(wall, 3), "server_cpu_s": (p1 - p0) / hz,
+                  "server_busy": round((p1 - p0) / hz / wall, 3),
+                  "host_steal": round((s1 - s0) / (t1 - t0), 4) if t1 > t0 else 0.0}))
+PY
 }
 
 # server_latency LOG OFFSET: adds to the last run in RESULTS_JSONL the server-side latency
@@ -705,11 +734,11 @@ HALF_RPS=$((MAX_RPS / 2))
 start_beside rate-baseline
 for ((round = 1; round <= RATE_RUNS; round++)); do
   log_from="$(stat -c %s "$SERVER_LOG")"
-  ROUND="$round" run_oha constant-rate ml-api /predict 64 "$SEED" \
+  CPU_OF="$SERVER_PID" ROUND="$round" run_oha constant-rate ml-api /predict 64 "$SEED" \
     -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
   server_latency "$SERVER_LOG" "$log_from"
-  BASE="$BESIDE_BASE" ROUND="$round" run_oha constant-rate-baseline baseline /predict 64 \
-    "$SEED" -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
+  CPU_OF="$BESIDE_PID" BASE="$BESIDE_BASE" ROUND="$round" run_oha constant-rate-baseline \
+    baseline /predict 64 "$SEED" -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
 done
 stop_beside
 fi
@@ -948,14 +977,27 @@ def rate_target():
     """Every constant-rate round of ml-api within 5 ms at p99, with what the server itself
     measured and what the bare baseline got at the same rate in the same round."""
     rounds = [r for r in runs if r["scenario"] == "constant-rate"]
-    floor = {r["round"]: r["result"] for r in runs if r["scenario"] == "constant-rate-baseline"}
+    floor = {r["round"]: r for r in runs if r["scenario"] == "constant-rate-baseline"}
+    def busy(run):  # how much of its CPU the server used at this rate, and per request
+        cpu = run.get("cpu")
+        if not cpu:
+            return ""
+        per_request = 1e6 * cpu["server_cpu_s"] / max(1, run["result"]["requests"])
+        return f"busy {100 * cpu['server_busy']:.0f} %, {per_request:.0f} µs CPU/request"
     def one(run):
         rate, server = run["result"], run.get("server_latency_ms")
         text = f"p99 {rate['p99']:.2f} ms (p50 {rate['p50']:.2f}, {rate['rps']:,.0f} req/s"
+        if busy(run):
+            text += f", {busy(run)}"
         if server:
             text += f"; server-side p99 {server['p99']:.2f}, p99.9 {server['p999']:.2f}"
         if run["round"] in floor:
-            text += f"; baseline at the same rate p99 {floor[run['round']]['p99']:.2f}"
+            base = floor[run["round"]]
+            text += f"; baseline at the same rate p99 {base['result']['p99']:.2f}"
+            if busy(base):
+                text += f", {busy(base)}"
+        if run.get("cpu"):
+            text += f"; host steal {100 * run['cpu']['host_steal']:.1f} %"
         return text + ")"
     errors = sum(r["result"]["errors"] for r in rounds)
     return (all(r["result"]["p99"] <= 5.0 for r in rounds) and errors == 0,
