@@ -27,7 +27,9 @@
 #     one stream each (h2load, posting one pre-encoded request frame written by
 #     examples/grpc_frame.rs; see run_h2load for how its answers are checked, since h2load
 #     sees HTTP statuses and not grpc-status); BENCH_RATE_RUNS constant-rate runs
-#     (oha `-q`, latency correction) at half the highest /predict rate, each followed by the
+#     (oha `-q`, latency correction) at half the highest /predict rate, each after
+#     BENCH_RATE_WARMUP at the same rate (reported as its own row: the first second after the
+#     server sat idle is slower, docs/performance.md) and each followed by the
 #     bare baseline at the same rate (the load generator's and the host's share of the p99),
 #     with the server-side latencies of each from its access lines, and how busy each
 #     server was (its CPU time over the run, from /proc/PID/stat) and the host's steal time
@@ -57,6 +59,7 @@
 # Environment:
 #   BENCH_WARMUP=5s  BENCH_DURATION=15s   wrk durations (warm-up, each measured run)
 #   BENCH_RATE_RUNS=3  BENCH_RATE_DURATION=20s   the constant-rate (oha -q) runs, and each one's length
+#   BENCH_RATE_WARMUP=3s                  the same rate before each of them, reported apart (0: none)
 #   BENCH_AB_DURATION=10s                 each run of the drift A/B
 #   BENCH_LOG_ROUNDS=7  BENCH_LOG_DURATION=5s   the rounds of the log A/B/C, and each run's length
 #   BENCH_PAIRED_ROUNDS=7  BENCH_PAIRED_DURATION=3s   the paired rounds (step 4b)
@@ -81,6 +84,7 @@ WARMUP="${BENCH_WARMUP:-5s}"
 DURATION="${BENCH_DURATION:-15s}"
 RATE_DURATION="${BENCH_RATE_DURATION:-20s}"
 RATE_RUNS="${BENCH_RATE_RUNS:-3}"
+RATE_WARMUP="${BENCH_RATE_WARMUP:-3s}"
 AB_DURATION="${BENCH_AB_DURATION:-10s}"
 LOG_ROUNDS="${BENCH_LOG_ROUNDS:-7}"
 LOG_DURATION="${BENCH_LOG_DURATION:-5s}"
@@ -732,11 +736,21 @@ PY
 )"
 HALF_RPS=$((MAX_RPS / 2))
 start_beside rate-baseline
+# rate_warmup SCENARIO SERVER: BENCH_RATE_WARMUP of the constant rate before a measured run.
+# Each server has sat idle while the other was driven: the first second after that is slower
+# (both servers; docs/performance.md), and the wrk runs get a warm-up per server too. The
+# warm-up's own p99 is kept in the results and the table, outside the target.
+rate_warmup() {
+  [[ "$RATE_WARMUP" =~ ^0[a-z]*$ ]] && return 0
+  run_oha "$1" "$2" /predict 64 "$SEED" -z "$RATE_WARMUP" -q "$HALF_RPS" --latency-correction
+}
 for ((round = 1; round <= RATE_RUNS; round++)); do
+  ROUND="$round" rate_warmup constant-rate-warmup ml-api
   log_from="$(stat -c %s "$SERVER_LOG")"
   CPU_OF="$SERVER_PID" ROUND="$round" run_oha constant-rate ml-api /predict 64 "$SEED" \
     -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
   server_latency "$SERVER_LOG" "$log_from"
+  BASE="$BESIDE_BASE" ROUND="$round" rate_warmup constant-rate-baseline-warmup baseline
   CPU_OF="$BESIDE_PID" BASE="$BESIDE_BASE" ROUND="$round" run_oha constant-rate-baseline \
     baseline /predict 64 "$SEED" -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
 done
@@ -761,7 +775,7 @@ TOOLS="$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2); $("$OHA" --version); $(h2lo
 STATUS=0
 export DEFAULT_READY_MS OFF_READY_MS BASELINE_READY_MS RSS_KB HWM_KB MAX_RPS HALF_RPS \
   LOAD_BEFORE LOAD_AFTER CPUS MACHINE_CPU MACHINE_MEM_KB VIRT TOOLS DURATION WARMUP \
-  RATE_DURATION RATE_RUNS MEMORY_REQUESTS ACCESS_LINES TENSOR_ROWS
+  RATE_DURATION RATE_RUNS RATE_WARMUP MEMORY_REQUESTS ACCESS_LINES TENSOR_ROWS
 export PINNED="${#SERVER_PIN[@]}"
 python3 - "$RESULTS_JSONL" "$OUT/results.json" "$OUT/table.md" <<'PY' || STATUS=$?
 import json, os, platform, sys, time
@@ -849,6 +863,8 @@ LABELS = {
     "paired-grpc-infer-raw-channel-rows": f"ml-api gRPC ModelInfer (raw tensors), one channel x 64 streams, {TENSOR_ROWS} rows/request",
     "constant-rate": f"ml-api /predict, constant {env['half_rps']} req/s (oha)",
     "constant-rate-baseline": f"baseline (bare axum, no model), constant {env['half_rps']} req/s (oha)",
+    "constant-rate-warmup": f"ml-api /predict, constant {env['half_rps']} req/s, warm-up (oha)",
+    "constant-rate-baseline-warmup": f"baseline, constant {env['half_rps']} req/s, warm-up (oha)",
     "memory": "ml-api /predict, memory run (oha)",
 }
 header = ["scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "% of baseline"]
@@ -978,6 +994,7 @@ def rate_target():
     measured and what the bare baseline got at the same rate in the same round."""
     rounds = [r for r in runs if r["scenario"] == "constant-rate"]
     floor = {r["round"]: r for r in runs if r["scenario"] == "constant-rate-baseline"}
+    warmup = {r["round"]: r["result"] for r in runs if r["scenario"] == "constant-rate-warmup"}
     def busy(run):  # how much of its CPU the server used at this rate, and per request
         cpu = run.get("cpu")
         if not cpu:
@@ -998,10 +1015,13 @@ def rate_target():
                 text += f", {busy(base)}"
         if run.get("cpu"):
             text += f"; host steal {100 * run['cpu']['host_steal']:.1f} %"
+        if run["round"] in warmup:
+            text += f"; its warm-up's p99 {warmup[run['round']]['p99']:.2f}"
         return text + ")"
     errors = sum(r["result"]["errors"] for r in rounds)
     return (all(r["result"]["p99"] <= 5.0 for r in rounds) and errors == 0,
-            f"{len(rounds)} runs of {E['RATE_DURATION']}: "
+            f"{len(rounds)} runs of {E['RATE_DURATION']} (each after {E['RATE_WARMUP']} at the "
+            "same rate): "
             + "; ".join(f"{i}. {one(r)}" for i, r in enumerate(rounds, 1))
             + f"; {errors} errors")
 
@@ -1075,6 +1095,7 @@ result = {
               "client_cpu": "0" if int(E["PINNED"]) else "any",
               "wrk_threads": 1, "duration": E["DURATION"], "warmup": E["WARMUP"],
               "rate_duration": E["RATE_DURATION"], "rate_runs": int(E["RATE_RUNS"]),
+              "rate_warmup": E["RATE_WARMUP"],
               "memory_requests": int(E["MEMORY_REQUESTS"]),
               "rate_limit": False, "build": "release", "tools": E["TOOLS"]},
     "server": {"startup_to_ready_ms": env["ready_ms"], "rss_kib": env["rss_kib"],
