@@ -320,7 +320,7 @@ run_oha() {
     >>"$RESULTS_JSONL"
 }
 
-# cpu_sample PID: "<ns since boot> <PID's user+system ticks> <host steal ticks> <host ticks>"
+# cpu_sample PID: "<ns since the epoch> <PID's user+system ticks> <host steal ticks> <host ticks>"
 # (ticks of USER_HZ, all CPUs summed for the host).
 cpu_sample() {
   printf '%s %s %s\n' "$(date +%s%N)" \
@@ -736,23 +736,27 @@ PY
 )"
 HALF_RPS=$((MAX_RPS / 2))
 start_beside rate-baseline
+# run_rate SCENARIO SERVER DURATION: /predict at HALF_RPS for DURATION (64 connections,
+# oha with latency correction).
+run_rate() {
+  run_oha "$1" "$2" /predict 64 "$SEED" -z "$3" -q "$HALF_RPS" --latency-correction
+}
 # rate_warmup SCENARIO SERVER: BENCH_RATE_WARMUP of the constant rate before a measured run.
 # Each server has sat idle while the other was driven: the first second after that is slower
 # (both servers; docs/performance.md), and the wrk runs get a warm-up per server too. The
 # warm-up's own p99 is kept in the results and the table, outside the target.
 rate_warmup() {
   [[ "$RATE_WARMUP" =~ ^0[a-z]*$ ]] && return 0
-  run_oha "$1" "$2" /predict 64 "$SEED" -z "$RATE_WARMUP" -q "$HALF_RPS" --latency-correction
+  run_rate "$1" "$2" "$RATE_WARMUP"
 }
 for ((round = 1; round <= RATE_RUNS; round++)); do
   ROUND="$round" rate_warmup constant-rate-warmup ml-api
   log_from="$(stat -c %s "$SERVER_LOG")"
-  CPU_OF="$SERVER_PID" ROUND="$round" run_oha constant-rate ml-api /predict 64 "$SEED" \
-    -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
+  CPU_OF="$SERVER_PID" ROUND="$round" run_rate constant-rate ml-api "$RATE_DURATION"
   server_latency "$SERVER_LOG" "$log_from"
   BASE="$BESIDE_BASE" ROUND="$round" rate_warmup constant-rate-baseline-warmup baseline
-  CPU_OF="$BESIDE_PID" BASE="$BESIDE_BASE" ROUND="$round" run_oha constant-rate-baseline \
-    baseline /predict 64 "$SEED" -z "$RATE_DURATION" -q "$HALF_RPS" --latency-correction
+  CPU_OF="$BESIDE_PID" BASE="$BESIDE_BASE" ROUND="$round" \
+    run_rate constant-rate-baseline baseline "$RATE_DURATION"
 done
 stop_beside
 fi
@@ -995,24 +999,21 @@ def rate_target():
     rounds = [r for r in runs if r["scenario"] == "constant-rate"]
     floor = {r["round"]: r for r in runs if r["scenario"] == "constant-rate-baseline"}
     warmup = {r["round"]: r["result"] for r in runs if r["scenario"] == "constant-rate-warmup"}
-    def busy(run):  # how much of its CPU the server used at this rate, and per request
+    def busy(run):  # ", busy N %, M µs CPU/request": its server's CPU at this rate, if taken
         cpu = run.get("cpu")
         if not cpu:
             return ""
         per_request = 1e6 * cpu["server_cpu_s"] / max(1, run["result"]["requests"])
-        return f"busy {100 * cpu['server_busy']:.0f} %, {per_request:.0f} µs CPU/request"
+        return f", busy {100 * cpu['server_busy']:.0f} %, {per_request:.0f} µs CPU/request"
     def one(run):
         rate, server = run["result"], run.get("server_latency_ms")
         text = f"p99 {rate['p99']:.2f} ms (p50 {rate['p50']:.2f}, {rate['rps']:,.0f} req/s"
-        if busy(run):
-            text += f", {busy(run)}"
+        text += busy(run)
         if server:
             text += f"; server-side p99 {server['p99']:.2f}, p99.9 {server['p999']:.2f}"
         if run["round"] in floor:
             base = floor[run["round"]]
-            text += f"; baseline at the same rate p99 {base['result']['p99']:.2f}"
-            if busy(base):
-                text += f", {busy(base)}"
+            text += f"; baseline at the same rate p99 {base['result']['p99']:.2f}{busy(base)}"
         if run.get("cpu"):
             text += f"; host steal {100 * run['cpu']['host_steal']:.1f} %"
         if run["round"] in warmup:
@@ -1020,8 +1021,8 @@ def rate_target():
         return text + ")"
     errors = sum(r["result"]["errors"] for r in rounds)
     return (all(r["result"]["p99"] <= 5.0 for r in rounds) and errors == 0,
-            f"{len(rounds)} runs of {E['RATE_DURATION']} (each after {E['RATE_WARMUP']} at the "
-            "same rate): "
+            f"{len(rounds)} runs of {E['RATE_DURATION']}"
+            + (f" (each after {E['RATE_WARMUP']} at the same rate)" if warmup else "") + ": "
             + "; ".join(f"{i}. {one(r)}" for i, r in enumerate(rounds, 1))
             + f"; {errors} errors")
 
