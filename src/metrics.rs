@@ -8,7 +8,9 @@
 //! Names follow Prometheus conventions (`ml_api_<thing>_<unit>`, `_total` for counters).
 //! Route labels come from axum's `MatchedPath`, never from raw URIs or request bodies.
 
-use prometheus::{exponential_buckets, Encoder, Gauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    exponential_buckets, proto::MetricFamily, Encoder, Gauge, Opts, Registry, TextEncoder,
+};
 
 /// Latency buckets from 100 µs to ~13 s: fine resolution where ml-api's answers land.
 pub fn latency_buckets() -> Vec<f64> {
@@ -60,8 +62,17 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> anyhow::Result<String> {
+        self.render_with(Vec::new())
+    }
+
+    /// The Prometheus text exposition of every metric and of `scraped`, the families a
+    /// subsystem computes for this scrape alone (the drift series), in name order.
+    pub fn render_with(&self, scraped: Vec<MetricFamily>) -> anyhow::Result<String> {
+        let mut families = self.registry.gather();
+        families.extend(scraped);
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        TextEncoder::new().encode(&families, &mut buffer)?;
         Ok(String::from_utf8(buffer)?)
     }
 

@@ -74,8 +74,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    state.catalog.refresh_drift_gauges();
-    let text = state.metrics.render()?;
+    let drift = state.catalog.drift_metrics().map_err(anyhow::Error::from)?;
+    let text = state.metrics.render_with(drift)?;
     Ok((
         [(
             header::CONTENT_TYPE,

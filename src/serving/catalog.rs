@@ -379,9 +379,9 @@ impl Catalog {
             .unwrap_or(false)
     }
 
-    /// Sets the drift gauges from [`Self::drift_reports`] (called before a scrape).
-    pub fn refresh_drift_gauges(&self) {
-        self.metrics.set_drift(&self.drift_reports());
+    /// The drift series of one scrape, from [`Self::drift_reports`].
+    pub fn drift_metrics(&self) -> prometheus::Result<Vec<prometheus::proto::MetricFamily>> {
+        super::metrics::drift_families(&self.drift_reports())
     }
 
     /// The drift window of each loaded model that has a contract, one per name: the version

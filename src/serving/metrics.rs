@@ -1,9 +1,9 @@
 //! The serving core's metrics: records scored and the fields refused (the scorer), the
-//! loaded-model cache, load times and the models loaded (the catalog), the drift gauges (set
-//! from the catalog's drift windows before a scrape), and the inference pools' group, which
+//! loaded-model cache, load times and the models loaded (the catalog), the drift series (built
+//! from the catalog's drift windows for each scrape), and the inference pools' group, which
 //! the catalog hands to every model it loads.
 
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{proto::MetricFamily, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::{drift::DriftReport, inference::metrics::InferenceMetrics, metrics::registered};
 
@@ -14,9 +14,6 @@ pub struct ServingMetrics {
     pub model_cache: IntCounterVec,
     pub model_load_seconds: GaugeVec,
     pub model_info: IntGaugeVec,
-    feature_drift: GaugeVec,
-    prediction_drift: GaugeVec,
-    drift_samples: IntGaugeVec,
     pub inference: InferenceMetrics,
 }
 
@@ -73,72 +70,70 @@ impl ServingMetrics {
                 &["model", "version", "sha256"],
             )?,
         )?;
-        let feature_drift = registered(
-            registry,
-            GaugeVec::new(
-                Opts::new(
-                    "ml_api_feature_drift_psi",
-                    "Population stability index of a feature over the drift window against the \
-                     model's contract (set once the window holds --drift-min-samples rows).",
-                ),
-                &["model", "feature"],
-            )?,
-        )?;
-        let prediction_drift = registered(
-            registry,
-            GaugeVec::new(
-                Opts::new(
-                    "ml_api_prediction_drift_psi",
-                    "Population stability index of the predicted label over the drift window \
-                     against the contract's reference.",
-                ),
-                &["model"],
-            )?,
-        )?;
-        let drift_samples = registered(
-            registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "ml_api_drift_window_samples",
-                    "Rows in a model's drift window on this replica.",
-                ),
-                &["model"],
-            )?,
-        )?;
         Ok(Self {
             predictions,
             validation_failures,
             model_cache,
             model_load_seconds,
             model_info,
-            feature_drift,
-            prediction_drift,
-            drift_samples,
             inference: InferenceMetrics::new(registry)?,
         })
     }
+}
 
-    /// Sets the drift gauges from the models loaded on this replica (called before a scrape),
-    /// dropping the series of models no longer loaded.
-    pub fn set_drift(&self, reports: &[(String, DriftReport)]) {
-        self.feature_drift.reset();
-        self.prediction_drift.reset();
-        self.drift_samples.reset();
-        for (model, report) in reports {
-            let model = model.as_str();
-            self.drift_samples
-                .with_label_values(&[model])
-                .set(i64::try_from(report.samples).unwrap_or(i64::MAX));
-            for feature in &report.features {
-                if let Some(psi) = feature.psi {
-                    self.feature_drift
-                        .with_label_values(&[model, &feature.feature])
-                        .set(psi);
-                }
-            }
-            if let Some(psi) = report.predictions_psi {
-                self.prediction_drift.with_label_values(&[model]).set(psi);
+/// The drift series of one scrape, from the drift windows of the models loaded on this
+/// replica. Built afresh for every scrape and never stored: gauges shared by the process
+/// would be reset by one scrape while another renders them, and concurrent scrapes (an HA
+/// pair of Prometheus servers, an agent, a `curl`) would lose series.
+pub fn drift_families(reports: &[(String, DriftReport)]) -> prometheus::Result<Vec<MetricFamily>> {
+    let registry = Registry::new();
+    let feature_drift = registered(
+        &registry,
+        GaugeVec::new(
+            Opts::new(
+                "ml_api_feature_drift_psi",
+                "Population stability index of a feature over the drift window against the \
+                     model's contract (set once the window holds --drift-min-samples rows).",
+            ),
+            &["model", "feature"],
+        )?,
+    )?;
+    let prediction_drift = registered(
+        &registry,
+        GaugeVec::new(
+            Opts::new(
+                "ml_api_prediction_drift_psi",
+                "Population stability index of the predicted label over the drift window \
+                     against the contract's reference.",
+            ),
+            &["model"],
+        )?,
+    )?;
+    let drift_samples = registered(
+        &registry,
+        IntGaugeVec::new(
+            Opts::new(
+                "ml_api_drift_window_samples",
+                "Rows in a model's drift window on this replica.",
+            ),
+            &["model"],
+        )?,
+    )?;
+    for (model, report) in reports {
+        let model = model.as_str();
+        drift_samples
+            .with_label_values(&[model])
+            .set(i64::try_from(report.samples).unwrap_or(i64::MAX));
+        for feature in &report.features {
+            if let Some(psi) = feature.psi {
+                feature_drift
+                    .with_label_values(&[model, &feature.feature])
+                    .set(psi);
             }
         }
+        if let Some(psi) = report.predictions_psi {
+            prediction_drift.with_label_values(&[model]).set(psi);
+        }
     }
+    Ok(registry.gather())
 }

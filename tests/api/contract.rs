@@ -336,3 +336,50 @@ async fn with_redis_the_contract_a_worker_trained_is_enforced_and_measured_by_ev
     let drift_a = get_json(&client, &replica_a.url("/models/shared/drift")).await;
     assert_eq!(drift_a["samples"], 0, "{drift_a}");
 }
+
+/// Prometheus servers scrape each replica from several places at once (an HA pair, an
+/// agent, someone's `curl`): every scrape carries every drift series, none is half-built by
+/// another scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_scrapes_each_export_every_drift_series() {
+    let app = spawn_app_with(|config| config.inference.drift_min_samples = 10).await;
+    train(&app, "drifty").await;
+    send(&app, &mut Lcg(7), 100, 0.0).await;
+    let expected = [
+        r#"ml_api_drift_window_samples{model="drifty"} 100"#,
+        r#"ml_api_drift_window_samples{model="santander"} 0"#,
+        r#"ml_api_feature_drift_psi{feature="colour",model="drifty"}"#,
+        r#"ml_api_feature_drift_psi{feature="x",model="drifty"}"#,
+        r#"ml_api_feature_drift_psi{feature="y",model="drifty"}"#,
+        r#"ml_api_prediction_drift_psi{model="drifty"}"#,
+    ];
+    let scrapers = (0..8).map(|_| {
+        let (client, url) = (app.client.clone(), app.url("/metrics"));
+        tokio::spawn(async move {
+            let mut incomplete = Vec::new();
+            for _ in 0..150 {
+                let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+                let missing: Vec<&str> = expected
+                    .iter()
+                    .filter(|series| !text.lines().any(|line| line.starts_with(*series)))
+                    .copied()
+                    .collect();
+                if !missing.is_empty() {
+                    incomplete.push(missing);
+                }
+            }
+            incomplete
+        })
+    });
+    let mut incomplete = Vec::new();
+    for scraper in scrapers.collect::<Vec<_>>() {
+        incomplete.extend(scraper.await.unwrap());
+    }
+    assert!(
+        incomplete.is_empty(),
+        "{} of 1200 scrapes lacked series, first: {:?}",
+        incomplete.len(),
+        incomplete.first()
+    );
+    app.stop().await;
+}
