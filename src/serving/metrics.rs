@@ -93,7 +93,7 @@ pub fn drift_families(reports: &[(String, DriftReport)]) -> prometheus::Result<V
             Opts::new(
                 "ml_api_feature_drift_psi",
                 "Population stability index of a feature over the drift window against the \
-                     model's contract (set once the window holds --drift-min-samples rows).",
+                 model's contract (set once the window holds --drift-min-samples rows).",
             ),
             &["model", "feature"],
         )?,
@@ -104,7 +104,7 @@ pub fn drift_families(reports: &[(String, DriftReport)]) -> prometheus::Result<V
             Opts::new(
                 "ml_api_prediction_drift_psi",
                 "Population stability index of the predicted label over the drift window \
-                     against the contract's reference.",
+                 against the contract's reference.",
             ),
             &["model"],
         )?,
