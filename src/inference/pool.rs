@@ -402,14 +402,10 @@ mod tests {
 
     /// Refuses any call of more than one record and scores a record with its own value.
     fn one_at_a_time(batch: &FeatureBatch) -> Result<Scores, InferenceError> {
-        match &batch.columns[..] {
-            [Column::Int64(values)] if batch.rows == 1 => Ok(Scores {
-                rows: 1,
-                width: 1,
-                values: values.iter().map(|&v| v as f32).collect(),
-            }),
-            _ => Err(InferenceError::Failed("one record at a time".to_owned())),
+        if batch.rows != 1 {
+            return Err(InferenceError::Failed("one record at a time".to_owned()));
         }
+        own_values(batch)
     }
 
     /// Scores each record with its own value, in calls of any size.
@@ -452,31 +448,18 @@ mod tests {
             max_delay: Duration::ZERO,
         };
         let (pool, mut calls, open) = gated_pool(8, batching, one_at_a_time);
-        let submit = |value: i64| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                let batch = FeatureBatch {
-                    rows: 1,
-                    columns: vec![Column::Int64(vec![value])],
-                };
-                pool.infer(batch).await
-            })
-        };
         // The first call holds the thread, so the next two are gathered together.
-        let first = submit(1);
-        assert_eq!(
-            tokio::time::timeout(LIMIT, calls.recv()).await.unwrap(),
-            Some(1)
-        );
-        let queued = [submit(2), submit(3)];
+        let first = spawn_infer(&pool, 1);
+        assert_eq!(timeout(LIMIT, calls.recv()).await.unwrap(), Some(1));
+        let queued = [spawn_infer(&pool, 2), spawn_infer(&pool, 3)];
         until_queued(&pool, 2, "both jobs are queued").await;
         // The first call, the merged one and each request alone.
         for _ in 0..4 {
             open.send(()).unwrap();
         }
-        assert_eq!(first.await.unwrap().unwrap().values, vec![1.0]);
+        assert_eq!(answered(first).await, vec![1.0]);
         for (job, value) in queued.into_iter().zip([2.0, 3.0]) {
-            assert_eq!(job.await.unwrap().unwrap().values, vec![value]);
+            assert_eq!(answered(job).await, vec![value]);
         }
         let mut later = Vec::new();
         while let Ok(rows) = calls.try_recv() {
