@@ -3,9 +3,10 @@
 # bare axum baseline, checks the targets, then runs the criterion benches.
 # Called by `make bench` (after `make ort`); docs/performance.md says what it measures.
 #
-# The load generator (wrk, 1 thread; oha for the constant-rate and 1M-request runs; h2load,
-# 1 thread, for gRPC) is pinned to CPU 0 and every server to CPU 1 with taskset. Steps:
-#  1. build `ml-api` and the bench-only baseline (`examples/bench_baseline.rs`), release;
+# The load generator (wrk, 1 thread; examples/bench_rate.rs for the constant-rate runs; oha
+# for the 1M-request run; h2load, 1 thread, for gRPC) is pinned to CPU 0 and every server to CPU 1 with taskset. Steps:
+#  1. build `ml-api`, the bench-only baseline (`examples/bench_baseline.rs`) and the
+#     constant-rate generator (`examples/bench_rate.rs`), release;
 # Every ml-api server runs the SHIPPED DEFAULTS (log level, JSON access log on stdout into a
 # file) except rate limiting, which is off (one load generator is one client).
 #  2. `baseline`: the bare axum handler, POST /predict with the seed record, wrk at 1, 16, 64
@@ -27,7 +28,9 @@
 #     one stream each (h2load, posting one pre-encoded request frame written by
 #     examples/grpc_frame.rs; see run_h2load for how its answers are checked, since h2load
 #     sees HTTP statuses and not grpc-status); BENCH_RATE_RUNS constant-rate runs
-#     (oha `-q`, latency correction) at half the highest /predict rate, each after
+#     (examples/bench_rate.rs: open loop, latency correction as oha's `-q
+#     --latency-correction`, and nothing that grows while it runs; oha stalled itself each
+#     time its result queue doubled) at half the highest /predict rate, each after
 #     BENCH_RATE_WARMUP at the same rate (reported as its own row: the first second after the
 #     server sat idle is slower, docs/performance.md) and each followed by the
 #     bare baseline at the same rate (the load generator's and the host's share of the p99),
@@ -58,7 +61,7 @@
 #
 # Environment:
 #   BENCH_WARMUP=5s  BENCH_DURATION=15s   wrk durations (warm-up, each measured run)
-#   BENCH_RATE_RUNS=3  BENCH_RATE_DURATION=20s   the constant-rate (oha -q) runs, and each one's length
+#   BENCH_RATE_RUNS=3  BENCH_RATE_DURATION=20s   the constant-rate (bench_rate) runs, and each one's length
 #   BENCH_RATE_WARMUP=3s                  the same rate before each of them, reported apart (0: none)
 #   BENCH_AB_DURATION=10s                 each run of the drift A/B
 #   BENCH_LOG_ROUNDS=7  BENCH_LOG_DURATION=5s   the rounds of the log A/B/C, and each run's length
@@ -108,6 +111,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET_DIR/release/ml-api"
 BASELINE_BIN="$TARGET_DIR/release/examples/bench_baseline"
 GRPC_FRAME_BIN="$TARGET_DIR/release/examples/grpc_frame"
+RATE_BIN="$TARGET_DIR/release/examples/bench_rate"
 GRPC_PATH="/inference.GRPCInferenceService/ModelInfer"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -145,7 +149,7 @@ if ! command -v wrk >/dev/null 2>&1; then
     || { apt-get update >/dev/null && apt-get install -y --no-install-recommends wrk >/dev/null; } \
     || die "cannot install wrk (apt-get install wrk)"
 fi
-# oha (crates.io) does constant-rate load with latency correction, which wrk cannot.
+# oha (crates.io) sends the memory run's fixed number of requests.
 if ! { [[ -x "$OHA" ]] && "$OHA" --version 2>/dev/null | grep -q " $OHA_VERSION"; }; then
   log "installing oha $OHA_VERSION (crates.io) into .tools/oha; this takes a few minutes once"
   "$CARGO" install --locked --quiet oha --version "$OHA_VERSION" --root "$ROOT/.tools/oha" \
@@ -174,14 +178,15 @@ else
 fi
 
 # --- build ---------------------------------------------------------------------------------
-log "building the release binaries (ml-api, examples/bench_baseline and examples/grpc_frame)"
+log "building the release binaries (ml-api, examples/bench_baseline, bench_rate and grpc_frame)"
 # Two commands: building the example enables the dev-dependencies' features, and ml-api must
 # be the product binary exactly as `cargo build --release` makes it.
 "$CARGO" build --release --locked
-"$CARGO" build --release --locked --example bench_baseline --example grpc_frame
+"$CARGO" build --release --locked --example bench_baseline --example bench_rate --example grpc_frame
 [[ -x "$BIN" ]] || die "no binary at $BIN"
 [[ -x "$BASELINE_BIN" ]] || die "no binary at $BASELINE_BIN"
 [[ -x "$GRPC_FRAME_BIN" ]] || die "no binary at $GRPC_FRAME_BIN"
+[[ -x "$RATE_BIN" ]] || die "no binary at $RATE_BIN"
 
 # --- request bodies ------------------------------------------------------------------------
 BATCH_BODY="$OUT/batch${BATCH_RECORDS}.json"
@@ -351,8 +356,9 @@ import json, sys, time
 log, offset, results = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 lines = open(results).read().splitlines()
 run = json.loads(lines[-1])
-answered = sum(v for k, v in (run["oha"].get("statusCodeDistribution") or {}).items()
-               if 200 <= int(k) < 300)
+codes = (run["bench_rate"]["statuses"] if run["tool"] == "bench_rate"
+         else run["oha"].get("statusCodeDistribution") or {})
+answered = sum(v for k, v in codes.items() if 200 <= int(k) < 300)
 deadline = time.monotonic() + 10
 while True:
     with open(log, "rb") as f:
@@ -737,9 +743,18 @@ PY
 HALF_RPS=$((MAX_RPS / 2))
 start_beside rate-baseline
 # run_rate SCENARIO SERVER DURATION: /predict at HALF_RPS for DURATION (64 connections,
-# oha with latency correction).
+# examples/bench_rate.rs: open loop, latency correction). With CPU_OF=PID, as run_oha.
 run_rate() {
-  run_oha "$1" "$2" /predict 64 "$SEED" -z "$3" -q "$HALF_RPS" --latency-correction
+  local scenario="$1" server="$2" duration="$3" cpu_before="" cpu="null"
+  local json="$OUT/rate-$scenario.json"
+  log "bench_rate: $scenario, 64 connections, $HALF_RPS req/s for $duration"
+  [[ -n "${CPU_OF:-}" ]] && cpu_before="$(cpu_sample "$CPU_OF")"
+  "${CLIENT_PIN[@]}" "$RATE_BIN" --url "$BASE/predict" --body "$SEED" --rate "$HALF_RPS" \
+    --duration "$duration" --connections 64 >"$json" || die "bench_rate failed (see $json)"
+  [[ -n "$cpu_before" ]] && cpu="$(cpu_used "$cpu_before" "$(cpu_sample "$CPU_OF")")"
+  printf '{"scenario":"%s","server":"%s","path":"/predict","tool":"bench_rate","connections":64,"records_per_request":1,"round":%s,"load_after":"%s","cpu":%s,"bench_rate":%s}\n' \
+    "$scenario" "$server" "${ROUND:-null}" "$(loadavg)" "$cpu" "$(tr -d '\n' <"$json")" \
+    >>"$RESULTS_JSONL"
 }
 # rate_warmup SCENARIO SERVER: BENCH_RATE_WARMUP of the constant rate before a measured run.
 # Each server has sat idle while the other was driven: the first second after that is slower
@@ -801,6 +816,12 @@ def norm(run):
         h = run["h2load"]
         return dict(requests=h["requests"], rps=h["rps"], p50=h["p50_ms"], p99=h["p99_ms"],
                     errors=h["errors"])
+    if run["tool"] == "bench_rate":
+        b = run["bench_rate"]
+        ok = sum(v for k, v in b["statuses"].items() if 200 <= int(k) < 300)
+        errors = b["requests"] - ok
+        return dict(requests=b["requests"], rps=b["rps"], p50=b["latency_ms"]["p50"],
+                    p99=b["latency_ms"]["p99"], errors=errors)
     if run["tool"] == "wrk":
         w = run["wrk"]
         errors = w["non_2xx"] + sum(w["socket_errors"].values())
@@ -865,10 +886,10 @@ LABELS = {
     "paired-v2-infer-rows": f"ml-api V2 infer (JSON tensors), {TENSOR_ROWS} rows/request",
     "paired-v2-infer-binary-rows": f"ml-api V2 infer (binary tensors), {TENSOR_ROWS} rows/request",
     "paired-grpc-infer-raw-channel-rows": f"ml-api gRPC ModelInfer (raw tensors), one channel x 64 streams, {TENSOR_ROWS} rows/request",
-    "constant-rate": f"ml-api /predict, constant {env['half_rps']} req/s (oha)",
-    "constant-rate-baseline": f"baseline (bare axum, no model), constant {env['half_rps']} req/s (oha)",
-    "constant-rate-warmup": f"ml-api /predict, constant {env['half_rps']} req/s, warm-up (oha)",
-    "constant-rate-baseline-warmup": f"baseline, constant {env['half_rps']} req/s, warm-up (oha)",
+    "constant-rate": f"ml-api /predict, constant {env['half_rps']} req/s (bench_rate)",
+    "constant-rate-baseline": f"baseline (bare axum, no model), constant {env['half_rps']} req/s (bench_rate)",
+    "constant-rate-warmup": f"ml-api /predict, constant {env['half_rps']} req/s, warm-up (bench_rate)",
+    "constant-rate-baseline-warmup": f"baseline, constant {env['half_rps']} req/s, warm-up (bench_rate)",
     "memory": "ml-api /predict, memory run (oha)",
 }
 header = ["scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "% of baseline"]
