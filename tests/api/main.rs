@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts the real server on a random port.
 
 mod batching;
+mod bench_rate;
 mod child;
 mod cluster;
 mod contract;
