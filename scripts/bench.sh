@@ -4,7 +4,8 @@
 # Called by `make bench` (after `make ort`); docs/performance.md says what it measures.
 #
 # The load generator (wrk, 1 thread; examples/bench_rate.rs for the constant-rate runs; oha
-# for the 1M-request run; h2load, 1 thread, for gRPC) is pinned to CPU 0 and every server to CPU 1 with taskset. Steps:
+# for the 1M-request run; h2load, 1 thread, for gRPC) is pinned to CPU 0 and every server to
+# CPU 1 with taskset. Steps:
 #  1. build `ml-api`, the bench-only baseline (`examples/bench_baseline.rs`) and the
 #     constant-rate generator (`examples/bench_rate.rs`), release;
 # Every ml-api server runs the SHIPPED DEFAULTS (log level, JSON access log on stdout into a
