@@ -308,21 +308,16 @@ run_wrk() {
 }
 
 # run_oha SCENARIO SERVER PATH CONNECTIONS BODY OHA-ARGS... : one oha run, JSON kept.
-# With CPU_OF=PID, the run also records the CPU time that process used during it and the
-# host's steal time (`"cpu"`): how busy the server was at the rate, and how much of the
-# machine the hypervisor took back.
 run_oha() {
   local scenario="$1" server="$2" path="$3" conns="$4" body="$5"
   shift 5
-  local json="$OUT/oha-$scenario-c$conns.json" cpu_before="" cpu="null"
+  local json="$OUT/oha-$scenario-c$conns.json"
   log "oha: $scenario, $conns connections, $*"
-  [[ -n "${CPU_OF:-}" ]] && cpu_before="$(cpu_sample "$CPU_OF")"
   "${CLIENT_PIN[@]}" "$OHA" --no-tui --output-format json -c "$conns" -m POST \
     -H 'Content-Type: application/json' -D "$body" "$@" "$BASE$path" >"$json" \
     || die "oha failed (see $json)"
-  [[ -n "$cpu_before" ]] && cpu="$(cpu_used "$cpu_before" "$(cpu_sample "$CPU_OF")")"
-  printf '{"scenario":"%s","server":"%s","path":"%s","tool":"oha","connections":%d,"records_per_request":1,"round":%s,"load_after":"%s","oha_args":"%s","cpu":%s,"oha":%s}\n' \
-    "$scenario" "$server" "$path" "$conns" "${ROUND:-null}" "$(loadavg)" "$*" "$cpu" "$(tr -d '\n' <"$json")" \
+  printf '{"scenario":"%s","server":"%s","path":"%s","tool":"oha","connections":%d,"records_per_request":1,"round":%s,"load_after":"%s","oha_args":"%s","oha":%s}\n' \
+    "$scenario" "$server" "$path" "$conns" "${ROUND:-null}" "$(loadavg)" "$*" "$(tr -d '\n' <"$json")" \
     >>"$RESULTS_JSONL"
 }
 
@@ -334,7 +329,7 @@ cpu_sample() {
     "$(awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat)"
 }
 
-# cpu_used BEFORE AFTER: the JSON object run_oha records (the server's CPU seconds, the
+# cpu_used BEFORE AFTER: the JSON object run_rate records (the server's CPU seconds, the
 # share of one CPU they are over the wall time, the host's steal share).
 cpu_used() {
 python3 - "$1" "$2" "$(getconf CLK_TCK)" <<'PY'
@@ -357,9 +352,7 @@ import json, sys, time
 log, offset, results = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 lines = open(results).read().splitlines()
 run = json.loads(lines[-1])
-codes = (run["bench_rate"]["statuses"] if run["tool"] == "bench_rate"
-         else run["oha"].get("statusCodeDistribution") or {})
-answered = sum(v for k, v in codes.items() if 200 <= int(k) < 300)
+answered = sum(v for k, v in run["bench_rate"]["statuses"].items() if 200 <= int(k) < 300)
 deadline = time.monotonic() + 10
 while True:
     with open(log, "rb") as f:
@@ -744,7 +737,10 @@ PY
 HALF_RPS=$((MAX_RPS / 2))
 start_beside rate-baseline
 # run_rate SCENARIO SERVER DURATION: /predict at HALF_RPS for DURATION (64 connections,
-# examples/bench_rate.rs: open loop, latency correction). With CPU_OF=PID, as run_oha.
+# examples/bench_rate.rs: open loop, latency correction), its JSON kept. With CPU_OF=PID,
+# the run also records the CPU time that process used during it and the host's steal time
+# (`"cpu"`): how busy the server was at the rate, and how much of the machine the
+# hypervisor took back.
 run_rate() {
   local scenario="$1" server="$2" duration="$3" cpu_before="" cpu="null"
   local json="$OUT/rate-$scenario.json"
