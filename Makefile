@@ -36,6 +36,7 @@ lint: ## rustfmt and clippy, warnings denied
 
 .PHONY: test
 test: ort test-tools lint ## Install test tools, lint, and run every test
+	$(CARGO) build --locked --example bench_rate
 	$(CARGO) test --locked --all-targets
 	scripts/check-swagger-ui.sh
 	scripts/check-openapi-conformance.sh

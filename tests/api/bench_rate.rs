@@ -3,7 +3,8 @@
 //! counts a request's latency from when it was due, so a server that falls behind is
 //! charged with the wait (latency correction).
 //!
-//! `cargo test --all-targets` (`make test`) builds the example beside this test binary.
+//! `make test` builds the example (`cargo build --example bench_rate`) before it runs the
+//! tests: `cargo test --all-targets` builds examples as test harnesses, not as the program.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +27,7 @@ fn generator() -> PathBuf {
     let path = profile_dir.join("examples").join("bench_rate");
     assert!(
         path.is_file(),
-        "no {}: build it with `cargo test --all-targets` or `cargo build --example bench_rate`",
+        "no {}: build it with `cargo build --example bench_rate` (`make test` does)",
         path.display()
     );
     path
